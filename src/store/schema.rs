@@ -1,0 +1,203 @@
+//! The schema, as an ordered list of migrations embedded in the binary.
+//!
+//! `PRAGMA user_version` records how many have run. Migrations only ever append: a
+//! released step is never edited, so every database reaches the same shape.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version up.
+const MIGRATIONS: &[&str] = &[
+    // 1: the decision core (issue 3) and the tables delivery and the dashboard use.
+    r#"
+    CREATE TABLE site (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        outgoing_mail INTEGER NOT NULL DEFAULT 1,
+        from_mailbox TEXT NOT NULL,
+        portal_base_url TEXT NOT NULL,
+        outgoing_mail_changed_at INTEGER
+    );
+    INSERT INTO site (id, from_mailbox, portal_base_url)
+        VALUES (1, 'Help Desk <help@example.com>', 'http://localhost:8040/portal');
+
+    CREATE TABLE projects (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE customers (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        display_name TEXT,
+        created_at INTEGER NOT NULL,
+        created_via TEXT NOT NULL
+    );
+
+    CREATE TABLE memberships (
+        customer_id TEXT NOT NULL REFERENCES customers(id),
+        project TEXT NOT NULL REFERENCES projects(key),
+        added_at INTEGER NOT NULL,
+        added_via TEXT NOT NULL,
+        PRIMARY KEY (customer_id, project)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE decisions (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        project TEXT NOT NULL,
+        recipient TEXT,
+        input TEXT NOT NULL,
+        display_name TEXT,
+        customer_id TEXT,
+        channel TEXT NOT NULL,
+        email_kind TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        attempts_count INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        lease_until INTEGER,
+        last_reply TEXT,
+        sent_at INTEGER,
+        message_id TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX decisions_by_recipient ON decisions (recipient, seq);
+    CREATE INDEX decisions_by_input ON decisions (input) WHERE recipient IS NULL;
+    CREATE INDEX decisions_by_time ON decisions (created_at);
+    CREATE INDEX decisions_by_project ON decisions (project, seq);
+    CREATE INDEX decisions_due ON decisions (next_attempt_at)
+        WHERE status IN ('queued', 'deferred', 'sending');
+    CREATE INDEX decisions_by_status ON decisions (status, seq);
+
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        decision_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        server TEXT,
+        stage TEXT,
+        smtp_code INTEGER,
+        enhanced_code TEXT,
+        reply TEXT,
+        outcome TEXT NOT NULL,
+        copy_outcome TEXT
+    );
+    CREATE INDEX attempts_by_decision ON attempts (decision_id);
+    CREATE INDEX attempts_by_time ON attempts (finished_at);
+
+    CREATE TABLE suppressions (
+        email TEXT PRIMARY KEY,
+        domain TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        smtp_code INTEGER,
+        enhanced_code TEXT,
+        response TEXT,
+        remote_host TEXT,
+        stage TEXT,
+        suppressed_at INTEGER NOT NULL,
+        decision_id TEXT,
+        note TEXT,
+        evidence TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX suppressions_by_time ON suppressions (suppressed_at);
+
+    CREATE TABLE suppression_events (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL,
+        added INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX suppression_events_by_time ON suppression_events (at);
+
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        what TEXT NOT NULL,
+        target TEXT,
+        note TEXT,
+        detail TEXT
+    );
+
+    CREATE TABLE idempotency (
+        principal TEXT NOT NULL,
+        key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (principal, key)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version of `conn`'s database.
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+/// Runs every migration not yet applied, each in its own transaction. Idempotent, and
+/// safe when several processes start at once: the version is read inside the
+/// transaction that applies the next step.
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| -> Result<Option<usize>, StoreError> {
+            let current = usize::try_from(version(conn)?).unwrap_or(0);
+            if current > MIGRATIONS.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "the database has schema version {current}, newer than this mailtrail knows ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(current) else {
+                return Ok(None);
+            };
+            conn.execute_batch(sql)?;
+            conn.pragma_update(None, "user_version", (current + 1) as i64)?;
+            Ok(Some(current + 1))
+        })();
+        match step {
+            Ok(applied) => {
+                conn.execute_batch("COMMIT")?;
+                match applied {
+                    Some(version) => tracing::info!(version, "applied migration"),
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! "Why did this customer get no invite?": turns the stored facts about one address into
+//! a verdict, fixes and a preview (SPEC §5 `why`).
+//!
+//! Pure: it reads [`WhyFacts`] and calls the same [`rules::decide`] that records
+//! decisions, so the preview of a fix can never disagree with what the fix will do.
+//! The API, the dashboard and `mailtrail why` all print this one answer.
+
+use crate::messages::{reason_phrase, verdict_summary};
+use crate::model::{Channel, EmailAddress, ReasonCode, Status, Verdict};
+use crate::rules::{self, Facts};
+use crate::store::{CustomerView, DecisionRecord, SuppressionRecord, WhyFacts};
+use serde::Serialize;
+
+/// The answer of `GET /api/v1/why/{email}`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct WhyAnswer {
+    /// The normalized address (or the raw input, for one that never parsed).
+    pub email: String,
+    pub customer: Option<CustomerView>,
+    pub suppression: Option<SuppressionRecord>,
+    pub site: SiteState,
+    pub verdict: VerdictView,
+    /// Newest first, with attempts.
+    pub decisions: Vec<DecisionRecord>,
+    pub fixes: Vec<Fix>,
+    /// Per project: what a resend and a fresh agent add would get right now.
+    pub preview: Vec<Preview>,
+}
+
+/// The part of the site that matters for one address.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SiteState {
+    pub outgoing_mail: bool,
+}
+
+/// `{code, summary}`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct VerdictView {
+    /// `sent`, `queued`, `deferred`, `skipped`, `bounced`, `failed`, `suppressed` or `no_record`.
+    pub code: String,
+    /// One plain sentence naming the primary reason and the fix.
+    pub summary: String,
+}
+
+/// One thing support can do about it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Fix {
+    /// `resend`, `unsuppress`, `enable_project_setting`, `enable_outgoing_mail`, `fix_address`.
+    pub action: String,
+    /// What it acts on: a project key, `KEY.setting`, the address, or `site`.
+    pub target: String,
+    pub description: String,
+}
+
+/// What would happen right now, for one project.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub project: String,
+    pub project_name: String,
+    /// The customer is a member (a resend is possible).
+    pub member: bool,
+    /// A resend's decision now; null when not a member.
+    pub resend: Option<PreviewDecision>,
+    /// A fresh agent add's decision now.
+    pub agent_add: PreviewDecision,
+}
+
+/// A decision that was not recorded.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewDecision {
+    pub decision: Verdict,
+    pub reasons: Vec<ReasonCode>,
+}
+
+impl WhyAnswer {
+    /// `mailtrail why` exits 0 for these verdicts: sent or on its way.
+    pub fn is_on_its_way(&self) -> bool {
+        matches!(self.verdict.code.as_str(), "sent" | "queued" | "sending" | "deferred")
+    }
+}
+
+/// Builds the answer. `address` is `None` when the input never parsed (then `key` is the
+/// raw input and only its invalid-address decisions are shown).
+pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> WhyAnswer {
+    let WhyFacts { customer, suppression, site, decisions, projects } = facts;
+    let newest = decisions.first();
+    let verdict = verdict(key, newest, suppression.as_ref(), &decisions);
+
+    let preview: Vec<Preview> = match address {
+        Some(address) => projects
+            .iter()
+            .map(|project| {
+                let settings = project.settings.rule_settings();
+                let member = customer
+                    .as_ref()
+                    .is_some_and(|c| c.projects.iter().any(|m| m.key == project.key.as_str()));
+                let decide = |channel| {
+                    let d = rules::decide(&Facts {
+                        channel,
+                        address,
+                        outgoing_mail: site.outgoing_mail,
+                        settings: &settings,
+                        customer_exists: customer.is_some(),
+                        invite: true,
+                        suppressed: suppression.is_some(),
+                    });
+                    PreviewDecision { decision: d.verdict(), reasons: d.reasons }
+                };
+                Preview {
+                    project: project.key.to_string(),
+                    project_name: project.name.clone(),
+                    member,
+                    resend: member.then(|| decide(Channel::Resend)),
+                    agent_add: decide(Channel::Agent),
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let mut fixes = Vec::new();
+    let mut push = |fix: Fix| {
+        if !fixes.contains(&fix) {
+            fixes.push(fix);
+        }
+    };
+    if let Some(s) = &suppression {
+        push(Fix {
+            action: "unsuppress".into(),
+            target: s.email.clone(),
+            description: format!(
+                "Remove {} from the suppression list{} once you know the address is good.",
+                s.email,
+                s.response.as_deref().map(|r| format!(" (it was suppressed after \"{r}\")")).unwrap_or_default()
+            ),
+        });
+    }
+    if !site.outgoing_mail {
+        push(Fix {
+            action: "enable_outgoing_mail".into(),
+            target: "site".into(),
+            description: "Turn outgoing mail back on for the site; then resend what it skipped.".into(),
+        });
+    }
+    if let Some(d) = newest {
+        let project = projects.iter().find(|p| p.key.as_str() == d.project);
+        for reason in &d.reasons {
+            let setting = match reason {
+                ReasonCode::InviteNotificationDisabled => Some(("invite_notification", "Turn on the \"Customer invited\" notification")),
+                ReasonCode::VerificationEmailsDisabled => Some(("verification_emails", "Turn account verification emails back on")),
+                ReasonCode::PublicSignupDisabled => Some(("public_signup", "Allow public signup")),
+                ReasonCode::CcSharingDisabled => Some(("share_with_anyone", "Let customers share requests with anyone")),
+                ReasonCode::AutomationCreated | ReasonCode::ApiCreated => Some(("notify_auto_created", "Turn on \"Notify auto-created customer\"")),
+                _ => None,
+            };
+            if let (Some((field, text)), Some(p)) = (setting, project) {
+                let still_off = match field {
+                    "invite_notification" => !p.settings.invite_notification,
+                    "verification_emails" => !p.settings.verification_emails,
+                    "public_signup" => !p.settings.public_signup,
+                    "share_with_anyone" => !p.settings.share_with_anyone,
+                    _ => !p.settings.notify_auto_created,
+                };
+                if still_off {
+                    push(Fix {
+                        action: "enable_project_setting".into(),
+                        target: format!("{}.{field}", p.key),
+                        description: format!("{text} in {} ({}).", p.name, p.key),
+                    });
+                }
+            }
+            if *reason == ReasonCode::InvalidAddress {
+                push(Fix {
+                    action: "fix_address".into(),
+                    target: d.input.clone(),
+                    description: format!("\"{}\" is not a valid address: correct it and add the customer again.", crate::model::truncate(&d.input, 80)),
+                });
+            }
+        }
+    }
+    if let Some(c) = &customer {
+        let busy = newest.is_some_and(|d| matches!(d.status, Status::Queued | Status::Sending | Status::Deferred));
+        let target = newest
+            .map(|d| d.project.clone())
+            .filter(|k| c.projects.iter().any(|m| &m.key == k))
+            .or_else(|| c.projects.first().map(|m| m.key.clone()));
+        if let (false, Some(target)) = (busy, target) {
+            push(Fix {
+                action: "resend".into(),
+                target: target.clone(),
+                description: format!("Resend the invitation to {} for {target}.", c.email),
+            });
+        }
+    }
+
+    WhyAnswer {
+        email: address.map(|a| a.as_str().to_owned()).unwrap_or_else(|| key.to_owned()),
+        customer,
+        suppression,
+        site: SiteState { outgoing_mail: site.outgoing_mail },
+        verdict,
+        decisions,
+        fixes,
+        preview,
+    }
+}
+
+fn verdict(
+    email: &str,
+    newest: Option<&DecisionRecord>,
+    suppression: Option<&SuppressionRecord>,
+    decisions: &[DecisionRecord],
+) -> VerdictView {
+    // "suppressed when the address is suppressed and nothing was sent since" (SPEC §5).
+    let sent_since = |s: &SuppressionRecord| {
+        decisions.iter().any(|d| d.sent_at.as_deref().is_some_and(|at| at > s.suppressed_at.as_str()))
+    };
+    if let Some(s) = suppression
+        && !sent_since(s)
+    {
+        let summary = match newest {
+            Some(d) if d.status == Status::Bounced => verdict_summary(email, Some(Status::Bounced), d.status_reason.as_deref(), None, Some(s.reason), s.response.as_deref()),
+            _ => format!(
+                "{email} is suppressed ({}{}), so mailtrail sends it nothing. Check the address with the customer, then unsuppress it and resend.",
+                crate::messages::suppression_phrase(s.reason),
+                s.response.as_deref().map(|r| format!(": \"{r}\"")).unwrap_or_default()
+            ),
+        };
+        return VerdictView { code: "suppressed".into(), summary };
+    }
+    match newest {
+        None => VerdictView { code: "no_record".into(), summary: verdict_summary(email, None, None, None, None, None) },
+        Some(d) => {
+            let code = match d.status {
+                Status::Sending => "queued",
+                other => other.as_str(),
+            };
+            let primary = d.reasons.first().copied();
+            let mut summary = verdict_summary(email, Some(d.status), d.status_reason.as_deref(), primary, suppression.map(|s| s.reason), d.last_reply.as_deref());
+            if d.status == Status::Skipped && primary.is_none()
+                && let Some(reason) = d.status_reason.as_deref().and_then(|r| r.parse().ok())
+            {
+                summary = format!("No email was sent to {email}: {}.", reason_phrase(reason));
+            }
+            VerdictView { code: code.to_owned(), summary }
+        }
+    }
+}
+
+/// The answer as text for a terminal (`mailtrail why`).
+pub fn render_text(a: &WhyAnswer) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {}", a.email, a.verdict.code.to_uppercase());
+    let _ = writeln!(out, "  {}", a.verdict.summary);
+    let _ = writeln!(out);
+    match &a.customer {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "customer   {}{} since {} ({})",
+                c.email,
+                c.display_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                c.created_at,
+                c.created_via.phrase()
+            );
+            for m in &c.projects {
+                let _ = writeln!(out, "  project  {} since {} ({})", m.key, m.added_at, m.added_via.phrase());
+            }
+        }
+        None => {
+            let _ = writeln!(out, "customer   none");
+        }
+    }
+    match &a.suppression {
+        Some(s) => {
+            let reply = [s.smtp_code.map(|c| c.to_string()), s.enhanced_code.clone(), s.response.clone()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(out, "suppressed {} since {}{}", s.reason.as_str(), s.suppressed_at, if reply.is_empty() { String::new() } else { format!(": {reply}") });
+        }
+        None => {
+            let _ = writeln!(out, "suppressed no");
+        }
+    }
+    let _ = writeln!(out, "outgoing   {}", if a.site.outgoing_mail { "on" } else { "OFF for the whole site" });
+    if !a.decisions.is_empty() {
+        let _ = writeln!(out, "\ndecisions (newest first)");
+        for d in a.decisions.iter().take(10) {
+            let reasons = d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                out,
+                "  {}  {:<8} {:<14} {:<21} {}{}",
+                &d.created_at[..19.min(d.created_at.len())],
+                d.project,
+                d.channel.as_str(),
+                d.email_kind.as_str(),
+                d.status.as_str(),
+                if reasons.is_empty() { String::new() } else { format!(" ({reasons})") }
+            );
+            for attempt in d.attempts.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "      try {}  {}  {} {}",
+                    &attempt.at[..19.min(attempt.at.len())],
+                    attempt.outcome,
+                    attempt.server.as_deref().unwrap_or("-"),
+                    attempt.reply.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    if !a.preview.is_empty() {
+        let _ = writeln!(out, "\nif you act now");
+        for p in &a.preview {
+            let show = |d: &PreviewDecision| {
+                if d.reasons.is_empty() {
+                    "would send".to_owned()
+                } else {
+                    format!("would skip ({})", d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                }
+            };
+            let resend = p.resend.as_ref().map(show).unwrap_or_else(|| "not a member".into());
+            let _ = writeln!(out, "  {:<8} resend {resend}; agent add {}", p.project, show(&p.agent_add));
+        }
+    }
+    if !a.fixes.is_empty() {
+        let _ = writeln!(out, "\nfixes");
+        for f in &a.fixes {
+            let _ = writeln!(out, "  {:<22} {}", f.action, f.description);
+        }
+    }
+    out
+}
