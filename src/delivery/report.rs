@@ -293,7 +293,6 @@ fn read_level(message: &Message<'_>) -> Option<Result<Report, ReportError>> {
         .parts
         .first()
         .map_or(&[][..], |root| root.headers.as_slice());
-    let original = Original::read(&originals, headers);
     // Both kinds at once is odd; the `report-type` parameter (RFC 6522 §3) decides, else DSN.
     let feedback_first = message
         .parts
@@ -304,8 +303,14 @@ fn read_level(message: &Message<'_>) -> Option<Result<Report, ReportError>> {
                 .is_some_and(|t| t.eq_ignore_ascii_case("feedback-report"))
         });
     match feedback {
-        Some(part) if statuses.is_empty() || feedback_first => Some(read_complaint(part, original)),
-        _ if !statuses.is_empty() => Some(read_dsn(&statuses, original, headers)),
+        Some(part) if statuses.is_empty() || feedback_first => {
+            Some(read_complaint(part, Original::read(&originals, headers)))
+        }
+        _ if !statuses.is_empty() => Some(read_dsn(
+            &statuses,
+            Original::read(&originals, headers),
+            headers,
+        )),
         _ => None,
     }
 }
@@ -393,12 +398,13 @@ fn read_complaint(part: &MessagePart<'_>, original: Original) -> Result<Report, 
                 .map(str::to_ascii_lowercase)
         })
         .ok_or(ReportError::NoFeedbackType)?;
-    let mut original_rcpt_to: Vec<String> = Vec::new();
-    for address in fields.all("original-rcpt-to").filter_map(address_field) {
-        if !original_rcpt_to.contains(&address) {
-            original_rcpt_to.push(address);
-        }
-    }
+    // A set, not `Vec::contains`: a 10 MiB report can hold half a million of these fields.
+    let mut seen = std::collections::HashSet::new();
+    let original_rcpt_to = fields
+        .all("original-rcpt-to")
+        .filter_map(address_field)
+        .filter(|address| seen.insert(address.clone()))
+        .collect();
     Ok(Report::Complaint(Complaint {
         feedback_type,
         original_rcpt_to,
@@ -426,7 +432,7 @@ impl Original {
     fn read(parts: &[&MessagePart<'_>], report_headers: &[Header<'_>]) -> Original {
         let mut original = Original::default();
         for part in parts {
-            let parsed;
+            let (bytes, parsed);
             let headers = match part.message() {
                 Some(nested) => nested
                     .parts
@@ -435,11 +441,8 @@ impl Original {
                 None => {
                     // text/rfc822-headers, message/global-headers, or a message part mail-parser
                     // could not read: parse the (decoded) text as a header block.
-                    let mut bytes = part_bytes(part).into_owned();
-                    bytes.extend_from_slice(b"\r\n\r\n");
-                    parsed = MessageParser::default()
-                        .parse_headers(&bytes)
-                        .map(|m| m.into_owned());
+                    bytes = [part_bytes(part).as_ref(), b"\r\n\r\n"].concat();
+                    parsed = MessageParser::default().parse_headers(&bytes);
                     parsed
                         .as_ref()
                         .and_then(|m| m.parts.first())
@@ -706,9 +709,10 @@ fn part_bytes<'p>(part: &'p MessagePart<'_>) -> Cow<'p, [u8]> {
 fn hide_transfer_encodings(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut renamed = Vec::new();
     let mut line_start = 0;
+    let mut name = Vec::with_capacity(HIDDEN_ENCODING.len() + 1);
     for line in raw.split(|&b| b == b'\n') {
         let mut first = None;
-        let mut name = Vec::with_capacity(HIDDEN_ENCODING.len() + 1);
+        name.clear();
         for (index, &byte) in line.iter().enumerate() {
             match byte {
                 b':' if first.is_some() => break,
