@@ -80,7 +80,11 @@ fn init_logging(json: bool) {
 }
 
 fn open(config: &Config) -> Result<Store, RunError> {
-    Store::open(&config.db, StoreOptions::default())
+    let options = StoreOptions {
+        max_batch: if config.group_commit { StoreOptions::default().max_batch } else { 1 },
+        ..StoreOptions::default()
+    };
+    Store::open(&config.db, options)
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("cannot open {}: {e}", config.db.display())))
 }
 
@@ -95,26 +99,28 @@ fn parse_address(input: &str) -> Result<EmailAddress, RunError> {
 async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     let store = open(&config)?;
     ensure_first_admin(&store, &config, demo).await?;
-    if demo {
-        crate::demo::seed(&store).await.map_err(RunError::Runtime)?;
-    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
     let state = AppState::new(store, config);
+    if demo {
+        crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
+    }
     println!("mailtrail: listening on http://{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, db = %state.config.db.display(), transport = %state.config.transport, "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = crate::delivery::spawn_worker(state.clone(), stop_rx);
+    let worker = state.config.worker.then(|| crate::delivery::spawn_worker(state.clone(), stop_rx));
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
     .await
     .map_err(anyhow::Error::from)?;
-    worker.await.map_err(anyhow::Error::from)?;
+    if let Some(worker) = worker {
+        worker.await.map_err(anyhow::Error::from)?;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -233,11 +239,7 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
                 println!("no suppressions");
             } else {
                 for s in &page.items {
-                    let reply = [s.smtp_code.map(|c| c.to_string()), s.enhanced_code.clone(), s.response.clone()]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(" ");
+                    let reply = crate::why::smtp_line(s.smtp_code, s.enhanced_code.as_deref(), s.response.as_deref());
                     println!("{:<40} {:<13} {}  {}", s.email, s.reason.as_str(), s.suppressed_at, if reply.is_empty() { s.note.clone().unwrap_or_default() } else { reply });
                 }
             }

@@ -43,6 +43,13 @@ pub struct Config {
     pub concurrency: usize,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Group concurrent writes into one transaction (off only for the benchmark's
+    /// baseline: `MAILTRAIL_GROUP_COMMIT=false`).
+    pub group_commit: bool,
+    /// Run the delivery worker inside `serve` (`MAILTRAIL_WORKER=false` leaves delivery
+    /// to separate `mailtrail worker` processes, and lets the benchmark measure ingest
+    /// alone).
+    pub worker: bool,
 }
 
 /// A setting that could not be used.
@@ -72,6 +79,7 @@ const ENV_NAMES: &[&str] = &[
     "MAILTRAIL_GIVE_UP_AFTER", "MAILTRAIL_LEASE", "MAILTRAIL_METRICS", "MAILTRAIL_ADMIN_TOKEN",
     "MAILTRAIL_ADMIN_PASSWORD", "MAILTRAIL_MX_PORT", "MAILTRAIL_DNS", "MAILTRAIL_POLL_INTERVAL",
     "MAILTRAIL_SMTP_CA", "MAILTRAIL_CONCURRENCY", "MAILTRAIL_LOG_FORMAT", "MAILTRAIL_LOG",
+    "MAILTRAIL_GROUP_COMMIT", "MAILTRAIL_WORKER",
 ];
 
 impl Config {
@@ -184,6 +192,14 @@ impl Config {
             Some(v) => v.parse().ok().filter(|n| (1..=256).contains(n)).ok_or_else(|| env_err("MAILTRAIL_CONCURRENCY", format!("`{v}` is not a number from 1 to 256")))?,
             None => 8,
         };
+        let group_commit = match env("MAILTRAIL_GROUP_COMMIT") {
+            Some(v) => parse_bool(&v).ok_or_else(|| env_err("MAILTRAIL_GROUP_COMMIT", format!("`{v}` is not true or false")))?,
+            None => true,
+        };
+        let worker = match env("MAILTRAIL_WORKER") {
+            Some(v) => parse_bool(&v).ok_or_else(|| env_err("MAILTRAIL_WORKER", format!("`{v}` is not true or false")))?,
+            None => true,
+        };
         let log_json = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -212,6 +228,8 @@ impl Config {
                 smtp_ca: env("MAILTRAIL_SMTP_CA").map(PathBuf::from),
                 concurrency,
                 log_json,
+                group_commit,
+                worker,
             },
             warnings,
         ))

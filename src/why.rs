@@ -274,11 +274,7 @@ pub fn render_text(a: &WhyAnswer) -> String {
     }
     match &a.suppression {
         Some(s) => {
-            let reply = [s.smtp_code.map(|c| c.to_string()), s.enhanced_code.clone(), s.response.clone()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let reply = smtp_line(s.smtp_code, s.enhanced_code.as_deref(), s.response.as_deref());
             let _ = writeln!(out, "suppressed {} since {}{}", s.reason.as_str(), s.suppressed_at, if reply.is_empty() { String::new() } else { format!(": {reply}") });
         }
         None => {
@@ -333,4 +329,24 @@ pub fn render_text(a: &WhyAnswer) -> String {
         }
     }
     out
+}
+
+/// `550 5.1.1 user unknown`, without repeating a code the text already starts with.
+pub fn smtp_line(code: Option<i64>, enhanced: Option<&str>, text: Option<&str>) -> String {
+    let text = text.unwrap_or("").trim();
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(c) = code
+        && !text.starts_with(&c.to_string())
+    {
+        parts.push(c.to_string());
+    }
+    if let Some(e) = enhanced
+        && !text.contains(e)
+    {
+        parts.push(e.to_owned());
+    }
+    if !text.is_empty() {
+        parts.push(text.to_owned());
+    }
+    parts.join(" ")
 }

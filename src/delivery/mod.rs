@@ -1,15 +1,19 @@
-//! Delivery: turns `send` decisions into emails over SMTP and records what happened.
+//! Delivery: turns `send` decisions into emails and records what happened (SPEC §4).
+//!
+//! Pure parts: [`classify`] (the outcome table), [`schedule`] (retries), [`report`] and
+//! [`bounces`] (bounce reports). Edges: [`transport`] (file, smarthost, direct), [`smtp`],
+//! [`dns`], and the [`worker`] loop. Only this module speaks SMTP.
 
+pub mod bounces;
+pub mod classify;
+pub mod dns;
+pub mod render;
 pub mod report;
+pub mod schedule;
+pub mod smtp;
+pub mod transport;
 mod transport_spec;
+pub mod worker;
 
 pub use transport_spec::{SmtpTls, TransportSpec};
-
-use crate::http::AppState;
-
-/// Starts the delivery worker.
-pub fn spawn_worker(_state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let _ = stop.changed().await;
-    })
-}
+pub use worker::spawn_worker;

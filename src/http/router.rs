@@ -2,7 +2,7 @@
 //! `routes!` calls, so it cannot drift from what is served.
 
 use super::AppState;
-use super::api::{admin, ingest, meta, read, suppressions};
+use super::api::{admin, delivery, ingest, meta, read, suppressions};
 use super::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -48,6 +48,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(suppressions::import))
         .routes(routes!(suppressions::incidents))
         .routes(routes!(suppressions::bulk_remove))
+        .routes(routes!(delivery::bounces))
+        .routes(routes!(delivery::resend_skipped))
         .routes(routes!(admin::list_projects))
         .routes(routes!(admin::get_project, admin::put_project, admin::patch_project))
         .routes(routes!(admin::get_site, admin::patch_site))

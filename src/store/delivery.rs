@@ -1,9 +1,19 @@
-//! The store side of delivery: attempts, leases and status changes.
+//! The store side of delivery: leases, attempts and status changes, bounce reports,
+//! and resend-skipped.
+//!
+//! What a try *means* is decided in `delivery` (pure classification, retry schedule);
+//! this module only writes it, one transaction per try, so the attempt, the new status
+//! and a suppression are never half there.
 
-use super::time::format_time;
-use super::StoreError;
-use rusqlite::Connection;
+use super::ingest::{ResendOutcome, resend_tx, with_idempotency};
+use super::queries::{DECISION_COLUMNS, ResendSkippedOutcome, audit, decision_from_row, load_site};
+use super::suppressions::{NewSuppression, insert_suppression};
+use super::time::{Micros, format_time, now_micros};
+use super::{DecisionRecord, Store, StoreError};
+use crate::model::{EmailAddress, ProjectKey, ReasonCode, Status};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One SMTP delivery try (SPEC §1 attempt).
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -21,13 +31,71 @@ pub struct AttemptRecord {
 /// A decision leased for delivery.
 #[derive(Clone, Debug)]
 pub struct LeasedDecision {
-    pub decision: super::DecisionRecord,
+    pub decision: DecisionRecord,
+    /// When it was queued (micros): the retry deadline counts from here.
+    pub queued_at: Micros,
+    /// The lease's expiry; it doubles as the lease's token.
+    pub lease_until: Micros,
 }
 
 /// How long a lease lasts.
 #[derive(Clone, Copy, Debug)]
 pub struct Lease {
     pub micros: i64,
+}
+
+/// The row changes of one finished try, decided by `delivery`.
+#[derive(Clone, Debug)]
+pub struct AttemptWrite {
+    pub decision_id: String,
+    pub lease_until: Micros,
+    pub started_at: Micros,
+    pub server: Option<String>,
+    pub stage: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub enhanced_code: Option<String>,
+    pub reply: Option<String>,
+    /// `sent`, `deferred`, `bounced`, `policy_rejected`, …
+    pub outcome: String,
+    pub copy_outcome: Option<String>,
+    pub status: Status,
+    pub status_reason: Option<String>,
+    pub next_attempt_at: Option<Micros>,
+    /// For a hard bounce: the suppression written in the same transaction.
+    pub suppression: Option<NewSuppression>,
+}
+
+/// What a bounce or complaint report does to one address, decided by `delivery`.
+#[derive(Clone, Debug)]
+pub struct ReportAction {
+    pub email: EmailAddress,
+    /// Decision ids named by the report (VERP, Message-ID), tried first.
+    pub decision_hint: Option<String>,
+    pub effect: ReportEffect,
+    pub action: String,
+    pub status: String,
+}
+
+/// The effect of a report on one address.
+#[derive(Clone, Debug)]
+pub enum ReportEffect {
+    /// Suppress (bounce_report or complaint), and mark the decision bounced when `bounce`.
+    Suppress { suppression: NewSuppression, bounce: bool },
+    /// Sender-side failure: the decision is failed/policy_rejected, the address is fine.
+    PolicyRejected { reply: String },
+    /// Delayed, 4.x.x, delivered: recorded, nothing changes.
+    Record,
+}
+
+/// The answer to a posted report, per address.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportOutcome {
+    pub email: String,
+    pub action: String,
+    pub status: String,
+    /// `suppressed`, `already_suppressed`, `policy_rejected`, `recorded`.
+    pub result: String,
+    pub decision_id: Option<String>,
 }
 
 /// The attempts of a decision, oldest first.
@@ -49,4 +117,242 @@ pub(crate) fn attempts_of(conn: &Connection, decision_id: &str) -> Result<Vec<At
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+impl Store {
+    /// Leases up to `limit` due decisions (queued, deferred, or sending with an expired
+    /// lease), re-checking the delivery-time guards: with outgoing mail off or the address
+    /// suppressed, the row is marked skipped instead (SPEC §4).
+    pub async fn lease_due(&self, lease: Lease, limit: usize) -> Result<Vec<LeasedDecision>, StoreError> {
+        self.write(move |conn| {
+            let now = now_micros();
+            let site = load_site(conn)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DECISION_COLUMNS}, created_at FROM decisions
+                 WHERE status IN ('queued', 'deferred', 'sending') AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at LIMIT ?2"
+            ))?;
+            let due = stmt
+                .query_map(params![now, limit as i64], |r| Ok((decision_from_row(r)?, r.get::<_, i64>(19)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut leased = Vec::with_capacity(due.len());
+            for (decision, queued_at) in due {
+                let suppressed = match &decision.recipient {
+                    Some(r) => conn
+                        .prepare_cached("SELECT 1 FROM suppressions WHERE email = ?1")?
+                        .query_row([r], |_| Ok(()))
+                        .optional()?
+                        .is_some(),
+                    None => true,
+                };
+                let guard = if !site.outgoing_mail {
+                    Some(ReasonCode::OutgoingMailDisabled)
+                } else if suppressed {
+                    Some(ReasonCode::Suppressed)
+                } else {
+                    None
+                };
+                if let Some(reason) = guard {
+                    conn.prepare_cached(
+                        "UPDATE decisions SET status = 'skipped', status_reason = ?2, next_attempt_at = NULL,
+                             lease_until = NULL, updated_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![decision.id, reason.as_str(), now])?;
+                    continue;
+                }
+                let lease_until = now + lease.micros;
+                conn.prepare_cached(
+                    "UPDATE decisions SET status = 'sending', next_attempt_at = ?2, lease_until = ?2, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![decision.id, lease_until, now])?;
+                leased.push(LeasedDecision { decision, queued_at, lease_until });
+            }
+            Ok(leased)
+        })
+        .await
+    }
+
+    /// Writes one finished try: the attempt, the decision's new status, and a suppression
+    /// when it bounced. A try whose lease was taken over meanwhile records its attempt
+    /// but leaves the status to the new lease holder.
+    pub async fn record_attempt(&self, w: AttemptWrite) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let now = now_micros();
+            conn.prepare_cached(
+                "INSERT INTO attempts (decision_id, started_at, finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage, w.smtp_code, w.enhanced_code, w.reply, w.outcome, w.copy_outcome])?;
+            let last_reply = w.reply.as_ref().map(|r| match w.smtp_code {
+                Some(code) => format!("{code} {r}"),
+                None => r.clone(),
+            });
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE decisions SET status = ?3, status_reason = ?4, next_attempt_at = ?5, lease_until = NULL,
+                         attempts_count = attempts_count + 1, last_reply = ?6,
+                         sent_at = CASE WHEN ?3 = 'sent' THEN ?7 ELSE sent_at END, updated_at = ?7
+                     WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",
+                )?
+                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason, w.next_attempt_at, last_reply, now])?;
+            if updated == 1
+                && let Some(s) = &w.suppression
+            {
+                insert_suppression(conn, s, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives back leases without a try (graceful shutdown): the rows are due again now.
+    pub async fn release(&self, leases: Vec<(String, Micros)>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let now = now_micros();
+            for (id, lease_until) in leases {
+                conn.prepare_cached(
+                    "UPDATE decisions SET status = CASE WHEN attempts_count = 0 THEN 'queued' ELSE 'deferred' END,
+                         next_attempt_at = ?3, lease_until = NULL WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",
+                )?
+                .execute(params![id, lease_until, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a bounce or complaint report, all addresses in one transaction; the raw
+    /// report is recorded either way.
+    pub async fn apply_report(&self, kind: String, actions: Vec<ReportAction>, raw: String, who: String) -> Result<Vec<ReportOutcome>, StoreError> {
+        self.write(move |conn| {
+            let now = now_micros();
+            let mut outcomes = Vec::new();
+            for a in &actions {
+                let decision_id = find_reported_decision(conn, a)?;
+                let result = match &a.effect {
+                    ReportEffect::Suppress { suppression, bounce } => {
+                        let mut s = suppression.clone();
+                        s.decision_id = decision_id.clone().or(s.decision_id);
+                        let added = insert_suppression(conn, &s, now)?;
+                        if *bounce && let Some(id) = &decision_id {
+                            set_final(conn, id, Status::Bounced, "bounce_report", s.response.as_deref(), now)?;
+                        }
+                        if added { "suppressed" } else { "already_suppressed" }
+                    }
+                    ReportEffect::PolicyRejected { reply } => {
+                        if let Some(id) = &decision_id {
+                            set_final(conn, id, Status::Failed, "policy_rejected", Some(reply), now)?;
+                        }
+                        "policy_rejected"
+                    }
+                    ReportEffect::Record => "recorded",
+                };
+                outcomes.push(ReportOutcome {
+                    email: a.email.to_string(),
+                    action: a.action.clone(),
+                    status: a.status.clone(),
+                    result: result.to_owned(),
+                    decision_id,
+                });
+            }
+            let summary = serde_json::to_value(&outcomes)?;
+            audit(conn, &who, &format!("report.{kind}"), None, None, Some(&serde_json::json!({"recipients": summary, "bytes": raw.len()})))?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// Re-queues, as new resend decisions, what was skipped for `reason` in the window
+    /// (SPEC §5 resend-skipped). One resend per customer and project.
+    pub async fn resend_skipped(
+        &self,
+        reason: ReasonCode,
+        since: Micros,
+        until: Micros,
+        project: Option<ProjectKey>,
+        who: String,
+        idempotency: Option<super::IdempotencyKey>,
+    ) -> Result<ResendSkippedOutcome, StoreError> {
+        self.write(move |conn| {
+            with_idempotency(conn, idempotency.as_ref(), |conn| {
+                let pattern = format!("%,{reason},%");
+                let mut stmt = conn.prepare(
+                    "SELECT DISTINCT project, recipient FROM decisions
+                     WHERE status = 'skipped' AND recipient IS NOT NULL AND customer_id IS NOT NULL
+                       AND created_at >= ?1 AND created_at < ?2 AND (?3 IS NULL OR project = ?3)
+                       AND ((',' || reasons || ',') LIKE ?4 OR status_reason = ?5)",
+                )?;
+                let targets = stmt
+                    .query_map(params![since, until, project.as_ref().map(|p| p.to_string()), pattern, reason.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let now = now_micros();
+                let mut outcome = ResendSkippedOutcome { queued: 0, still_blocked: BTreeMap::new() };
+                for (key, recipient) in targets {
+                    let (Ok(key), Ok(email)) = (ProjectKey::parse(&key), EmailAddress::parse(&recipient)) else {
+                        continue;
+                    };
+                    match resend_tx(conn, &key, &email, now) {
+                        Ok(ResendOutcome::Recorded(o)) if o.reasons.is_empty() => outcome.queued += 1,
+                        Ok(ResendOutcome::Recorded(o)) => {
+                            let primary = o.reasons.first().map(|r| r.to_string()).unwrap_or_default();
+                            *outcome.still_blocked.entry(primary).or_default() += 1;
+                        }
+                        Ok(ResendOutcome::NotMember) | Err(StoreError::NotFound(_)) => {
+                            *outcome.still_blocked.entry("not_a_member".into()).or_default() += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                audit(conn, &who, "resend_skipped", project.as_ref().map(|p| p.as_str()), None, Some(&serde_json::json!({
+                    "reason": reason, "since": format_time(since), "until": format_time(until),
+                    "queued": outcome.queued, "still_blocked": outcome.still_blocked,
+                })))?;
+                Ok(outcome)
+            })
+        })
+        .await
+    }
+
+    /// How many decisions were skipped for `reason` since `since` (the site page's
+    /// "while outgoing mail was off" count).
+    pub async fn skipped_count(&self, reason: ReasonCode, since: Micros) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM decisions WHERE status = 'skipped' AND created_at >= ?1
+                   AND ((',' || reasons || ',') LIKE ?2 OR status_reason = ?3)",
+                params![since, format!("%,{reason},%"), reason.as_str()],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}
+
+/// The decision a report is about: the one it names (VERP or Message-ID) when its
+/// recipient matches, else the newest sent decision to that address.
+fn find_reported_decision(conn: &Connection, a: &ReportAction) -> Result<Option<String>, StoreError> {
+    if let Some(id) = &a.decision_hint {
+        let named: Option<String> = conn
+            .prepare_cached("SELECT id FROM decisions WHERE id = ?1 AND recipient = ?2")?
+            .query_row(params![id, a.email.as_str()], |r| r.get(0))
+            .optional()?;
+        if named.is_some() {
+            return Ok(named);
+        }
+    }
+    Ok(conn
+        .prepare_cached("SELECT id FROM decisions WHERE recipient = ?1 AND status = 'sent' ORDER BY seq DESC LIMIT 1")?
+        .query_row([a.email.as_str()], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_final(conn: &Connection, id: &str, status: Status, reason: &str, reply: Option<&str>, now: Micros) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE decisions SET status = ?2, status_reason = ?3, last_reply = coalesce(?4, last_reply),
+             next_attempt_at = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id, status.as_str(), reason, reply, now])?;
+    Ok(())
 }

@@ -11,15 +11,21 @@
 //! module sees a rusqlite type.
 
 mod auth;
+mod bench;
 mod delivery;
 mod ingest;
+mod pages;
 mod queries;
 mod schema;
 mod suppressions;
 mod time;
 
+pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
-pub use delivery::{AttemptRecord, Lease, LeasedDecision};
+pub use delivery::{
+    AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
+};
+pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
 pub use queries::{
     AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, MetricsSnapshot, Page,

@@ -1,0 +1,136 @@
+//! Ingest throughput and memory (SPEC §8): single-address agent adds over HTTP from
+//! 64 concurrent keep-alive clients, each answered only once durable.
+//!
+//! The same load runs twice, each against a fresh server and database: once as
+//! shipped (group commit) and once with `MAILTRAIL_GROUP_COMMIT=false`, one
+//! transaction and one fsync per request, the baseline. Only 200 answers count, and
+//! only those that arrive inside the measured window, after a warm-up that fills
+//! connections, caches and the first WAL pages. The server's resident memory is read
+//! when idle (started, project created, before load) and sampled every 100 ms under
+//! the load; the peak is reported.
+
+use super::Plan;
+use super::client::{Connection, request};
+use super::server::{Commit, Server, Workdir, rss_kib};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The concurrent clients of SPEC §8.
+pub const CLIENTS: usize = 64;
+
+/// What one load run measured.
+#[derive(Clone, Debug)]
+pub struct LoadRun {
+    /// 200 answers inside the window, per second.
+    pub adds_per_sec: f64,
+    /// 200 answers inside the window.
+    pub adds: u64,
+    /// Non-200 answers and connection failures, during the whole run.
+    pub errors: u64,
+    /// The measured window.
+    pub seconds: f64,
+    /// Server RSS after start and project creation, before load (KiB).
+    pub idle_kib: u64,
+    /// Highest server RSS sampled under load (KiB).
+    pub peak_kib: u64,
+}
+
+/// Both runs.
+#[derive(Clone, Debug)]
+pub struct IngestResult {
+    /// Group commit, as shipped.
+    pub grouped: LoadRun,
+    /// One transaction per request.
+    pub baseline: LoadRun,
+}
+
+/// Runs the load against the baseline server, then against the shipped one.
+pub async fn measure(plan: &Plan) -> anyhow::Result<IngestResult> {
+    let baseline = run(plan, Commit::PerRequest).await?;
+    let grouped = run(plan, Commit::Grouped).await?;
+    Ok(IngestResult { grouped, baseline })
+}
+
+const WARMING: u8 = 0;
+const MEASURING: u8 = 1;
+const STOPPED: u8 = 2;
+
+async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
+    let dir = Workdir::new(if commit == Commit::Grouped { "ingest" } else { "ingest-baseline" })?;
+    let server = Server::start(&dir, &dir.join("bench.db"), commit).await?;
+    server.put_project("BENCH", "Bench").await?;
+    // Let start-up allocations settle (the first admin's argon2 hash, the listener).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = server.rss_kib().unwrap_or(0);
+
+    let phase = Arc::new(AtomicU8::new(WARMING));
+    let next_address = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let connection = Connection::open(server.addr).await?;
+        clients.push(tokio::spawn(client(connection, server.bearer(), phase.clone(), next_address.clone())));
+    }
+    let sampler = {
+        let phase = phase.clone();
+        let pid = server.pid();
+        tokio::spawn(async move {
+            let mut peak = rss_kib(pid).unwrap_or(0);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while phase.load(Ordering::Relaxed) != STOPPED {
+                tick.tick().await;
+                peak = peak.max(rss_kib(pid).unwrap_or(0));
+            }
+            peak
+        })
+    };
+
+    tokio::time::sleep(plan.warmup).await;
+    phase.store(MEASURING, Ordering::SeqCst);
+    let window = Instant::now();
+    tokio::time::sleep(plan.ingest_window).await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    let seconds = window.elapsed().as_secs_f64();
+
+    let (mut adds, mut errors) = (0, 0);
+    for handle in clients {
+        let (ok, failed) = handle.await??;
+        adds += ok;
+        errors += failed;
+    }
+    let peak_kib = sampler.await?;
+    Ok(LoadRun { adds_per_sec: adds as f64 / seconds, adds, errors, seconds, idle_kib, peak_kib })
+}
+
+/// One client: sequential adds of new addresses until stopped. Returns the 200
+/// answers received while measuring, and every failure.
+async fn client(
+    mut connection: Connection,
+    bearer: String,
+    phase: Arc<AtomicU8>,
+    next_address: Arc<AtomicU64>,
+) -> anyhow::Result<(u64, u64)> {
+    let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+    let (mut ok, mut failed) = (0u64, 0u64);
+    loop {
+        let n = next_address.fetch_add(1, Ordering::Relaxed);
+        let body = format!(r#"{{"emails":["u{n}@bench.example"]}}"#);
+        let bytes = request("POST", "/api/v1/projects/BENCH/customers", &headers, body.as_bytes());
+        let answer = connection.send(&bytes).await;
+        let measuring = match phase.load(Ordering::Relaxed) {
+            STOPPED => return Ok((ok, failed)),
+            state => state == MEASURING,
+        };
+        match answer {
+            Ok(answer) if answer.status == 200 => ok += u64::from(measuring),
+            Ok(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                // A refused reconnection means the server is gone: stop with the cause.
+                if failed > 1000 {
+                    return Err(e.context("the ingest load keeps failing"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The figures, as a table for people and as one JSON object for comparing runs.
+//!
+//! Every figure carries its value, its baseline from the same run, their ratio, the
+//! target and whether it was met. The JSON keys are stable: `<figure>`,
+//! `baseline_<figure>`, `ratio`, `target`, `pass`, so runs can be diffed with `jq`.
+
+use super::Plan;
+use super::ingest::{CLIENTS, IngestResult};
+use super::lookup::{Latency, LookupResult, SizeResult};
+use super::pages::PagesOutcome;
+use serde_json::{Map, Value, json};
+
+/// Collects rows and JSON sections as the parts finish.
+pub struct Report {
+    rows: Vec<Row>,
+    json: Map<String, Value>,
+}
+
+/// One line of the table.
+struct Row {
+    figure: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    /// `Some(pass)` when the figure has a target; `None` for context rows.
+    pass: Option<bool>,
+}
+
+impl Report {
+    /// An empty report of a run of `what`.
+    pub fn new(what: &str, quick: bool) -> Report {
+        let mut json = Map::new();
+        json.insert("what".into(), json!(what));
+        json.insert("quick".into(), json!(quick));
+        json.insert("machine".into(), machine());
+        Report { rows: Vec::new(), json }
+    }
+
+    /// Ingest throughput against one transaction per request.
+    pub fn ingest(&mut self, r: &IngestResult, plan: &Plan) {
+        let ratio = r.grouped.adds_per_sec / r.baseline.adds_per_sec.max(f64::MIN_POSITIVE);
+        let pass = ratio >= 5.0 && r.grouped.adds_per_sec >= 8_000.0;
+        let target = "≥ 5x baseline and ≥ 8,000 adds/s";
+        self.rows.push(Row {
+            figure: format!("ingest, {CLIENTS} clients (adds/s)"),
+            value: count(r.grouped.adds_per_sec.round() as u64),
+            baseline: format!("{} (1 tx/request)", count(r.baseline.adds_per_sec.round() as u64)),
+            ratio: format!("{ratio:.2}x"),
+            target: target.into(),
+            pass: Some(pass),
+        });
+        self.section("ingest", json!({
+            "adds_per_sec": round(r.grouped.adds_per_sec, 1),
+            "baseline_adds_per_sec": round(r.baseline.adds_per_sec, 1),
+            "ratio": round(ratio, 3),
+            "target": target,
+            "pass": pass,
+            "baseline": "one transaction per request (MAILTRAIL_GROUP_COMMIT=false)",
+            "clients": CLIENTS,
+            "warmup_seconds": plan.warmup.as_secs_f64(),
+            "seconds": round(r.grouped.seconds, 3),
+            "baseline_seconds": round(r.baseline.seconds, 3),
+            "adds": r.grouped.adds,
+            "baseline_adds": r.baseline.adds,
+            "errors": r.grouped.errors,
+            "baseline_errors": r.baseline.errors,
+        }));
+        if r.grouped.errors + r.baseline.errors > 0 {
+            self.rows.push(context(
+                "ingest errors (non-200 or dropped)",
+                r.grouped.errors.to_string(),
+                r.baseline.errors.to_string(),
+            ));
+        }
+    }
+
+    /// Server RSS idle and under the (group commit) ingest load.
+    pub fn memory(&mut self, r: &IngestResult) {
+        let (idle, baseline_idle, loaded) = (mib(r.grouped.idle_kib), mib(r.baseline.idle_kib), mib(r.grouped.peak_kib));
+        let idle_ratio = idle / baseline_idle.max(f64::MIN_POSITIVE);
+        let loaded_ratio = loaded / idle.max(f64::MIN_POSITIVE);
+        let (idle_pass, loaded_pass) = (idle <= 30.0, loaded <= 150.0);
+        self.rows.push(Row {
+            figure: "memory idle (MiB RSS)".into(),
+            value: format!("{idle:.1}"),
+            baseline: format!("{baseline_idle:.1} (1-tx server idle)"),
+            ratio: format!("{idle_ratio:.2}x"),
+            target: "≤ 30 MiB".into(),
+            pass: Some(idle_pass),
+        });
+        self.rows.push(Row {
+            figure: "memory under ingest (MiB RSS, peak)".into(),
+            value: format!("{loaded:.1}"),
+            baseline: format!("{idle:.1} (idle)"),
+            ratio: format!("{loaded_ratio:.2}x"),
+            target: "≤ 150 MiB".into(),
+            pass: Some(loaded_pass),
+        });
+        self.section("memory", json!({
+            "idle": {
+                "mib": round(idle, 2), "baseline_mib": round(baseline_idle, 2), "ratio": round(idle_ratio, 3),
+                "target": "≤ 30 MiB", "pass": idle_pass,
+                "baseline": "idle RSS of the one-transaction-per-request server",
+            },
+            "loaded": {
+                "mib": round(loaded, 2), "baseline_mib": round(idle, 2), "ratio": round(loaded_ratio, 3),
+                "target": "≤ 150 MiB", "pass": loaded_pass,
+                "baseline": "idle RSS of the same server",
+                "peak_of": "samples every 100 ms under the group-commit ingest load",
+            },
+            "baseline_server_loaded_mib": round(mib(r.baseline.peak_kib), 2),
+        }));
+    }
+
+    /// How long the large history took to seed, against the small one.
+    pub fn seed(&mut self, r: &LookupResult) {
+        let (large, small) = (r.large.seed.elapsed.as_secs_f64(), r.small.seed.elapsed.as_secs_f64());
+        let ratio = large / small.max(f64::MIN_POSITIVE);
+        let pass = large < 60.0;
+        self.rows.push(Row {
+            figure: format!("seed {} decisions (s)", count(r.large.size.decisions)),
+            value: format!("{large:.1}"),
+            baseline: format!("{small:.2} ({})", count(r.small.size.decisions)),
+            ratio: format!("{ratio:.0}x"),
+            target: "< 60 s".into(),
+            pass: Some(pass),
+        });
+        let sizes = |s: &SizeResult| json!({
+            "decisions": s.seed.decisions, "suppressions": s.seed.suppressions, "customers": s.seed.customers,
+            "memberships": s.seed.memberships, "attempts": s.seed.attempts,
+        });
+        self.section("seed", json!({
+            "seconds": round(large, 3), "baseline_seconds": round(small, 3), "ratio": round(ratio, 1),
+            "target": "< 60 s", "pass": pass, "rows": sizes(&r.large), "baseline_rows": sizes(&r.small),
+        }));
+    }
+
+    /// Why look-up latency, large history against small.
+    pub fn why(&mut self, r: &LookupResult) {
+        let (Some(large), Some(small)) = (r.large.why, r.small.why) else { return };
+        let ratio = large.p99_ms / small.p99_ms.max(f64::MIN_POSITIVE);
+        let pass = ratio <= 2.0 && large.p99_ms < 5.0;
+        let target = format!("p99 ≤ 2x p99 at {} and < 5 ms", count(r.small.size.decisions));
+        self.latency_rows("why API", r, large, small, ratio, &target, pass);
+        let mut section = latency_json(large, small, ratio, &target, pass);
+        section.insert("decisions".into(), json!(r.large.size.decisions));
+        section.insert("suppressions".into(), json!(r.large.size.suppressions));
+        section.insert("baseline_decisions".into(), json!(r.small.size.decisions));
+        section.insert("baseline_suppressions".into(), json!(r.small.size.suppressions));
+        self.section("why", Value::Object(section));
+    }
+
+    /// Page latency, large history against small.
+    pub fn pages(&mut self, r: &LookupResult) {
+        let (Some(large), Some(small)) = (&r.large.pages, &r.small.pages) else { return };
+        match (large, small) {
+            (
+                PagesOutcome::Measured { overview, why },
+                PagesOutcome::Measured { overview: overview_small, why: why_small },
+            ) => {
+                let mut section = Map::new();
+                for (name, large, small) in [("overview", overview, overview_small), ("why", why, why_small)] {
+                    let ratio = large.p99_ms / small.p99_ms.max(f64::MIN_POSITIVE);
+                    let pass = large.p99_ms < 100.0;
+                    let target = "p99 < 100 ms";
+                    self.latency_rows(&format!("{name} page"), r, *large, *small, ratio, target, pass);
+                    section.insert(name.into(), Value::Object(latency_json(*large, *small, ratio, target, pass)));
+                }
+                section.insert("decisions".into(), json!(r.large.size.decisions));
+                section.insert("baseline_decisions".into(), json!(r.small.size.decisions));
+                self.section("pages", Value::Object(section));
+            }
+            (PagesOutcome::NotMeasured(note), _) | (_, PagesOutcome::NotMeasured(note)) => {
+                self.not_measured("pages", "pages (overview, why)", &format!("not measured: {note}"));
+            }
+        }
+    }
+
+    /// A part this run could not measure, and why.
+    pub fn not_measured(&mut self, key: &str, figure: &str, note: &str) {
+        self.rows.push(Row { figure: figure.into(), value: note.into(), baseline: String::new(), ratio: String::new(), target: String::new(), pass: None });
+        self.section(key, json!({ "measured": false, "note": note }));
+    }
+
+    fn latency_rows(&mut self, name: &str, r: &LookupResult, large: Latency, small: Latency, ratio: f64, target: &str, pass: bool) {
+        let (n_large, n_small) = (count(r.large.size.decisions), count(r.small.size.decisions));
+        self.rows.push(context(
+            &format!("{name} p50 @ {n_large} (ms)"),
+            format!("{:.2}", large.p50_ms),
+            format!("{:.2} (@ {n_small})", small.p50_ms),
+        ));
+        self.rows.push(Row {
+            figure: format!("{name} p99 @ {n_large} (ms, n={})", large.requests),
+            value: format!("{:.2}", large.p99_ms),
+            baseline: format!("{:.2} (@ {n_small})", small.p99_ms),
+            ratio: format!("{ratio:.2}x"),
+            target: target.into(),
+            pass: Some(pass),
+        });
+    }
+
+    fn section(&mut self, key: &str, value: Value) {
+        self.json.insert(key.into(), value);
+    }
+
+    /// The JSON object.
+    pub fn json(&self) -> String {
+        Value::Object(self.json.clone()).to_string()
+    }
+
+    /// The table, with a header naming the machine.
+    pub fn table(&self) -> String {
+        let machine = &self.json["machine"];
+        let mut out = format!(
+            "mailtrail bench — {} build, {} cores ({}), {}{}\n\n",
+            machine["build"].as_str().unwrap_or("?"),
+            machine["cores"],
+            machine["cpu"].as_str().unwrap_or("?"),
+            machine["os"].as_str().unwrap_or("?"),
+            if self.json["quick"] == json!(true) { "; --quick: smaller sizes, shorter windows" } else { "" },
+        );
+        let header = Row { figure: "figure".into(), value: "value".into(), baseline: "baseline (same run)".into(), ratio: "ratio".into(), target: "target".into(), pass: None };
+        let cells = |row: &Row| -> [String; 6] {
+            let result = match row.pass {
+                Some(true) => "pass",
+                Some(false) => "MISSED",
+                None if std::ptr::eq(row, &header) => "result",
+                None => "",
+            };
+            [row.figure.clone(), row.value.clone(), row.baseline.clone(), row.ratio.clone(), row.target.clone(), result.into()]
+        };
+        let all: Vec<[String; 6]> = std::iter::once(&header).chain(&self.rows).map(cells).collect();
+        let mut widths = [0usize; 6];
+        for row in &all {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in &all {
+            let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count()))).collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        let missed = self.rows.iter().filter(|r| r.pass == Some(false)).count();
+        out.push_str(&match missed {
+            0 => "\nevery measured target met\n".to_owned(),
+            n => format!("\n{n} target(s) MISSED\n"),
+        });
+        out
+    }
+}
+
+fn context(figure: &str, value: String, baseline: String) -> Row {
+    Row { figure: figure.into(), value, baseline, ratio: String::new(), target: String::new(), pass: None }
+}
+
+fn latency_json(large: Latency, small: Latency, ratio: f64, target: &str, pass: bool) -> Map<String, Value> {
+    let value = json!({
+        "p50_ms": round(large.p50_ms, 3), "p99_ms": round(large.p99_ms, 3),
+        "baseline_p50_ms": round(small.p50_ms, 3), "baseline_p99_ms": round(small.p99_ms, 3),
+        "ratio": round(ratio, 3), "target": target, "pass": pass,
+        "requests": large.requests, "baseline_requests": small.requests,
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The machine the figures belong to.
+fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim().to_owned();
+    let meminfo = read("/proc/meminfo");
+    let memory_kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|l| l.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0);
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "memory_mib": memory_kib / 1024,
+        "os": format!("{} {}", std::env::consts::OS, read("/proc/sys/kernel/osrelease").trim()),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (x * scale).round() / scale
+}
+
+/// `1000000` as `1,000,000`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

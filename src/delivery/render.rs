@@ -1,0 +1,249 @@
+//! Renders a decision into an email: askama templates under `templates/email/`, the
+//! project's format and template set, `copy_to`, the stable Message-ID and the VERP
+//! envelope sender (SPEC §2, §4).
+//!
+//! Header values come only from normalized addresses and from text that was checked
+//! free of CR/LF when it was stored (project names, display names); lettre encodes them.
+
+use crate::model::{CopyAs, EmailAddress, EmailFormat, EmailKind, ParsedMailbox, Project, Site};
+use crate::store::DecisionRecord;
+use askama::Template;
+use lettre::address::Envelope;
+use lettre::message::{Mailbox, MultiPart, SinglePart, header};
+use lettre::{Address, Message};
+
+/// What the templates see.
+struct Context<'a> {
+    kind: &'static str,
+    subject: &'a str,
+    project_name: &'a str,
+    greeting_name: Option<&'a str>,
+    recipient: &'a str,
+    link: &'a str,
+    action: &'static str,
+    sender_name: &'a str,
+}
+
+macro_rules! email_template {
+    ($name:ident, $path:literal) => {
+        #[derive(Template)]
+        #[template(path = $path)]
+        struct $name<'a> {
+            kind: &'static str,
+            subject: &'a str,
+            project_name: &'a str,
+            greeting_name: Option<&'a str>,
+            recipient: &'a str,
+            link: &'a str,
+            action: &'static str,
+            sender_name: &'a str,
+        }
+
+        impl<'a> From<&Context<'a>> for $name<'a> {
+            fn from(c: &Context<'a>) -> Self {
+                $name {
+                    kind: c.kind,
+                    subject: c.subject,
+                    project_name: c.project_name,
+                    greeting_name: c.greeting_name,
+                    recipient: c.recipient,
+                    link: c.link,
+                    action: c.action,
+                    sender_name: c.sender_name,
+                }
+            }
+        }
+    };
+}
+
+email_template!(DefaultText, "email/default.txt");
+email_template!(DefaultHtml, "email/default.html");
+email_template!(PlainText, "email/plain.txt");
+email_template!(PlainHtml, "email/plain.html");
+
+/// An email ready to show (the dashboard's preview).
+#[derive(Clone, Debug)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// The headers that matter to a support agent, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// An email ready to send.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The decision this message carries.
+    pub decision_id: String,
+    /// The customer's address: its RCPT decides the decision's status.
+    pub customer: EmailAddress,
+    /// The `copy_to` address, an extra RCPT of the same message.
+    pub copy: Option<EmailAddress>,
+    /// `bounces+{decision_id}@{from domain}`.
+    pub envelope_from: String,
+    /// The whole message, CRLF line endings.
+    pub bytes: Vec<u8>,
+}
+
+/// The subject line of each kind (SPEC §1).
+pub fn subject(kind: EmailKind, project_name: &str) -> String {
+    match kind {
+        EmailKind::Invitation => format!("Welcome to {project_name}"),
+        EmailKind::AccountVerification => format!("Verify your email address for {project_name}"),
+        EmailKind::Registration => format!("Your account for {project_name} was created"),
+    }
+}
+
+fn link(site: &Site, project: &Project, kind: EmailKind, recipient: &str) -> String {
+    let path = match kind {
+        EmailKind::Invitation => "invite",
+        EmailKind::AccountVerification => "verify",
+        EmailKind::Registration => "set-password",
+    };
+    let query = serde_urlencoded::to_string([("project", project.key.as_str()), ("email", recipient)]).unwrap_or_default();
+    format!("{}/customer/{path}?{query}", site.portal_base_url.trim_end_matches('/'))
+}
+
+fn bodies(format: EmailFormat, template_set: &str, c: &Context<'_>) -> Result<(Option<String>, Option<String>), String> {
+    let plain = template_set == "plain";
+    let text = || if plain { PlainText::from(c).render() } else { DefaultText::from(c).render() };
+    let html = || if plain { PlainHtml::from(c).render() } else { DefaultHtml::from(c).render() };
+    let err = |e: askama::Error| format!("template error: {e}");
+    Ok(match format {
+        EmailFormat::Multipart => (Some(text().map_err(err)?), Some(html().map_err(err)?)),
+        EmailFormat::Text => (Some(text().map_err(err)?), None),
+        EmailFormat::Html => (None, Some(html().map_err(err)?)),
+    })
+}
+
+/// Renders the decision's email as a support agent would want to see it.
+pub fn preview(decision: &DecisionRecord, project: &Project, site: &Site) -> Result<RenderedEmail, String> {
+    let recipient = decision.recipient.as_deref().ok_or("an invalid address has no email")?;
+    let from = ParsedMailbox::parse(&site.from).map_err(|e| format!("the site's From is not valid: {e}"))?;
+    let sender_name = from.display_name.clone().unwrap_or_else(|| "The help desk".into());
+    let subject = subject(decision.email_kind, &project.name);
+    let link = link(site, project, decision.email_kind, recipient);
+    let context = Context {
+        kind: decision.email_kind.as_str(),
+        subject: &subject,
+        project_name: &project.name,
+        greeting_name: decision.display_name.as_deref(),
+        recipient,
+        link: &link,
+        action: action(decision.email_kind),
+        sender_name: &sender_name,
+    };
+    let (text, html) = bodies(project.settings.email_format, &project.settings.template_set, &context)?;
+    let mut headers = vec![
+        ("From".to_owned(), site.from.clone()),
+        ("To".to_owned(), match &decision.display_name {
+            Some(n) => format!("{n} <{recipient}>"),
+            None => recipient.to_owned(),
+        }),
+    ];
+    if let Some(copy) = copy_for(project, decision.email_kind) {
+        let name = match copy.copy_as {
+            CopyAs::To => "To",
+            CopyAs::Cc => "Cc",
+            CopyAs::Bcc => "Bcc",
+        };
+        headers.push((name.to_owned(), copy.address.clone()));
+    }
+    headers.push(("Subject".to_owned(), subject.clone()));
+    if let Some(id) = &decision.message_id {
+        headers.push(("Message-ID".to_owned(), id.clone()));
+    }
+    headers.push(("Return-Path".to_owned(), format!("<{}>", verp(&decision.id, from.address.domain()))));
+    Ok(RenderedEmail { subject, text, html, headers })
+}
+
+fn action(kind: EmailKind) -> &'static str {
+    match kind {
+        EmailKind::Invitation => "Accept the invitation",
+        EmailKind::AccountVerification => "Verify your email address",
+        EmailKind::Registration => "Set your password",
+    }
+}
+
+/// `copy_to` applies to registration emails only (SPEC §2).
+fn copy_for(project: &Project, kind: EmailKind) -> Option<&crate::model::CopyTo> {
+    project.settings.copy_to.as_ref().filter(|_| kind == EmailKind::Registration)
+}
+
+/// The VERP envelope sender of a decision (SPEC §4).
+pub fn verp(decision_id: &str, from_domain: &str) -> String {
+    format!("bounces+{decision_id}@{from_domain}")
+}
+
+/// The decision id carried by a VERP address, if it is one.
+pub fn decision_id_from_verp(address: &str) -> Option<&str> {
+    let local = address.trim().trim_matches(['<', '>']).split('@').next()?;
+    local.strip_prefix("bounces+").filter(|id| !id.is_empty() && id.len() <= 64)
+}
+
+fn lettre_address(a: &EmailAddress) -> Result<Address, String> {
+    Address::new(a.local_part(), a.domain()).map_err(|e| format!("{a} cannot be written as an SMTP address: {e}"))
+}
+
+/// Builds the message to send for `decision`.
+pub fn prepare(decision: &DecisionRecord, project: &Project, site: &Site) -> Result<Prepared, String> {
+    let rendered = preview(decision, project, site)?;
+    let recipient = EmailAddress::parse(decision.recipient.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+    let from = ParsedMailbox::parse(&site.from).map_err(|e| format!("the site's From is not valid: {e}"))?;
+    let from_mailbox = Mailbox::new(from.display_name.clone(), lettre_address(&from.address)?);
+    let to_mailbox = Mailbox::new(decision.display_name.clone(), lettre_address(&recipient)?);
+    let envelope_from = verp(&decision.id, from.address.domain());
+    let copy = copy_for(project, decision.email_kind)
+        .map(|c| EmailAddress::parse(&c.address).map(|a| (a, c.copy_as)))
+        .transpose()
+        .map_err(|e| format!("copy_to is not valid: {e}"))?;
+    let mut rcpts = vec![lettre_address(&recipient)?];
+    let mut builder = Message::builder()
+        .from(from_mailbox)
+        .to(to_mailbox)
+        .subject(rendered.subject.clone())
+        .message_id(decision.message_id.clone())
+        .header(header::MIME_VERSION_1_0);
+    if let Some((address, copy_as)) = &copy {
+        let mailbox = Mailbox::new(None, lettre_address(address)?);
+        rcpts.push(mailbox.email.clone());
+        builder = match copy_as {
+            CopyAs::To => builder.to(mailbox),
+            CopyAs::Cc => builder.cc(mailbox),
+            // Bcc stays out of the headers: only the envelope carries it.
+            CopyAs::Bcc => builder,
+        };
+    }
+    let envelope = Envelope::new(Some(envelope_from.parse().map_err(|e| format!("bad VERP address: {e}"))?), rcpts)
+        .map_err(|e| format!("bad envelope: {e}"))?;
+    let builder = builder.envelope(envelope);
+    let message = match (rendered.text, rendered.html) {
+        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
+        (Some(text), None) => builder.singlepart(SinglePart::plain(text)),
+        (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
+        (None, None) => return Err("the email has no body".into()),
+    }
+    .map_err(|e| format!("cannot build the message: {e}"))?;
+    Ok(Prepared {
+        decision_id: decision.id.clone(),
+        customer: recipient,
+        copy: copy.map(|(a, _)| a),
+        envelope_from,
+        bytes: message.formatted(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verp_round_trips() {
+        let id = "019a2b3c-0000-7000-8000-000000000001";
+        let v = verp(id, "example.com");
+        assert_eq!(v, format!("bounces+{id}@example.com"));
+        assert_eq!(decision_id_from_verp(&format!("<{v}>")), Some(id));
+        assert_eq!(decision_id_from_verp("alice@example.com"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The transports of SPEC §4 behind one `deliver`: an .eml file per message, a pooled
+//! smarthost, or direct delivery to the recipient's MX.
+
+use super::classify::{Reply, Stage, TryEnd};
+use super::dns::{Dns, Route};
+use super::render::Prepared;
+use super::smtp::{self, Pool, Target, Transaction};
+use super::{SmtpTls, TransportSpec};
+use crate::config::Config;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// SMTP command timeout.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one try produced.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// How it ended for the customer.
+    pub end: TryEnd,
+    /// The server that answered (`host:port`, or the file path).
+    pub server: Option<String>,
+    /// The `copy_to` RCPT's reply, when there was a copy.
+    pub copy: Option<String>,
+}
+
+/// Where emails go.
+pub enum Transport {
+    /// Write each message into this directory.
+    File(PathBuf),
+    /// Relay through one smarthost.
+    Smarthost(Pool),
+    /// Look up each recipient's MX.
+    Direct { dns: Dns, port: u16 },
+}
+
+impl Transport {
+    /// Builds the transport `config` names.
+    pub fn from_config(config: &Config) -> Result<Transport, String> {
+        Ok(match &config.transport {
+            TransportSpec::File(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Transport::File(dir.clone())
+            }
+            TransportSpec::Smtp { host, port, tls, credentials } => {
+                let ca_pem = match &config.smtp_ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read MAILTRAIL_SMTP_CA {}: {e}", path.display()))?),
+                    None => None,
+                };
+                let target = Target {
+                    host: host.clone(),
+                    connect_to: host.clone(),
+                    port: *port,
+                    tls: *tls,
+                    credentials: credentials.clone(),
+                    ca_pem,
+                    timeout: TIMEOUT,
+                };
+                Transport::Smarthost(Pool::new(target, config.concurrency.max(1)))
+            }
+            TransportSpec::Direct => Transport::Direct { dns: Dns::new(config.dns)?, port: config.mx_port },
+        })
+    }
+
+    /// Delivers one message.
+    pub async fn deliver(&self, message: &Prepared) -> Attempt {
+        match self {
+            Transport::File(dir) => write_file(dir, message).await,
+            Transport::Smarthost(pool) => {
+                let Transaction { end, copy, .. } = pool.send(message).await;
+                Attempt { end, server: Some(pool.label()), copy }
+            }
+            Transport::Direct { dns, port } => {
+                let same_domain = message.copy.as_ref().is_none_or(|c| c.domain() == message.customer.domain());
+                if same_domain {
+                    return direct(dns, *port, message).await;
+                }
+                // A copy in another domain goes to its own MX, as a separate transaction.
+                let mut alone = message.clone();
+                let copy = alone.copy.take();
+                let mut attempt = direct(dns, *port, &alone).await;
+                if let Some(copy) = copy {
+                    let copy_message = Prepared { customer: copy, copy: None, ..message.clone() };
+                    let copy_attempt = direct(dns, *port, &copy_message).await;
+                    attempt.copy = Some(describe(&copy_attempt.end));
+                }
+                attempt
+            }
+        }
+    }
+}
+
+/// One line describing how a try ended, for the copy's record.
+pub fn describe(end: &TryEnd) -> String {
+    match end {
+        TryEnd::Accepted(r) => r.line(),
+        TryEnd::Refused(_, r) => r.line(),
+        TryEnd::NoReply(stage, m) => format!("no reply at {}: {m}", stage.as_str()),
+        TryEnd::Unroutable(m) => m.clone(),
+    }
+}
+
+async fn write_file(dir: &std::path::Path, message: &Prepared) -> Attempt {
+    let path = dir.join(format!("{}.eml", message.decision_id));
+    let tmp = dir.join(format!(".{}.eml.tmp", message.decision_id));
+    // A delivered message carries its envelope sender as Return-Path (RFC 5321 §4.4).
+    let bytes = [format!("Return-Path: <{}>\r\n", message.envelope_from).into_bytes(), message.bytes.clone()].concat();
+    let result = tokio::task::spawn_blocking({
+        let (path, tmp) = (path.clone(), tmp.clone());
+        move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        }
+    })
+    .await;
+    let server = Some(format!("file:{}", dir.display()));
+    match result {
+        Ok(Ok(())) => Attempt { end: TryEnd::Accepted(Reply::new(250, format!("written to {}", path.display()))), server, copy: None },
+        Ok(Err(e)) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("cannot write {}: {e}", path.display())), server, copy: None },
+        Err(e) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("write task failed: {e}")), server, copy: None },
+    }
+}
+
+async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
+    let domain = message.customer.domain();
+    let hosts = match dns.route(domain).await {
+        Route::Hosts(hosts) => hosts,
+        Route::Unroutable(m) => return Attempt { end: TryEnd::Unroutable(m), server: None, copy: None },
+        Route::Unknown(m) => return Attempt { end: TryEnd::NoReply(Stage::Dns, m), server: None, copy: None },
+    };
+    let mut last = TryEnd::NoReply(Stage::Connect, format!("no mail server of {domain} answered"));
+    let mut last_server = None;
+    for host in hosts {
+        let ips = match dns.addresses(&host).await {
+            Ok(ips) => ips,
+            Err(Route::Unknown(m)) => {
+                last = TryEnd::NoReply(Stage::Dns, m);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for ip in ips {
+            let target = Target {
+                host: host.clone(),
+                connect_to: ip.to_string(),
+                port,
+                tls: SmtpTls::None,
+                credentials: None,
+                ca_pem: None,
+                timeout: TIMEOUT,
+            };
+            last_server = Some(format!("{host} [{ip}]:{port}"));
+            match smtp::connect(&target).await {
+                Ok(mut conn) => {
+                    let t = smtp::transact(&mut conn, message).await;
+                    let _ = conn.quit().await;
+                    return Attempt { end: t.end, server: last_server, copy: t.copy };
+                }
+                // RFC 5321 §5.1: try the next address when this one does not answer.
+                Err(end @ TryEnd::NoReply(..)) => last = end,
+                Err(end) => return Attempt { end, server: last_server, copy: None },
+            }
+        }
+    }
+    Attempt { end: last, server: last_server, copy: None }
+}

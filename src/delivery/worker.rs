@@ -1,0 +1,163 @@
+//! The delivery worker: leases due decisions, renders, sends, records (SPEC §4).
+//!
+//! Runs inside `serve` or alone as `mailtrail worker`; several may share a database,
+//! since a lease is taken in a write transaction. At most `concurrency` tries run at
+//! once. On shutdown it stops leasing and lets the tries in flight finish.
+
+use super::classify::{Stage, TryEnd, Verdict, classify};
+use super::render;
+use super::schedule::RetryPolicy;
+use super::transport::{Attempt, Transport};
+use crate::http::AppState;
+use crate::model::{EmailAddress, Project, Site, Status, SuppressionReason};
+use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Starts the worker; it stops when `stop` turns true.
+pub fn spawn_worker(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match Transport::from_config(&state.config) {
+            Ok(transport) => run(state, Arc::new(transport), stop).await,
+            Err(e) => tracing::error!(error = %e, "delivery worker not started: the transport is not usable"),
+        }
+    })
+}
+
+async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiver<bool>) {
+    let concurrency = state.config.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let policy = Arc::new(RetryPolicy {
+        delays: state.config.retry_schedule.clone(),
+        give_up_after: state.config.give_up_after,
+    });
+    let lease = Lease { micros: state.config.lease.as_micros() as i64 };
+    let mut in_flight = JoinSet::new();
+    tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
+    while !*stop.borrow() {
+        while in_flight.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = in_flight.join_next() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let leased = match state.store.lease_due(lease, free).await {
+            Ok(leased) => leased,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot lease due decisions");
+                Vec::new()
+            }
+        };
+        if leased.is_empty() {
+            tokio::select! {
+                _ = state.wake.notified() => {}
+                _ = tokio::time::sleep(state.config.poll_interval) => {}
+                _ = stop.changed() => {}
+                Some(_) = in_flight.join_next() => {}
+            }
+            continue;
+        }
+        let (projects, site) = match (state.store.projects().await, state.store.site().await) {
+            (Ok(p), Ok(s)) => (Arc::new(p.into_iter().map(|p| (p.key.to_string(), p)).collect::<HashMap<_, _>>()), Arc::new(s)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read settings; releasing leases");
+                let _ = state.store.release(leased.iter().map(|l| (l.decision.id.clone(), l.lease_until)).collect()).await;
+                continue;
+            }
+        };
+        for leased in leased {
+            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let (state, transport, policy, projects, site) = (state.clone(), transport.clone(), policy.clone(), projects.clone(), site.clone());
+            in_flight.spawn(async move {
+                deliver(&state, &transport, &policy, &projects, &site, leased).await;
+                drop(permit);
+            });
+        }
+    }
+    tracing::info!(in_flight = in_flight.len(), "delivery worker stopping; finishing tries in flight");
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// One try of one decision, from render to record.
+#[tracing::instrument(skip_all, fields(decision_id = %leased.decision.id, domain = leased.decision.recipient.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("")))]
+async fn deliver(state: &AppState, transport: &Transport, policy: &RetryPolicy, projects: &HashMap<String, Project>, site: &Site, leased: LeasedDecision) {
+    let started = Instant::now();
+    let started_at = now_micros();
+    let decision = &leased.decision;
+    let attempt = match projects.get(&decision.project).ok_or_else(|| format!("project {} not found", decision.project)).and_then(|p| render::prepare(decision, p, site)) {
+        Ok(message) => transport.deliver(&message).await,
+        Err(e) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")), server: None, copy: None },
+    };
+    state.metrics.delivery_attempt.observe(started.elapsed());
+    let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
+    tracing::info!(outcome = %write.outcome, status = %write.status, "delivery try finished");
+    if let Err(e) = state.store.record_attempt(write).await {
+        // The lease expires and the decision is tried again: at-least-once (SPEC §4).
+        tracing::error!(error = %e, "cannot record the attempt");
+    }
+}
+
+/// What a try means for the decision's row (pure: SPEC §4 table and retry schedule).
+pub fn attempt_write(leased: &LeasedDecision, attempt: Attempt, policy: &RetryPolicy, started_at: i64, now: i64) -> AttemptWrite {
+    let decision = &leased.decision;
+    let verdict = classify(&attempt.end);
+    let (stage, reply) = match &attempt.end {
+        TryEnd::Accepted(r) => (Some(Stage::Data), Some(r.clone())),
+        TryEnd::Refused(stage, r) => (Some(*stage), Some(r.clone())),
+        TryEnd::NoReply(stage, _) => (Some(*stage), None),
+        TryEnd::Unroutable(_) => (Some(Stage::Dns), None),
+    };
+    let text = match &attempt.end {
+        TryEnd::Accepted(r) | TryEnd::Refused(_, r) => r.text.clone(),
+        TryEnd::NoReply(_, m) | TryEnd::Unroutable(m) => m.clone(),
+    };
+    let tries = decision.attempts_count as u32 + 1;
+    let (status, status_reason, next_attempt_at) = match verdict {
+        Verdict::Sent => (Status::Sent, None, None),
+        Verdict::Deferred => match policy.next_try(tries, leased.queued_at, now) {
+            Some(next) => (Status::Deferred, None, Some(next)),
+            None => (Status::Failed, Some("retries_exhausted"), None),
+        },
+        Verdict::Bounced => (Status::Bounced, Some("hard_bounce"), None),
+        Verdict::PolicyRejected => (Status::Failed, Some("policy_rejected"), None),
+        Verdict::RelayRejected => (Status::Failed, Some("relay_rejected"), None),
+        Verdict::DomainUnroutable => (Status::Failed, Some("domain_unroutable"), None),
+    };
+    let suppression = match (verdict, decision.recipient.as_deref().map(EmailAddress::parse)) {
+        (Verdict::Bounced, Some(Ok(email))) => Some(NewSuppression {
+            email,
+            reason: SuppressionReason::HardBounce,
+            smtp_code: reply.as_ref().map(|r| r.code as i64),
+            enhanced_code: reply.as_ref().and_then(|r| r.enhanced.clone()),
+            response: Some(text.clone()),
+            remote_host: attempt.server.clone(),
+            stage: stage.map(|s| s.as_str().to_owned()),
+            decision_id: Some(decision.id.clone()),
+            note: None,
+            evidence: None,
+        }),
+        _ => None,
+    };
+    AttemptWrite {
+        decision_id: decision.id.clone(),
+        lease_until: leased.lease_until,
+        started_at,
+        server: attempt.server,
+        stage: stage.map(|s| s.as_str().to_owned()),
+        smtp_code: reply.as_ref().map(|r| r.code as i64),
+        enhanced_code: reply.as_ref().and_then(|r| r.enhanced.clone()),
+        reply: Some(text),
+        outcome: verdict.as_str().to_owned(),
+        copy_outcome: attempt.copy,
+        status,
+        status_reason: status_reason.map(str::to_owned),
+        next_attempt_at,
+        suppression,
+    }
+}

@@ -1,0 +1,110 @@
+//! The delivery side of the API: bounce and complaint reports, resend-skipped.
+
+use super::read::query_map;
+use crate::delivery::{bounces, report};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, read_body};
+use crate::model::{ProjectKey, ReasonCode, Role};
+use crate::store::{ReportOutcome, ResendSkippedOutcome, parse_query_time};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// What a posted report did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReportAnswer {
+    /// `dsn` or `complaint`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// One entry per address the report names.
+    pub recipients: Vec<ReportOutcome>,
+}
+
+/// Takes a raw RFC 3464 DSN or RFC 5965 ARF report (`message/rfc822` or
+/// `multipart/report`), suppresses the addresses it proves bad, and records it.
+#[utoipa::path(post, path = "/api/v1/bounces", tag = "delivery",
+    request_body(content = String, content_type = "message/rfc822", description = "The raw report"),
+    responses((status = 200, body = ReportAnswer), (status = 413, body = crate::http::error::ErrorBody), (status = 415, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bounces(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Json<ReportAnswer>, ApiError> {
+    caller.require(Role::Support)?;
+    match media_type(&headers).as_deref() {
+        Some("message/rfc822" | "multipart/report") => {}
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the raw report as message/rfc822 or multipart/report (got {})",
+                other.unwrap_or("none")
+            )));
+        }
+    }
+    let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
+    // A multipart/report posted bare lacks its own header: give the parser one.
+    let raw = if media_type(&headers).as_deref() == Some("multipart/report") && !looks_like_message(&bytes) {
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("multipart/report");
+        [format!("Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n").into_bytes(), bytes.to_vec()].concat()
+    } else {
+        bytes.to_vec()
+    };
+    let parsed = tokio::task::spawn_blocking(move || (report::parse(&raw), raw))
+        .await
+        .map_err(|e| ApiError::Internal(format!("report parser task failed: {e}")))?;
+    let (parsed, raw) = parsed;
+    let parsed = parsed.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (kind, actions) = bounces::actions(&parsed, &raw);
+    let recipients = state.store.apply_report(kind.clone(), actions, raw, caller.name()).await?;
+    Ok(Json(ReportAnswer { kind, recipients }))
+}
+
+fn looks_like_message(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(2048)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    text.lines().take(30).any(|l| l.starts_with("content-type:") || l.starts_with("from:") || l.starts_with("mime-version:"))
+}
+
+/// Body of resend-skipped.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResendSkipped {
+    /// `outgoing_mail_disabled`, `invite_notification_disabled` or `verification_emails_disabled`.
+    pub reason: ReasonCode,
+    pub since: String,
+    pub until: String,
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// Re-queues, as new resend decisions, what was skipped for `reason` in the window.
+#[utoipa::path(post, path = "/api/v1/resend-skipped", tag = "delivery",
+    request_body = ResendSkipped,
+    responses((status = 200, body = ResendSkippedOutcome), (status = 422, body = crate::http::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resend_skipped(State(state): State<AppState>, caller: Caller, headers: HeaderMap, RawQuery(raw): RawQuery, JsonBody(body): JsonBody<ResendSkipped>) -> Result<Json<ResendSkippedOutcome>, ApiError> {
+    caller.require(Role::Admin)?;
+    let _ = query_map(raw)?;
+    if !matches!(body.reason, ReasonCode::OutgoingMailDisabled | ReasonCode::InviteNotificationDisabled | ReasonCode::VerificationEmailsDisabled) {
+        return Err(ApiError::invalid("reason", "must be outgoing_mail_disabled, invite_notification_disabled or verification_emails_disabled"));
+    }
+    let since = parse_query_time(&body.since).ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?;
+    let until = parse_query_time(&body.until).ok_or_else(|| ApiError::invalid("until", "must be an RFC 3339 time"))?;
+    if until <= since {
+        return Err(ApiError::invalid("until", "must be after since"));
+    }
+    let project = match body.project.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let key = ProjectKey::parse(&p).map_err(|m| ApiError::invalid("project", m))?;
+            state.store.project(key.clone()).await.map_err(|_| ApiError::invalid("project", format!("no project with key `{p}`")))?;
+            Some(key)
+        }
+        None => None,
+    };
+    let idempotency = idempotency_key(&headers, &caller, "POST /resend-skipped")?;
+    let outcome = state.store.resend_skipped(body.reason, since, until, project, caller.name(), idempotency).await?;
+    if outcome.queued > 0 {
+        state.wake.notify_waiters();
+    }
+    Ok(Json(outcome))
+}
