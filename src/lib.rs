@@ -2,6 +2,9 @@
 //! the emails, suppresses addresses after permanent failures, and answers "why did this
 //! customer get no invite?". See ARCHITECTURE.md for the map.
 
+// Bad input is an error value, never a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod rules;
 pub mod model;
 pub mod messages;

@@ -148,8 +148,7 @@ fn compile_all(field: &str, patterns: &[String]) -> Result<(), FieldError> {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_owned()
