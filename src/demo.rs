@@ -61,7 +61,7 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
         "notify_auto_created": true, "email_format": "text", "template_set": "plain"})).await?;
 
     // Sent invitations, and the delivery stories told below.
-    add(store, &it, Channel::Agent, &["Alice Example <alice@example.com>", "Bob Stone <bob@example.com>", "rosa@example.com", "sam@example.org", "tina@example.net", "uma@example.com"], true).await?;
+    add(store, &it, Channel::Agent, &["Alice Example <alice@example.com>", "Bob Stone <bob@example.com>", "rosa@example.com", "sam@example.org", "tina@example.net", "uma@example.com", "Victor Lee <victor@example.com>"], true).await?;
     // Scenario 1: the "Customer invited" notification is off.
     add(store, &hr, Channel::Agent, &["Dave Brown <dave@example.com>"], true).await?;
     // Scenario 2: an existing customer added to another project.
@@ -130,7 +130,21 @@ async fn deliver_stories(state: &AppState) -> anyhow::Result<()> {
         let (kind, actions) = bounces::actions(&parsed, &raw);
         store.apply_report(kind, actions, raw, "demo".into()).await?;
     }
+    // A spam complaint (ARF) for victor, from his mailbox provider's feedback loop.
+    let victor = store.why_facts("victor@example.com".into(), true, None).await?;
+    if let Some(d) = victor.decisions.first() {
+        let raw = demo_arf(d.message_id.as_deref().unwrap_or(""));
+        let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo ARF: {e}"))?;
+        let (kind, actions) = bounces::actions(&parsed, &raw);
+        store.apply_report(kind, actions, raw, "demo".into()).await?;
+    }
     Ok(())
+}
+
+fn demo_arf(message_id: &str) -> String {
+    format!(
+        "From: feedback@fbl.mailbox.example\r\nTo: abuse@acme.example\r\nSubject: FW: Welcome to IT Help\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"F\"\r\n\r\n--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report for an email message received from IP 192.0.2.10.\r\n\r\n--F\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: MailboxFBL/1.0\r\nVersion: 1\r\nOriginal-Mail-From: <bounces@acme.example>\r\nOriginal-Rcpt-To: <victor@example.com>\r\nArrival-Date: Sun, 22 Nov 2026 05:00:00 +0000\r\n\r\n--F\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\nFrom: Acme Help Desk <help@acme.example>\r\nTo: victor@example.com\r\nSubject: Welcome to IT Help\r\n\r\n--F--\r\n"
+    )
 }
 
 fn demo_dsn(decision_id: &str, message_id: &str) -> String {
