@@ -127,7 +127,7 @@ async fn deliver_stories(state: &AppState) -> anyhow::Result<()> {
     if let Some(d) = uma.decisions.first() {
         let raw = demo_dsn(&d.id, d.message_id.as_deref().unwrap_or(""));
         let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo DSN: {e}"))?;
-        let (kind, actions) = bounces::actions(&parsed, &raw);
+        let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
         store.apply_report(kind, actions, raw, "demo".into()).await?;
     }
     // A spam complaint (ARF) for victor, from his mailbox provider's feedback loop.
@@ -135,7 +135,7 @@ async fn deliver_stories(state: &AppState) -> anyhow::Result<()> {
     if let Some(d) = victor.decisions.first() {
         let raw = demo_arf(d.message_id.as_deref().unwrap_or(""));
         let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo ARF: {e}"))?;
-        let (kind, actions) = bounces::actions(&parsed, &raw);
+        let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
         store.apply_report(kind, actions, raw, "demo".into()).await?;
     }
     Ok(())

@@ -37,6 +37,8 @@ pub struct Latency {
     pub p99_ms: f64,
     /// Requests timed (after the warm-up).
     pub requests: usize,
+    /// The very first request, cold (not in the percentiles), in milliseconds.
+    pub first_ms: f64,
 }
 
 /// What was measured at one size.
@@ -73,8 +75,12 @@ async fn measure_size(plan: &Plan, size: Size, label: &str, why: bool, pages: bo
     let db = dir.join("bench.db");
     let seed = {
         let db = db.clone();
-        tokio::task::spawn_blocking(move || seed_bulk(&db, size.decisions, size.suppressions, size.customers))
-            .await??
+        // The migrations log at info; from inside the benchmark that is only noise.
+        let quiet = tracing::subscriber::NoSubscriber::default();
+        tokio::task::spawn_blocking(move || {
+            tracing::subscriber::with_default(quiet, || seed_bulk(&db, size.decisions, size.suppressions, size.customers))
+        })
+        .await??
     };
     let server = Server::start(&dir, &db, Commit::Grouped).await?;
     let why = if why { Some(why_latency(plan, &server, size).await?) } else { None };
@@ -109,6 +115,7 @@ pub async fn time_requests(
 ) -> anyhow::Result<Latency> {
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut first = Duration::ZERO;
     for (n, bytes) in requests.enumerate() {
         let sent = Instant::now();
         let answer = connection.send(&bytes).await?;
@@ -117,6 +124,9 @@ pub async fn time_requests(
             let line = String::from_utf8_lossy(&bytes[..bytes.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
             bail!("`{line}` answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]));
         }
+        if n == 0 {
+            first = took;
+        }
         if n >= warmup {
             samples.push(took);
         }
@@ -124,7 +134,7 @@ pub async fn time_requests(
             break;
         }
     }
-    Ok(percentiles(samples))
+    Ok(Latency { first_ms: first.as_secs_f64() * 1000.0, ..percentiles(samples) })
 }
 
 /// p50 and p99 by nearest rank.
@@ -137,7 +147,7 @@ pub fn percentiles(mut samples: Vec<Duration>) -> Latency {
         let index = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
         samples[index].as_secs_f64() * 1000.0
     };
-    Latency { p50_ms: rank(0.50), p99_ms: rank(0.99), requests: samples.len() }
+    Latency { p50_ms: rank(0.50), p99_ms: rank(0.99), requests: samples.len(), first_ms: 0.0 }
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ use std::time::Duration;
 pub struct Plan {
     /// `--quick`: shorter windows, a 100,000-decision large history.
     pub quick: bool,
+    /// Runs of each ingest configuration (the median is reported).
+    pub ingest_runs: usize,
     /// Ingest load before the measured window.
     pub warmup: Duration,
     /// The measured ingest window.
@@ -64,6 +66,7 @@ impl Plan {
         if quick {
             Plan {
                 quick,
+                ingest_runs: 1,
                 warmup: Duration::from_millis(500),
                 ingest_window: Duration::from_secs(2),
                 small,
@@ -77,8 +80,9 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                ingest_runs: 3,
                 warmup: Duration::from_secs(1),
-                ingest_window: Duration::from_secs(5),
+                ingest_window: Duration::from_secs(4),
                 small,
                 large: Size { decisions: 1_000_000, suppressions: 100_000, customers: 200_000 },
                 lookups: 2_000,

@@ -7,7 +7,11 @@ use crate::model::{EmailAddress, SuppressionReason};
 use crate::store::{NewSuppression, ReportAction, ReportEffect};
 
 /// Evidence kept on a suppression is cut to this many bytes.
-pub const EVIDENCE_LIMIT: usize = 256 * 1024;
+pub const EVIDENCE_LIMIT: usize = 64 * 1024;
+
+/// Most addresses one report may name. Real DSNs name a handful; each suppression keeps
+/// its own copy of the evidence, so the bound keeps one report's footprint bounded.
+pub const MAX_REPORT_RECIPIENTS: usize = 1000;
 
 /// The decision id a Message-ID of ours names: `<{decision_id}@{domain}>`.
 fn decision_id_from_message_id(message_id: &str) -> Option<String> {
@@ -16,8 +20,16 @@ fn decision_id_from_message_id(message_id: &str) -> Option<String> {
     (id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then(|| id.to_owned())
 }
 
-/// The report's kind (`dsn` or `complaint`) and what to do for each address.
-pub fn actions(report: &Report, raw: &str) -> (String, Vec<ReportAction>) {
+/// The report's kind (`dsn` or `complaint`) and what to do for each address; `Err`
+/// when it names more than [`MAX_REPORT_RECIPIENTS`] addresses.
+pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>), String> {
+    let named = match report {
+        Report::Dsn(dsn) => dsn.recipients.len(),
+        Report::Complaint(c) => c.original_rcpt_to.len().max(c.original_to.len()),
+    };
+    if named > MAX_REPORT_RECIPIENTS {
+        return Err(format!("the report names {named} recipients; at most {MAX_REPORT_RECIPIENTS} are taken"));
+    }
     let evidence = crate::model::truncate(raw, EVIDENCE_LIMIT).to_owned();
     match report {
         Report::Dsn(dsn) => {
@@ -63,7 +75,7 @@ pub fn actions(report: &Report, raw: &str) -> (String, Vec<ReportAction>) {
                     })
                 })
                 .collect();
-            ("dsn".into(), actions)
+            Ok(("dsn".into(), actions))
         }
         Report::Complaint(c) => {
             let hint = c.original_message_id.as_deref().and_then(decision_id_from_message_id);
@@ -100,7 +112,7 @@ pub fn actions(report: &Report, raw: &str) -> (String, Vec<ReportAction>) {
                     }
                 })
                 .collect();
-            ("complaint".into(), actions)
+            Ok(("complaint".into(), actions))
         }
     }
 }

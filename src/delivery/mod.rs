@@ -4,6 +4,7 @@
 //! [`bounces`] (bounce reports). Edges: [`transport`] (file, smarthost, direct), [`smtp`],
 //! [`dns`], and the [`worker`] loop. Only this module speaks SMTP.
 
+pub mod bench;
 pub mod bounces;
 pub mod classify;
 pub mod dns;

@@ -151,7 +151,13 @@ impl IntoResponse for ApiError {
                 field: self.field().map(str::to_owned),
             },
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooLarge(_) = self {
+            // The rest of the body is not read, so the connection cannot carry another
+            // request: say so, rather than let a keep-alive client find out.
+            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -98,23 +98,17 @@ mod http_body_util_limited {
     pub use http_body_util::LengthLimitError;
 }
 
-/// Parses JSON into `T`, mapping syntax errors to 400 and shape errors (wrong types,
-/// unknown or missing fields) to 422 naming the field.
+/// Parses JSON into `T`, in two steps so each error gets its status: anything that is
+/// not one well-formed JSON value (bad syntax, trailing bytes, nesting deeper than 128)
+/// is 400; a well-formed value of the wrong shape (wrong types, unknown or missing
+/// fields) is 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
-    result.map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                ApiError::Malformed(format!("the body is not valid JSON: {inner}"))
-            }
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                ApiError::invalid(field, strip_position(&inner.to_string()))
-            }
-        }
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::invalid(field, strip_position(&e.into_inner().to_string()))
     })
 }
 

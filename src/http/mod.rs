@@ -4,6 +4,7 @@
 //! turn results and errors into answers. They hold no business rules.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -54,5 +55,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // The peer address lets the dashboard throttle failed logins per client address.
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{Html, Response};
+use axum::response::Response;
 use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/api/v1/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .route("/metrics", get(meta::metrics))
-        .route("/", get(home))
+        .merge(super::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Raw messages may be 10 MiB; each extractor applies its own, smaller limit.
@@ -97,9 +97,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Until the dashboard lands: a small page that links the API.
-async fn home() -> Html<&'static str> {
-    Html(include_str!("../../templates/home.html"))
 }

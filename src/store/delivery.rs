@@ -173,8 +173,8 @@ impl Store {
     }
 
     /// Writes one finished try: the attempt, the decision's new status, and a suppression
-    /// when it bounced. A try whose lease was taken over meanwhile records its attempt
-    /// but leaves the status to the new lease holder.
+    /// when it bounced. A try whose lease was taken over meanwhile records its attempt,
+    /// and its status only when final (sent, bounced, failed).
     pub async fn record_attempt(&self, w: AttemptWrite) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = now_micros();
@@ -183,6 +183,10 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![w.decision_id, w.started_at, now, w.server, w.stage, w.smtp_code, w.enhanced_code, w.reply, w.outcome, w.copy_outcome])?;
+            // A try that outlived its lease still settles the decision when its result
+            // is final: the row is being tried again meanwhile, and that try will find it
+            // settled. A deferral is left to whoever holds the lease now.
+            let final_result = w.status != Status::Deferred;
             let last_reply = w.reply.as_ref().map(|r| match w.smtp_code {
                 Some(code) => format!("{code} {r}"),
                 None => r.clone(),
@@ -192,9 +196,9 @@ impl Store {
                     "UPDATE decisions SET status = ?3, status_reason = ?4, next_attempt_at = ?5, lease_until = NULL,
                          attempts_count = attempts_count + 1, last_reply = ?6,
                          sent_at = CASE WHEN ?3 = 'sent' THEN ?7 ELSE sent_at END, updated_at = ?7
-                     WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",
+                     WHERE id = ?1 AND status = 'sending' AND (lease_until = ?2 OR ?8)",
                 )?
-                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason, w.next_attempt_at, last_reply, now])?;
+                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason, w.next_attempt_at, last_reply, now, final_result])?;
             if updated == 1
                 && let Some(s) = &w.suppression
             {

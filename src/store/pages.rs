@@ -26,21 +26,21 @@ pub struct OverviewFacts {
     pub suppressions_total: i64,
     /// Decisions waiting for delivery now (queued, sending, deferred).
     pub queue_depth: i64,
-    /// Sender-side failures in the window, grouped by cause, largest first.
+    /// Sender-side failures in the window, one group per cause.
     pub sender_side: Vec<SenderSideGroup>,
 }
 
-/// Failed decisions that share a sender-side cause (SPEC §4: `policy_rejected`,
+/// Failed decisions with one sender-side cause (SPEC §4: `policy_rejected`,
 /// `relay_rejected`): our mail was refused, the addresses are fine.
 #[derive(Clone, Debug)]
 pub struct SenderSideGroup {
     /// `policy_rejected` or `relay_rejected`.
     pub status_reason: String,
-    /// The server's reply, as recorded on the decision.
+    /// The server's reply to the newest of them.
     pub reply: Option<String>,
     /// How many decisions failed this way.
     pub count: i64,
-    /// RFC 3339 time of the first and the last one.
+    /// RFC 3339: the start of the first bucket with one, and the time of the last.
     pub first_at: String,
     pub last_at: String,
 }
@@ -52,7 +52,8 @@ pub struct OutgoingMailHistory {
     pub off_since: Option<Micros>,
     /// When it was turned back on after that, if it was.
     pub back_on_at: Option<Micros>,
-    /// Invitations skipped with `outgoing_mail_disabled` in that period (capped).
+    /// Customers (per project) whose email was skipped with `outgoing_mail_disabled` in
+    /// that period: what resend-skipped would resend (capped).
     pub skipped_invitations: i64,
     /// When what it skipped was last resent (an audited resend-skipped), if after the
     /// period began.
@@ -71,46 +72,75 @@ impl Store {
             let hour = 3_600_000_000i64;
             let since = now - hours * hour;
             let bucket = if hours <= 24 { hour } else { 24 * hour };
-            let mut facts = OverviewFacts { since, bucket, ..OverviewFacts::default() };
+            let mut facts = OverviewFacts {
+                since,
+                bucket,
+                ..OverviewFacts::default()
+            };
             let mut stmt = conn.prepare_cached(
                 "SELECT created_at / ?2 * ?2 AS b, status, status_reason, count(*)
                  FROM decisions WHERE created_at >= ?1 GROUP BY b, status, status_reason",
             )?;
             facts.counts = stmt
-                .query_map(params![since, bucket], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map(params![since, bucket], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt = conn.prepare_cached(
                 "SELECT at / ?2 * ?2 AS b, count(*), coalesce(sum(reason = 'complaint'), 0)
                  FROM suppression_events WHERE added = 1 AND at >= ?1 GROUP BY b",
             )?;
-            for row in stmt.query_map(params![since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
+            for row in stmt.query_map(params![since, bucket], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })? {
                 let (b, n, complaints) = row?;
                 facts.suppressions_added.push((b, n));
                 facts.complaints += complaints;
             }
-            facts.suppressions_total = conn.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
+            facts.suppressions_total =
+                conn.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
             facts.queue_depth = conn.query_row(
                 "SELECT count(*) FROM decisions WHERE status IN ('queued', 'deferred', 'sending')",
                 [],
                 |r| r.get(0),
             )?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT status_reason, last_reply, count(*), min(created_at), max(created_at)
-                 FROM decisions
-                 WHERE status = 'failed' AND status_reason IN ('policy_rejected', 'relay_rejected') AND created_at >= ?1
-                 GROUP BY status_reason, last_reply ORDER BY count(*) DESC LIMIT 5",
-            )?;
-            facts.sender_side = stmt
-                .query_map([since], |r| {
-                    Ok(SenderSideGroup {
-                        status_reason: r.get(0)?,
-                        reply: r.get(1)?,
-                        count: r.get(2)?,
-                        first_at: format_time(r.get(3)?),
-                        last_at: format_time(r.get(4)?),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            // Sender-side failures: counted by the grouped scan above; the newest one of
+            // each kind gives the server's reply (an index walk on `decisions_by_status`).
+            for reason in ["relay_rejected", "policy_rejected"] {
+                let buckets: Vec<(Micros, i64)> = facts
+                    .counts
+                    .iter()
+                    .filter(|(_, status, r, _)| status == "failed" && r.as_deref() == Some(reason))
+                    .map(|(b, _, _, n)| (*b, *n))
+                    .collect();
+                let count: i64 = buckets.iter().map(|(_, n)| n).sum();
+                if count == 0 {
+                    continue;
+                }
+                let first_bucket = buckets
+                    .iter()
+                    .map(|(b, _)| *b)
+                    .min()
+                    .unwrap_or(since)
+                    .max(since);
+                let (reply, last): (Option<String>, Micros) = conn
+                    .prepare_cached(
+                        "SELECT last_reply, created_at FROM decisions
+                         WHERE status = 'failed' AND status_reason = ?1 ORDER BY seq DESC LIMIT 1",
+                    )?
+                    .query_row([reason], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                facts.sender_side.push(SenderSideGroup {
+                    status_reason: reason.to_owned(),
+                    reply,
+                    count,
+                    first_at: format_time(first_bucket),
+                    last_at: format_time(last),
+                });
+            }
             Ok(facts)
         })
         .await
@@ -152,11 +182,14 @@ impl Store {
                 return Ok(history);
             };
             let until = history.back_on_at.unwrap_or_else(now_micros) + 1;
+            // The same selection as `resend_skipped`: one per customer and project.
             history.skipped_invitations = conn
                 .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM decisions
-                     WHERE created_at >= ?1 AND created_at < ?2 AND status = 'skipped' AND email_kind = 'invitation'
-                       AND (',' || reasons || ',') LIKE '%,outgoing_mail_disabled,%' LIMIT ?3)",
+                    "SELECT count(*) FROM (SELECT DISTINCT project, recipient FROM decisions
+                     WHERE created_at >= ?1 AND created_at < ?2 AND status = 'skipped'
+                       AND recipient IS NOT NULL AND customer_id IS NOT NULL
+                       AND ((',' || reasons || ',') LIKE '%,outgoing_mail_disabled,%' OR status_reason = 'outgoing_mail_disabled')
+                     LIMIT ?3)",
                 )?
                 .query_row(params![off_since, until, SKIPPED_COUNT_CAP], |r| r.get(0))?;
             history.resent_at = conn

@@ -12,11 +12,11 @@ pub fn now_micros() -> Micros {
     Utc::now().timestamp_micros()
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T05:30:00.000Z`.
+/// RFC 3339 in UTC with microseconds, as stored, e.g. `2026-11-22T05:30:00.000000Z`.
 pub fn format_time(t: Micros) -> String {
     DateTime::<Utc>::from_timestamp_micros(t)
         .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses RFC 3339 (any offset) into stored form.

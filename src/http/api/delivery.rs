@@ -54,7 +54,7 @@ pub async fn bounces(State(state): State<AppState>, caller: Caller, headers: Hea
     let (parsed, raw) = parsed;
     let parsed = parsed.map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (kind, actions) = bounces::actions(&parsed, &raw);
+    let (kind, actions) = bounces::actions(&parsed, &raw).map_err(|m| ApiError::invalid("body", m))?;
     let recipients = state.store.apply_report(kind.clone(), actions, raw, caller.name()).await?;
     Ok(Json(ReportAnswer { kind, recipients }))
 }

@@ -154,7 +154,7 @@ pub fn csv_decisions(state: AppState, mut filter: DecisionFilter) -> Response {
             for d in &page.items {
                 let reasons = d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" ");
                 let _ = writer.write_record([
-                    d.id.as_str(), &d.created_at, &d.project, d.recipient.as_deref().unwrap_or(""), &csv_safe(&d.input),
+                    d.id.as_str(), &d.created_at, &d.project, &csv_safe(d.recipient.as_deref().unwrap_or("")), &csv_safe(&d.input),
                     d.customer_id.as_deref().unwrap_or(""), d.channel.as_str(), d.email_kind.as_str(), d.decision.as_str(), &reasons,
                     d.status.as_str(), d.status_reason.as_deref().unwrap_or(""), &d.attempts_count.to_string(),
                     d.next_attempt_at.as_deref().unwrap_or(""), d.last_reply.as_deref().unwrap_or(""), d.sent_at.as_deref().unwrap_or(""),

@@ -78,7 +78,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, headers: Header
                 };
                 for s in &page.items {
                     let _ = writer.write_record([
-                        s.email.as_str(), s.reason.as_str(), &csv_safe(s.note.as_deref().unwrap_or("")),
+                        &csv_safe(&s.email), s.reason.as_str(), &csv_safe(s.note.as_deref().unwrap_or("")),
                         &s.smtp_code.map(|c| c.to_string()).unwrap_or_default(), s.enhanced_code.as_deref().unwrap_or(""),
                         &csv_safe(s.response.as_deref().unwrap_or("")), s.remote_host.as_deref().unwrap_or(""),
                         s.stage.as_deref().unwrap_or(""), &s.suppressed_at, s.decision_id.as_deref().unwrap_or(""),

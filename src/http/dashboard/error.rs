@@ -51,7 +51,9 @@ impl PageError {
     fn status(&self) -> StatusCode {
         match self {
             PageError::LoginRequired { .. } => StatusCode::SEE_OTHER,
-            PageError::SessionEnded | PageError::Forbidden(_) | PageError::BadCsrf => StatusCode::FORBIDDEN,
+            PageError::SessionEnded | PageError::Forbidden(_) | PageError::BadCsrf => {
+                StatusCode::FORBIDDEN
+            }
             PageError::Throttled => StatusCode::TOO_MANY_REQUESTS,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -101,7 +103,10 @@ impl IntoResponse for PageError {
             let location = if next == "/" {
                 "/login".to_owned()
             } else {
-                format!("/login?{}", serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default())
+                format!(
+                    "/login?{}",
+                    serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default()
+                )
             };
             let mut response = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
@@ -119,7 +124,13 @@ impl IntoResponse for PageError {
 }
 
 /// An error page with any status (the login page uses it for 429 as well).
-pub fn error_page(status: StatusCode, heading: String, message: String, link: &'static str, link_text: &'static str) -> Response {
+pub fn error_page(
+    status: StatusCode,
+    heading: String,
+    message: String,
+    link: &'static str,
+    link_text: &'static str,
+) -> Response {
     let page = ErrorPage {
         ctx: Ctx::anonymous(&heading),
         status: status.as_u16(),
@@ -131,7 +142,11 @@ pub fn error_page(status: StatusCode, heading: String, message: String, link: &'
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         // The error template is static; if even it fails, a plain sentence will do.
-        Err(_) => (status, Html("<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned())).into_response(),
+        Err(_) => (
+            status,
+            Html("<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()),
+        )
+            .into_response(),
     }
 }
 
@@ -143,9 +158,15 @@ impl From<ApiError> for PageError {
             ApiError::Unavailable => PageError::Unavailable,
             ApiError::Internal(cause) => PageError::Internal(cause),
             ApiError::MethodNotAllowed => PageError::MethodNotAllowed,
-            ApiError::TooLarge(limit) => PageError::BadRequest(format!("The upload is larger than {limit}.")),
-            ApiError::Invalid { field, message } => PageError::BadRequest(format!("{field}: {message}")),
-            ApiError::Malformed(m) | ApiError::Conflict(m) | ApiError::UnsupportedMediaType(m) => PageError::BadRequest(m),
+            ApiError::TooLarge(limit) => {
+                PageError::BadRequest(format!("The upload is larger than {limit}."))
+            }
+            ApiError::Invalid { field, message } => {
+                PageError::BadRequest(format!("{field}: {message}"))
+            }
+            ApiError::Malformed(m) | ApiError::Conflict(m) | ApiError::UnsupportedMediaType(m) => {
+                PageError::BadRequest(m)
+            }
         }
     }
 }

@@ -35,7 +35,9 @@ impl Fields {
 
     /// A checkbox: present and not "off"/"false".
     pub fn checked(&self, name: &str) -> bool {
-        self.text.get(name).is_some_and(|v| !matches!(v.as_str(), "" | "off" | "false" | "0"))
+        self.text
+            .get(name)
+            .is_some_and(|v| !matches!(v.as_str(), "" | "off" | "false" | "0"))
     }
 }
 
@@ -51,10 +53,14 @@ impl FromRequest<AppState> for Posted {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
         let (mut parts, body) = req.into_parts();
         let user = User::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, FORM_LIMIT)
-            .await
-            .map_err(|_| PageError::BadRequest("The form is larger than 10 MiB, or it was cut off.".into()))?;
-        let form = parse_body(media_type(&parts.headers).as_deref(), content_type(&parts.headers), &bytes)?;
+        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+            PageError::BadRequest("The form is larger than 10 MiB, or it was cut off.".into())
+        })?;
+        let form = parse_body(
+            media_type(&parts.headers).as_deref(),
+            content_type(&parts.headers),
+            &bytes,
+        )?;
         let token = form.get("csrf");
         if token.is_empty() || !constant_time_eq(token.as_bytes(), user.csrf.as_bytes()) {
             tracing::warn!(user = %user.name, path = %parts.uri.path(), "form refused: missing or wrong CSRF token");
@@ -65,11 +71,18 @@ impl FromRequest<AppState> for Posted {
 }
 
 fn content_type(headers: &axum::http::HeaderMap) -> &str {
-    headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// Parses a form body of either encoding.
-pub fn parse_body(media: Option<&str>, content_type: &str, bytes: &[u8]) -> Result<Fields, PageError> {
+pub fn parse_body(
+    media: Option<&str>,
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<Fields, PageError> {
     match media {
         Some("multipart/form-data") => {
             let boundary = content_type
@@ -78,13 +91,22 @@ pub fn parse_body(media: Option<&str>, content_type: &str, bytes: &[u8]) -> Resu
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
                 .map(|(_, v)| v.trim().trim_matches('"').to_owned())
                 .filter(|b| !b.is_empty() && b.len() <= 200)
-                .ok_or_else(|| PageError::BadRequest("The upload has no multipart boundary.".into()))?;
-            parse_multipart(bytes, &boundary).ok_or_else(|| PageError::BadRequest("The upload could not be read (a broken multipart body).".into()))
+                .ok_or_else(|| {
+                    PageError::BadRequest("The upload has no multipart boundary.".into())
+                })?;
+            parse_multipart(bytes, &boundary).ok_or_else(|| {
+                PageError::BadRequest(
+                    "The upload could not be read (a broken multipart body).".into(),
+                )
+            })
         }
         _ => {
             let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
                 .map_err(|_| PageError::BadRequest("The form could not be read.".into()))?;
-            Ok(Fields { text: pairs.into_iter().collect(), files: HashMap::new() })
+            Ok(Fields {
+                text: pairs.into_iter().collect(),
+                files: HashMap::new(),
+            })
         }
     }
 }
@@ -93,7 +115,10 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || from > haystack.len() {
         return None;
     }
-    haystack[from..].windows(needle.len()).position(|w| w == needle).map(|i| i + from)
+    haystack[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
 }
 
 /// A small RFC 7578 reader: parts separated by `--boundary`, each with headers, a blank
@@ -116,17 +141,25 @@ fn parse_multipart(body: &[u8], boundary: &str) -> Option<Fields> {
         let content_start = headers_end + 4;
         let content_end = find(body, next_delimiter.as_bytes(), content_start)?;
         let content = &body[content_start..content_end];
-        let disposition = headers
-            .split("\r\n")
-            .find_map(|line| line.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition")).map(|(_, v)| v))?;
+        let disposition = headers.split("\r\n").find_map(|line| {
+            line.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
+                .map(|(_, v)| v)
+        })?;
         let param = |name: &str| {
-            disposition.split(';').filter_map(|p| p.trim().split_once('=')).find(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().trim_matches('"').to_owned())
+            disposition
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
         };
         if let Some(name) = param("name") {
             if param("filename").is_some() {
                 fields.files.insert(name, content.to_vec());
             } else {
-                fields.text.insert(name, String::from_utf8_lossy(content).into_owned());
+                fields
+                    .text
+                    .insert(name, String::from_utf8_lossy(content).into_owned());
             }
         }
         pos = content_end + next_delimiter.len();
@@ -140,20 +173,37 @@ mod tests {
     #[test]
     fn multipart_with_a_file_and_fields() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.csv\"\r\nContent-Type: text/csv\r\n\r\nemail,reason\r\na@b.example,\r\n\r\n--XyZ--\r\n";
-        let fields = parse_body(Some("multipart/form-data"), "multipart/form-data; boundary=XyZ", body).expect("parses");
+        let fields = parse_body(
+            Some("multipart/form-data"),
+            "multipart/form-data; boundary=XyZ",
+            body,
+        )
+        .expect("parses");
         assert_eq!(fields.get("csrf"), "tok");
-        assert_eq!(fields.files.get("file").map(Vec::as_slice), Some(&b"email,reason\r\na@b.example,\r\n"[..]));
+        assert_eq!(
+            fields.files.get("file").map(Vec::as_slice),
+            Some(&b"email,reason\r\na@b.example,\r\n"[..])
+        );
     }
 
     #[test]
     fn broken_multipart_is_a_bad_request() {
-        let r = parse_body(Some("multipart/form-data"), "multipart/form-data; boundary=XyZ", b"--XyZ\r\nno end");
+        let r = parse_body(
+            Some("multipart/form-data"),
+            "multipart/form-data; boundary=XyZ",
+            b"--XyZ\r\nno end",
+        );
         assert!(matches!(r, Err(PageError::BadRequest(_))));
     }
 
     #[test]
     fn urlencoded_keeps_what_was_typed() {
-        let fields = parse_body(Some("application/x-www-form-urlencoded"), "", b"email=+a%40b.example+&invite=on").expect("parses");
+        let fields = parse_body(
+            Some("application/x-www-form-urlencoded"),
+            "",
+            b"email=+a%40b.example+&invite=on",
+        )
+        .expect("parses");
         assert_eq!(fields.get("email"), " a@b.example ");
         assert_eq!(fields.opt("email"), Some("a@b.example"));
         assert!(fields.checked("invite"));

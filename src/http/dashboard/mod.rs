@@ -45,35 +45,74 @@ pub struct Dash {
 /// The dashboard's routes, to be merged into the application router.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/login", get(auth::login_page).post(auth::login).fallback(method_page))
-        .route("/logout", get(auth::logout_page).post(auth::logout).fallback(method_page))
-        .route("/", get(overview::page))
-        .route("/why", get(why::page))
+        .route(
+            "/login",
+            get(auth::login_page)
+                .post(auth::login)
+                .fallback(method_page),
+        )
+        .route(
+            "/logout",
+            get(auth::logout_page)
+                .post(auth::logout)
+                .fallback(method_page),
+        )
+        .route("/", page(overview::page))
+        .route("/why", page(why::page))
         .route("/why/resend", post_only(why::resend))
-        .route("/outbox", get(outbox::page))
-        .route("/outbox.csv", get(outbox::csv))
-        .route("/decisions/{id}", get(outbox::decision))
-        .route("/suppressions", get(suppressions::page))
-        .route("/suppressions.csv", get(suppressions::csv))
+        .route("/outbox", page(outbox::page))
+        .route("/outbox.csv", page(outbox::csv))
+        .route("/decisions/{id}", page(outbox::decision))
+        .route("/suppressions", page(suppressions::page))
+        .route("/suppressions.csv", page(suppressions::csv))
         .route("/suppressions/add", post_only(suppressions::add))
         .route("/suppressions/remove", post_only(suppressions::remove))
-        .route("/suppressions/bulk-remove", post_only(suppressions::bulk_remove))
+        .route(
+            "/suppressions/bulk-remove",
+            post_only(suppressions::bulk_remove),
+        )
         .route("/suppressions/import", post_only(suppressions::import))
-        .route("/projects", get(projects::list).post(projects::create).fallback(method_page))
-        .route("/projects/{key}", get(projects::page).post(projects::settings).fallback(method_page))
+        .route(
+            "/projects",
+            get(projects::list)
+                .post(projects::create)
+                .fallback(method_page),
+        )
+        .route(
+            "/projects/{key}",
+            get(projects::page)
+                .post(projects::settings)
+                .fallback(method_page),
+        )
         .route("/projects/{key}/toggle", post_only(projects::toggle))
-        .route("/projects/{key}/customers", post_only(projects::add_customers))
-        .route("/site", get(site::page).post(site::settings).fallback(method_page))
+        .route(
+            "/projects/{key}/customers",
+            post_only(projects::add_customers),
+        )
+        .route(
+            "/site",
+            get(site::page).post(site::settings).fallback(method_page),
+        )
         .route("/site/outgoing-mail", post_only(site::outgoing_mail))
         .route("/site/resend-skipped", post_only(site::resend_skipped))
-        .route("/audit", get(audit::page))
-        .route("/assets/{file}", get(asset))
+        .route("/audit", page(audit::page))
+        .route("/assets/{file}", page(asset))
         // Anything else: an HTML 404 for people, the API's JSON 404 under /api/.
         .route("/{*path}", any(not_found))
         .layer(middleware::map_response(page_headers))
         .layer(Extension(Arc::new(Dash::default())))
 }
 
+/// A page: GET (and HEAD); any other method is a 405 page.
+fn page<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    get(handler).fallback(method_page)
+}
+
+/// A form target: POST; any other method is a 405 page.
 fn post_only<H, T>(handler: H) -> MethodRouter<AppState>
 where
     H: axum::handler::Handler<T, AppState>,
@@ -102,32 +141,51 @@ async fn page_headers(mut response: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if is_html {
-        // Email previews render in a sandboxed srcdoc frame and may carry inline styles.
+        // Email previews render in a sandboxed srcdoc frame and may carry inline styles;
+        // the frame inherits this policy, so `frame-ancestors` must allow our own origin.
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'self'; base-uri 'none'",
             ),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 
 /// The stylesheet and icon, compiled into the binary.
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type): (&'static [u8], &'static str) = match file.as_str() {
-        "app.css" => (include_bytes!("../../../dashboard/app.css"), "text/css; charset=utf-8"),
-        "favicon.svg" => (include_bytes!("../../../dashboard/favicon.svg"), "image/svg+xml"),
+        "app.css" => (
+            include_bytes!("../../../dashboard/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        "favicon.svg" => (
+            include_bytes!("../../../dashboard/favicon.svg"),
+            "image/svg+xml",
+        ),
         _ => return PageError::NotFound("file".into()).into_response(),
     };
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
         ],
         body,
     )
@@ -147,7 +205,12 @@ pub struct FormState {
 
 impl FormState {
     /// The form `form` with `values`, failing on `field` for `message`.
-    pub fn failed(form: impl Into<String>, values: &form::Fields, field: impl Into<String>, message: impl Into<String>) -> FormState {
+    pub fn failed(
+        form: impl Into<String>,
+        values: &form::Fields,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> FormState {
         let mut values = values.text.clone();
         values.remove("csrf");
         FormState {
@@ -190,7 +253,10 @@ impl Ctx {
 
     /// A page shown to nobody in particular (login, errors).
     pub fn anonymous(title: &str) -> Ctx {
-        Ctx { title: title.to_owned(), ..Ctx::default() }
+        Ctx {
+            title: title.to_owned(),
+            ..Ctx::default()
+        }
     }
 
     /// With a failed form to show again.
@@ -201,12 +267,16 @@ impl Ctx {
 
     /// The user may resend and add customers.
     pub fn can_support(&self) -> bool {
-        self.user.as_ref().is_some_and(|(_, r)| r.allows(Role::Support))
+        self.user
+            .as_ref()
+            .is_some_and(|(_, r)| r.allows(Role::Support))
     }
 
     /// The user may change settings and the suppression list.
     pub fn can_admin(&self) -> bool {
-        self.user.as_ref().is_some_and(|(_, r)| r.allows(Role::Admin))
+        self.user
+            .as_ref()
+            .is_some_and(|(_, r)| r.allows(Role::Admin))
     }
 
     /// The user's name.
@@ -241,7 +311,10 @@ impl Ctx {
     /// A checkbox's state: as submitted, or `default`.
     pub fn checked(&self, form: &str, name: &str, default: bool) -> bool {
         if self.form.form == form {
-            self.form.values.get(name).is_some_and(|v| !v.is_empty() && v != "off")
+            self.form
+                .values
+                .get(name)
+                .is_some_and(|v| !v.is_empty() && v != "off")
         } else {
             default
         }
@@ -252,12 +325,36 @@ impl Ctx {
         if self.form.form != form {
             return None;
         }
-        self.form.errors.iter().find(|(f, _)| f == name).map(|(_, m)| m.as_str())
+        self.form
+            .errors
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, m)| m.as_str())
+    }
+
+    /// `" selected"` when `value` is what the select `name` of `form` holds (as
+    /// submitted), for an `<option>`.
+    pub fn selected(&self, form: &str, name: &str, value: &str) -> &'static str {
+        self.selected_or(form, name, "", value)
+    }
+
+    /// Like [`Ctx::selected`], with the stored `current` value when the form was not
+    /// just submitted.
+    pub fn selected_or(&self, form: &str, name: &str, current: &str, value: &str) -> &'static str {
+        if self.val_or(form, name, current) == value {
+            " selected"
+        } else {
+            ""
+        }
     }
 
     /// `"true"` when the field failed, for `aria-invalid`.
     pub fn invalid(&self, form: &str, name: &str) -> &'static str {
-        if self.err(form, name).is_some() { "true" } else { "false" }
+        if self.err(form, name).is_some() {
+            "true"
+        } else {
+            "false"
+        }
     }
 
     /// The form `form` failed (any field).
@@ -267,15 +364,85 @@ impl Ctx {
 }
 
 /// Renders a page with `status`; clears the flash it showed.
-pub fn render<T: Template>(template: &T, ctx: &Ctx, status: StatusCode) -> Result<Response, PageError> {
+pub fn render<T: Template>(
+    template: &T,
+    ctx: &Ctx,
+    status: StatusCode,
+) -> Result<Response, PageError> {
     let html = template.render()?;
     let mut response = (status, Html(html)).into_response();
     if ctx.flash.is_some() {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(FLASH_COOKIE, "", Some(0), ctx.secure));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(FLASH_COOKIE, "", Some(0), ctx.secure),
+        );
     }
     Ok(response)
+}
+
+/// Shows the page a form came from (`back`) again, with the form's error and what the
+/// user typed, as 422.
+pub async fn reshow(
+    state: &AppState,
+    dash: &Arc<Dash>,
+    user: &User,
+    back: &str,
+    form: FormState,
+) -> Result<Response, PageError> {
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    let (path, raw) = back.split_once('?').unwrap_or((back, ""));
+    let q: HashMap<String, String> = serde_urlencoded::from_str(raw).unwrap_or_default();
+    match path {
+        "/why" => {
+            why::show(
+                state,
+                Ctx::new(user, "why", "Why no invite?").with_form(form),
+                &q,
+                status,
+            )
+            .await
+        }
+        "/suppressions" => {
+            suppressions::show(
+                state,
+                Ctx::new(user, "suppressions", "Suppressions").with_form(form),
+                &q,
+                status,
+            )
+            .await
+        }
+        "/" => {
+            overview::show(
+                state,
+                dash,
+                Ctx::new(user, "overview", "Overview").with_form(form),
+                &q,
+                status,
+            )
+            .await
+        }
+        "/site" => {
+            site::show(
+                state,
+                Ctx::new(user, "site", "Site").with_form(form),
+                status,
+            )
+            .await
+        }
+        other => match other.strip_prefix("/projects/") {
+            Some(key) if !key.contains('/') => {
+                let ctx = Ctx::new(user, "projects", format!("Project {key}")).with_form(form);
+                projects::show(state, ctx, key, &[], status).await
+            }
+            _ => Err(PageError::BadRequest(
+                form.errors
+                    .into_iter()
+                    .next()
+                    .map(|(_, m)| m)
+                    .unwrap_or_default(),
+            )),
+        },
+    }
 }
 
 /// `2026-11-22 05:30 UTC` from RFC 3339 (`2026-11-22T05:30:00.000Z`).
@@ -292,7 +459,7 @@ pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -313,7 +480,11 @@ pub fn percent(rate: f64) -> String {
 
 /// A query string from pairs, empty values left out: `?a=1&b=2`, or "".
 pub fn query(pairs: &[(&str, &str)]) -> String {
-    let kept: Vec<(&str, &str)> = pairs.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     if kept.is_empty() {
         String::new()
     } else {
@@ -335,7 +506,10 @@ mod tests {
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(999), "999");
         assert_eq!(percent(0.0512), "5.1 %");
-        assert_eq!(short_time("2026-11-22T05:30:00.000Z"), "2026-11-22 05:30 UTC");
+        assert_eq!(
+            short_time("2026-11-22T05:30:00.000Z"),
+            "2026-11-22 05:30 UTC"
+        );
         assert_eq!(query(&[("email", "a@b"), ("project", "")]), "?email=a%40b");
     }
 }

@@ -39,7 +39,11 @@ pub fn is_tls(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        })
 }
 
 /// A `Set-Cookie` value; `max_age` of 0 deletes the cookie, `None` makes a session cookie.
@@ -52,7 +56,8 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -
         text.push_str("; Secure");
     }
     // Names and values are ours (hex secrets, percent-encoded text): always valid.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("mailtrail_invalid=; Max-Age=0"))
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("mailtrail_invalid=; Max-Age=0"))
 }
 
 /// How a flash message looks.
@@ -73,17 +78,26 @@ pub struct Flash {
 impl Flash {
     /// A success message.
     pub fn ok(text: impl Into<String>) -> Flash {
-        Flash { kind: FlashKind::Ok, text: text.into() }
+        Flash {
+            kind: FlashKind::Ok,
+            text: text.into(),
+        }
     }
 
     /// Done, but not what the user hoped (a blocked resend).
     pub fn warn(text: impl Into<String>) -> Flash {
-        Flash { kind: FlashKind::Warn, text: text.into() }
+        Flash {
+            kind: FlashKind::Warn,
+            text: text.into(),
+        }
     }
 
     /// Not done.
     pub fn error(text: impl Into<String>) -> Flash {
-        Flash { kind: FlashKind::Error, text: text.into() }
+        Flash {
+            kind: FlashKind::Error,
+            text: text.into(),
+        }
     }
 
     /// The CSS class of its box.
@@ -121,11 +135,16 @@ impl Flash {
 
 /// A 303 to `location` that leaves `flash` for the next page.
 pub fn redirect_with(location: &str, flash: Option<Flash>, secure: bool) -> Response {
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location_value(location))]).into_response();
+    let mut response = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, location_value(location))],
+    )
+        .into_response();
     if let Some(flash) = flash {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(FLASH_COOKIE, &flash.encode(), Some(120), secure));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(FLASH_COOKIE, &flash.encode(), Some(120), secure),
+        );
     }
     response
 }
@@ -142,7 +161,11 @@ pub fn safe_path(path: &str, fallback: &str) -> String {
         && !path.starts_with("/\\")
         && path.len() <= 2000
         && !path.chars().any(|c| c.is_control() || c == '\\');
-    if ok { path.to_owned() } else { fallback.to_owned() }
+    if ok {
+        path.to_owned()
+    } else {
+        fallback.to_owned()
+    }
 }
 
 /// A logged-in dashboard user, for one request.
@@ -190,18 +213,27 @@ impl FromRequestParts<AppState> for User {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        let secret = cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty() && s.len() <= 128);
+        let secret =
+            cookie(&parts.headers, SESSION_COOKIE).filter(|s| !s.is_empty() && s.len() <= 128);
         let session = match secret {
             Some(secret) => state.store.session(&secret, IDLE).await?,
             None => None,
         };
         let Some(session) = session else {
-            return Err(if parts.method == Method::GET || parts.method == Method::HEAD {
-                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                PageError::LoginRequired { next: safe_path(next, "/") }
-            } else {
-                PageError::SessionEnded
-            });
+            return Err(
+                if parts.method == Method::GET || parts.method == Method::HEAD {
+                    let next = parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/");
+                    PageError::LoginRequired {
+                        next: safe_path(next, "/"),
+                    }
+                } else {
+                    PageError::SessionEnded
+                },
+            );
         };
         Ok(User {
             name: session.user,
@@ -229,7 +261,13 @@ mod tests {
     #[test]
     fn only_local_paths_are_redirect_targets() {
         assert_eq!(safe_path("/why?email=a%40b", "/"), "/why?email=a%40b");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "why", "/a\r\nSet-Cookie: x"] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "why",
+            "/a\r\nSet-Cookie: x",
+        ] {
             assert_eq!(safe_path(bad, "/"), "/", "{bad}");
         }
     }
@@ -237,7 +275,10 @@ mod tests {
     #[test]
     fn cookies_are_read_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; mailtrail_session=abc; b=2"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; mailtrail_session=abc; b=2"),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&headers, "c"), None);
     }
@@ -245,8 +286,14 @@ mod tests {
     #[test]
     fn cookie_flags() {
         let plain = set_cookie(SESSION_COOKIE, "x", None, false);
-        assert_eq!(plain.to_str().ok(), Some("mailtrail_session=x; Path=/; HttpOnly; SameSite=Strict"));
+        assert_eq!(
+            plain.to_str().ok(),
+            Some("mailtrail_session=x; Path=/; HttpOnly; SameSite=Strict")
+        );
         let tls = set_cookie(SESSION_COOKIE, "x", Some(0), true);
-        assert!(tls.to_str().is_ok_and(|v| v.ends_with("; Max-Age=0; Secure")));
+        assert!(
+            tls.to_str()
+                .is_ok_and(|v| v.ends_with("; Max-Age=0; Secure"))
+        );
     }
 }

@@ -1,0 +1,216 @@
+//! The site: the outgoing mail switch, the From mailbox and the portal address; after
+//! outgoing mail was off, how many customers it left without an email, and a button
+//! that resends them (SPEC §5 resend-skipped).
+
+use super::error::PageError;
+use super::form::Posted;
+use super::session::{Flash, User, safe_path};
+use super::{Ctx, Dash, FormState, render, reshow, short_time, thousands};
+use crate::http::AppState;
+use crate::model::{ReasonCode, Role, SitePatch};
+use crate::store::{SKIPPED_COUNT_CAP, StoreError, format_time};
+use askama::Template;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use std::sync::Arc;
+
+#[derive(Template)]
+#[template(path = "site.html")]
+struct SitePage {
+    ctx: Ctx,
+    outgoing_mail: bool,
+    changed_at: String,
+    from: String,
+    portal_base_url: String,
+    /// "off since …" / "was off from … to …", when there was such a period.
+    off_period: String,
+    skipped: String,
+    skipped_n: i64,
+    since: String,
+    until: String,
+    resent_at: String,
+}
+
+/// Shows the site page with `status`.
+pub async fn show(state: &AppState, ctx: Ctx, status: StatusCode) -> Result<Response, PageError> {
+    let site = state.store.site().await?;
+    let history = state.store.outgoing_mail_history().await?;
+    let off_period = match (history.off_since, history.back_on_at) {
+        (Some(off), Some(on)) => format!(
+            "Outgoing mail was off from {} to {}.",
+            short_time(&format_time(off)),
+            short_time(&format_time(on))
+        ),
+        (Some(off), None) => format!(
+            "Outgoing mail has been off since {}.",
+            short_time(&format_time(off))
+        ),
+        _ => String::new(),
+    };
+    let skipped = if history.skipped_invitations >= SKIPPED_COUNT_CAP {
+        format!("at least {}", thousands(history.skipped_invitations))
+    } else {
+        thousands(history.skipped_invitations)
+    };
+    let page = SitePage {
+        outgoing_mail: site.outgoing_mail,
+        changed_at: site
+            .outgoing_mail_changed_at
+            .as_deref()
+            .map(short_time)
+            .unwrap_or_default(),
+        from: site.from,
+        portal_base_url: site.portal_base_url,
+        off_period,
+        skipped,
+        skipped_n: history.skipped_invitations,
+        since: history.off_since.map(format_time).unwrap_or_default(),
+        // Times travel in milliseconds: one more keeps the last skipped decision inside.
+        until: history
+            .back_on_at
+            .map(|t| format_time(t + 1000))
+            .unwrap_or_default(),
+        resent_at: history
+            .resent_at
+            .as_deref()
+            .map(short_time)
+            .unwrap_or_default(),
+        ctx,
+    };
+    render(&page, &page.ctx, status)
+}
+
+/// `GET /site`.
+pub async fn page(State(state): State<AppState>, user: User) -> Result<Response, PageError> {
+    show(&state, Ctx::new(&user, "site", "Site"), StatusCode::OK).await
+}
+
+/// `POST /site/outgoing-mail` (admin): the switch.
+pub async fn outgoing_mail(
+    State(state): State<AppState>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let Posted { user, form } = posted;
+    user.require(Role::Admin)?;
+    let on = form.get("value") == "on";
+    let back = safe_path(form.get("back"), "/site");
+    let patch = SitePatch {
+        outgoing_mail: Some(on),
+        ..SitePatch::default()
+    };
+    state.store.patch_site(patch, user.audit_name()).await?;
+    let flash = if on {
+        state.wake.notify_waiters();
+        Flash::ok(
+            "Outgoing mail is on: mailtrail sends again. What was skipped while it was off is not sent by itself; resend it from the Site page.",
+        )
+    } else {
+        Flash::warn(
+            "Outgoing mail is off: every new email is skipped (outgoing_mail_disabled) and nothing queued is delivered until it is turned back on.",
+        )
+    };
+    Ok(user.redirect(&back, flash))
+}
+
+/// `POST /site` (admin): the From mailbox and the portal's base URL.
+pub async fn settings(
+    State(state): State<AppState>,
+    Extension(dash): Extension<Arc<Dash>>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let Posted { user, form } = posted;
+    user.require(Role::Admin)?;
+    let patch = SitePatch {
+        outgoing_mail: None,
+        from: Some(form.get("from").trim().to_owned()),
+        portal_base_url: Some(form.get("portal_base_url").trim().to_owned()),
+    };
+    match state.store.patch_site(patch, user.audit_name()).await {
+        Ok(_) => Ok(user.redirect("/site", Flash::ok("Saved the site settings."))),
+        Err(StoreError::Invalid { field, message }) => {
+            let field = if field == "from" {
+                "from"
+            } else {
+                "portal_base_url"
+            };
+            let mut message = message;
+            if let Some(first) = message.get(..1) {
+                message = format!(
+                    "{}{}.",
+                    first.to_uppercase(),
+                    message[1..].trim_end_matches('.')
+                );
+            }
+            reshow(
+                &state,
+                &dash,
+                &user,
+                "/site",
+                FormState::failed("site", &form, field, message),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /site/resend-skipped` (admin): resends, as new `resend` decisions, what was
+/// skipped because outgoing mail was off in the period shown.
+pub async fn resend_skipped(
+    State(state): State<AppState>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let Posted { user, form } = posted;
+    user.require(Role::Admin)?;
+    let since = crate::store::parse_time(form.get("since"));
+    let until = match form.opt("until") {
+        Some(u) => crate::store::parse_time(u),
+        None => Some(crate::store::now_micros()),
+    };
+    let (Some(since), Some(until)) = (since, until) else {
+        return Ok(user.redirect(
+            "/site",
+            Flash::error("The period to resend is missing; reload the Site page and try again."),
+        ));
+    };
+    let outcome = state
+        .store
+        .resend_skipped(
+            ReasonCode::OutgoingMailDisabled,
+            since,
+            until,
+            None,
+            user.audit_name(),
+            None,
+        )
+        .await?;
+    if outcome.queued > 0 {
+        state.wake.notify_waiters();
+    }
+    let blocked: Vec<String> = outcome
+        .still_blocked
+        .iter()
+        .map(|(reason, n)| {
+            format!(
+                "{n} {}",
+                super::overview::reason_label(reason).to_lowercase()
+            )
+        })
+        .collect();
+    let text = if blocked.is_empty() {
+        format!("Queued {} emails again.", thousands(outcome.queued))
+    } else {
+        format!(
+            "Queued {} emails again; still blocked: {}.",
+            thousands(outcome.queued),
+            blocked.join(", ")
+        )
+    };
+    let flash = if outcome.queued > 0 || blocked.is_empty() {
+        Flash::ok(text)
+    } else {
+        Flash::warn(text)
+    };
+    Ok(user.redirect("/site", flash))
+}

@@ -1,0 +1,65 @@
+// Writes a screenshot of every dashboard page at desktop (1280 px) and phone (390 px)
+// width into docs/screenshots/, from a `mailtrail serve --demo` started here.
+//
+//   node tests/browser/screenshots.mjs        (TEST_MAILTRAIL_BIN / CHROMIUM as for run.mjs)
+//
+// Shots are viewport-height crops (PNG), so the files stay small; the decision page is
+// shot whole, to show the rendered email.
+
+import { mkdirSync } from 'node:fs';
+import { launch, login, startServer } from './helpers.mjs';
+
+const out = new URL('../../docs/screenshots/', import.meta.url).pathname;
+mkdirSync(out, { recursive: true });
+
+const sizes = [
+  { name: 'desktop', width: 1280, height: 900 },
+  { name: 'phone', width: 390, height: 844 },
+];
+
+// [file name, path, who is logged in (null: nobody), whole page instead of the viewport]
+const pages = [
+  ['login', '/login', null],
+  ['overview', '/', 'admin'],
+  ['why-suppressed', '/why?email=rosa%40example.com', 'admin'],
+  ['why-existing-customer', '/why?email=alice%40example.com', 'support'],
+  ['outbox', '/outbox', 'admin'],
+  ['decision', null, 'admin', true],
+  ['suppressions', '/suppressions', 'admin'],
+  ['projects', '/projects', 'admin'],
+  ['project', '/projects/HR', 'admin'],
+  ['site', '/site', 'admin'],
+  ['audit', '/audit', 'admin'],
+  ['why-viewer', '/why?email=grace%40example.com', 'viewer'],
+];
+
+const server = await startServer({ demo: true });
+try {
+  for (const size of sizes) {
+    const browsers = {};
+    try {
+      for (const [name, path, who, full = false] of pages) {
+        const key = who ?? 'anonymous';
+        if (!browsers[key]) {
+          browsers[key] = await launch({ width: size.width, height: size.height });
+          if (who) await login(await browsers[key].page(), server.base, who, 'demo');
+        }
+        const page = await browsers[key].page();
+        if (path) {
+          await page.goto(server.base + path);
+        } else {
+          // The decision page of the first sent invitation (multipart: text and HTML).
+          await page.goto(`${server.base}/outbox?status=sent&project=IT`);
+          await Promise.all([page.waitForURL(/\/decisions\//), page.locator('tbody tr td a').first().click()]);
+        }
+        const file = `${out}${name}-${size.name}.png`;
+        await page.screenshot({ path: file, fullPage: full });
+        console.log(`wrote ${file}`);
+      }
+    } finally {
+      for (const b of Object.values(browsers)) await b.close();
+    }
+  }
+} finally {
+  await server.stop();
+}

@@ -1,0 +1,1080 @@
+//! The dashboard over HTTP: logins, sessions, cookies, CSRF, roles on every form, every
+//! page for every role, error pages, and forms that keep what was typed.
+//!
+//! A small cookie jar stands in for the browser; the browser itself is driven by
+//! `tests/browser/run.mjs`.
+
+use crate::common::{ADMIN_PASSWORD, App, OutputExt, Resp};
+use reqwest::Method;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// A logged-in (or not) visitor: its cookies and the CSRF token of its session.
+struct Visitor<'a> {
+    app: &'a App,
+    cookies: BTreeMap<String, String>,
+    csrf: String,
+}
+
+impl<'a> Visitor<'a> {
+    fn anonymous(app: &'a App) -> Visitor<'a> {
+        Visitor {
+            app,
+            cookies: BTreeMap::new(),
+            csrf: String::new(),
+        }
+    }
+
+    /// Logs in through the form as a browser would (GET the form, POST it back).
+    fn login(app: &'a App, user: &str, password: &str) -> Visitor<'a> {
+        let mut v = Visitor::anonymous(app);
+        let r = v.try_login(user, password);
+        assert_eq!(r.status, 303, "login as {user} failed: {}", r.text);
+        let landing = r.header("location").expect("a redirect").to_owned();
+        let page = v.get(&landing);
+        page.expect_status(200);
+        v.csrf = csrf_of(&page.text).expect("the landing page has a form with a CSRF token");
+        v
+    }
+
+    fn try_login(&mut self, user: &str, password: &str) -> Resp {
+        let form = self.get("/login");
+        form.expect_status(200);
+        let token = csrf_of(&form.text).expect("the login form has a token");
+        self.post_form(
+            "/login",
+            &[
+                ("csrf", &token),
+                ("username", user),
+                ("password", password),
+                ("next", ""),
+            ],
+        )
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn remember(&mut self, r: &Resp) {
+        for value in r.headers.get_all("set-cookie") {
+            let value = value.to_str().expect("ASCII cookie");
+            let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+            let (name, content) = pair.split_once('=').expect("name=value");
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), content.to_owned());
+            }
+        }
+    }
+
+    fn send(&mut self, request: reqwest::blocking::RequestBuilder) -> Resp {
+        let request = if self.cookies.is_empty() {
+            request
+        } else {
+            request.header("cookie", self.cookie_header())
+        };
+        let r = self.app.anonymous().send(request);
+        self.remember(&r);
+        r
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        let request = self.app.anonymous().request(Method::GET, path);
+        self.send(request)
+    }
+
+    /// POSTs a form exactly as given (no token added).
+    fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let body = serde_urlencoded::to_string(fields).expect("encodes");
+        let request = self
+            .app
+            .anonymous()
+            .request(Method::POST, path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(request)
+    }
+
+    /// POSTs a form with the session's CSRF token.
+    fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let csrf = self.csrf.clone();
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_form(path, &all)
+    }
+}
+
+fn csrf_of(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}
+
+fn is_html_page(r: &Resp) -> bool {
+    r.header("content-type")
+        .is_some_and(|c| c.starts_with("text/html"))
+        && r.text.starts_with("<!doctype html>")
+}
+
+/// An app with one project, customers in each state, a suppression, and a support and
+/// a viewer user (password `password123`).
+fn seeded_app() -> App {
+    let app = App::start();
+    app.put_json("/api/v1/projects/IT", &json!({"name": "IT Help"}))
+        .expect_status(200);
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["alice@example.com", "Bob <bob@example.com>"]}),
+    )
+    .expect_status(200);
+    app.post_json(
+        "/api/v1/suppressions",
+        &json!({"email": "grace@example.com", "note": "asked us to stop"}),
+    )
+    .expect_status(201);
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["grace@example.com"]}),
+    )
+    .expect_status(200);
+    for (name, role) in [("sam", "support"), ("vera", "viewer")] {
+        let out = app.cli_with_stdin(&["user", "add", name, "--role", role], "password123\n");
+        assert_eq!(out.code(), 0, "user add {name}: {}", out.stderr_text());
+    }
+    app
+}
+
+fn some_decision_id(app: &App) -> String {
+    let page = app.get("/api/v1/decisions?limit=1").json();
+    page["items"][0]["id"]
+        .as_str()
+        .expect("a decision")
+        .to_owned()
+}
+
+const PAGES: &[&str] = &[
+    "/",
+    "/?window=7d",
+    "/?window=30d",
+    "/why",
+    "/why?email=grace%40example.com",
+    "/why?email=alice%40example.com&project=IT",
+    "/why?email=nobody%40example.com",
+    "/why?email=not+an+address",
+    "/outbox",
+    "/outbox?status=skipped&reason=suppressed&project=IT",
+    "/suppressions",
+    "/suppressions?q=grace",
+    "/projects",
+    "/projects/IT",
+    "/site",
+    "/audit",
+    "/logout",
+];
+
+#[test]
+fn pages_redirect_to_the_login_before_a_login() {
+    let app = seeded_app();
+    let mut v = Visitor::anonymous(&app);
+    let id = some_decision_id(&app);
+    for path in PAGES
+        .iter()
+        .copied()
+        .chain([format!("/decisions/{id}").as_str(), "/outbox.csv"])
+    {
+        let r = v.get(path);
+        assert_eq!(r.status, 303, "{path}: {}", r.text);
+        let location = r.header("location").unwrap_or("");
+        assert!(location.starts_with("/login"), "{path} -> {location}");
+    }
+    let r = v.get("/why?email=grace%40example.com");
+    assert_eq!(
+        r.header("location"),
+        Some("/login?next=%2Fwhy%3Femail%3Dgrace%2540example.com")
+    );
+    let login = v.get("/login");
+    login.expect_status(200);
+    assert!(is_html_page(&login));
+}
+
+#[test]
+fn every_page_answers_200_for_every_role() {
+    let app = seeded_app();
+    let id = some_decision_id(&app);
+    for (user, password) in [
+        ("admin", ADMIN_PASSWORD),
+        ("sam", "password123"),
+        ("vera", "password123"),
+    ] {
+        let mut v = Visitor::login(&app, user, password);
+        for path in PAGES
+            .iter()
+            .copied()
+            .chain([format!("/decisions/{id}").as_str()])
+        {
+            let r = v.get(path);
+            assert_eq!(r.status, 200, "{user} {path}: {}", r.text);
+            assert!(is_html_page(&r), "{user} {path} is not an HTML page");
+            assert!(
+                r.text.contains("Log out"),
+                "{user} {path} has no logout button"
+            );
+        }
+        for (path, kind) in [
+            ("/outbox.csv", "text/csv"),
+            ("/suppressions.csv", "text/csv"),
+            ("/assets/app.css", "text/css"),
+            ("/assets/favicon.svg", "image/svg+xml"),
+        ] {
+            let r = v.get(path);
+            assert_eq!(r.status, 200, "{user} {path}");
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with(kind)),
+                "{path}: {:?}",
+                r.header("content-type")
+            );
+        }
+        let csv = v.get("/suppressions.csv");
+        assert!(csv.text.starts_with("email,reason,note"), "{}", csv.text);
+        assert!(csv.text.contains("grace@example.com"));
+    }
+}
+
+#[test]
+fn support_lands_on_why_and_others_on_the_overview() {
+    let app = seeded_app();
+    for (user, password, landing) in [
+        ("admin", ADMIN_PASSWORD, "/"),
+        ("sam", "password123", "/why"),
+        ("vera", "password123", "/"),
+    ] {
+        let mut v = Visitor::anonymous(&app);
+        let r = v.try_login(user, password);
+        assert_eq!(r.header("location"), Some(landing), "{user}");
+    }
+    let mut v = Visitor::anonymous(&app);
+    let form = v.get("/login?next=%2Faudit");
+    let token = csrf_of(&form.text).expect("token");
+    let r = v.post_form(
+        "/login",
+        &[
+            ("csrf", &token),
+            ("username", "vera"),
+            ("password", "password123"),
+            ("next", "/audit"),
+        ],
+    );
+    assert_eq!(r.header("location"), Some("/audit"));
+    let mut v = Visitor::anonymous(&app);
+    let form = v.get("/login");
+    let token = csrf_of(&form.text).expect("token");
+    let r = v.post_form(
+        "/login",
+        &[
+            ("csrf", &token),
+            ("username", "vera"),
+            ("password", "password123"),
+            ("next", "//evil.example/"),
+        ],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/"),
+        "only local paths are followed"
+    );
+}
+
+#[test]
+fn cookies_are_httponly_strict_and_secure_over_tls() {
+    let app = seeded_app();
+    let mut v = Visitor::anonymous(&app);
+    let r = v.try_login("admin", ADMIN_PASSWORD);
+    let session = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find(|c| c.starts_with("mailtrail_session="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(session.contains("; HttpOnly"), "{session}");
+    assert!(session.contains("; SameSite=Strict"), "{session}");
+    assert!(session.contains("; Path=/"), "{session}");
+    assert!(!session.contains("Secure"), "plain HTTP: {session}");
+
+    // Behind a TLS proxy the cookie is also Secure.
+    let http = app.anonymous();
+    let form = http.send(
+        http.request(Method::GET, "/login")
+            .header("x-forwarded-proto", "https"),
+    );
+    let login_cookie = form.header("set-cookie").expect("login cookie").to_owned();
+    assert!(
+        login_cookie.contains("; Secure")
+            && login_cookie.contains("HttpOnly")
+            && login_cookie.contains("SameSite=Strict"),
+        "{login_cookie}"
+    );
+    let token = csrf_of(&form.text).expect("token");
+    let body = serde_urlencoded::to_string([
+        ("csrf", token.as_str()),
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+    ])
+    .expect("encodes");
+    let r = http.send(
+        http.request(Method::POST, "/login")
+            .header("x-forwarded-proto", "https")
+            .header("cookie", login_cookie.split(';').next().expect("pair"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let secure = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find(|c| c.starts_with("mailtrail_session="))
+        .expect("session");
+    assert!(secure.ends_with("; Secure"), "{secure}");
+}
+
+#[test]
+fn forms_without_a_valid_csrf_token_are_refused_with_a_page() {
+    let app = seeded_app();
+    let mut v = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let before = app
+        .get("/api/v1/decisions?email=alice%40example.com")
+        .json()["items"]
+        .as_array()
+        .map(Vec::len);
+    for token in ["", "not-the-token"] {
+        let r = v.post_form(
+            "/why/resend",
+            &[
+                ("csrf", token),
+                ("email", "alice@example.com"),
+                ("project", "IT"),
+            ],
+        );
+        assert_eq!(r.status, 403, "{}", r.text);
+        assert!(is_html_page(&r));
+        assert!(r.text.contains("security token"), "{}", r.text);
+    }
+    let r = v.post_form(
+        "/suppressions/remove",
+        &[("email", "grace@example.com"), ("note", "forged")],
+    );
+    assert_eq!(r.status, 403);
+    let r = v.post_form("/logout", &[]);
+    assert_eq!(r.status, 403, "logout is a form with a token too");
+    let after = app
+        .get("/api/v1/decisions?email=alice%40example.com")
+        .json()["items"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(before, after, "a refused form changes nothing");
+    assert_eq!(
+        app.get("/api/v1/why/grace%40example.com").json()["suppression"]["reason"],
+        "manual"
+    );
+
+    // The login form itself: a token that does not match its cookie is refused.
+    let mut stranger = Visitor::anonymous(&app);
+    stranger.get("/login");
+    let r = stranger.post_form(
+        "/login",
+        &[
+            ("csrf", "forged"),
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 403);
+    assert!(!r.headers.get_all("set-cookie").iter().any(|c| {
+        c.to_str()
+            .is_ok_and(|c| c.starts_with("mailtrail_session="))
+    }));
+    // A POST with no session at all.
+    let r = Visitor::anonymous(&app).post_form(
+        "/why/resend",
+        &[
+            ("csrf", "x"),
+            ("email", "alice@example.com"),
+            ("project", "IT"),
+        ],
+    );
+    assert_eq!(r.status, 403);
+    assert!(is_html_page(&r));
+}
+
+/// Every form, with fields that would succeed, and the role it needs.
+fn forms() -> Vec<(
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+)> {
+    vec![
+        (
+            "/why/resend",
+            vec![("email", "alice@example.com"), ("project", "IT")],
+            "support",
+        ),
+        (
+            "/projects/IT/customers",
+            vec![("emails", "new@example.com"), ("invite", "on")],
+            "support",
+        ),
+        (
+            "/suppressions/add",
+            vec![("email", "x@example.com"), ("note", "n")],
+            "admin",
+        ),
+        (
+            "/suppressions/remove",
+            vec![("email", "grace@example.com"), ("note", "n")],
+            "admin",
+        ),
+        (
+            "/suppressions/bulk-remove",
+            vec![("reason", "manual"), ("note", "n")],
+            "admin",
+        ),
+        (
+            "/suppressions/import",
+            vec![("csv", "y@example.com")],
+            "admin",
+        ),
+        ("/projects", vec![("key", "NEW"), ("name", "New")], "admin"),
+        (
+            "/projects/IT",
+            vec![
+                ("name", "IT"),
+                ("email_format", "multipart"),
+                ("template_set", "default"),
+            ],
+            "admin",
+        ),
+        (
+            "/projects/IT/toggle",
+            vec![("setting", "invite_notification"), ("value", "off")],
+            "admin",
+        ),
+        (
+            "/site",
+            vec![
+                ("from", "Desk <desk@example.com>"),
+                ("portal_base_url", "https://desk.example"),
+            ],
+            "admin",
+        ),
+        ("/site/outgoing-mail", vec![("value", "off")], "admin"),
+        (
+            "/site/resend-skipped",
+            vec![("since", "2026-01-01T00:00:00Z")],
+            "admin",
+        ),
+    ]
+}
+
+#[test]
+fn every_form_refuses_a_role_that_may_not_use_it() {
+    let app = seeded_app();
+    let audit_before = app.get("/api/v1/audit?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len);
+    let decisions_before = app.get("/api/v1/decisions?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len);
+    for (user, allowed) in [("vera", &[][..]), ("sam", &["support"][..])] {
+        let mut v = Visitor::login(&app, user, "password123");
+        for (path, fields, needs) in forms() {
+            if allowed.contains(&needs) {
+                continue;
+            }
+            let r = v.post(path, &fields);
+            assert_eq!(r.status, 403, "{user} POST {path}: {}", r.text);
+            assert!(is_html_page(&r), "{user} POST {path}");
+            assert!(
+                r.text.contains(&format!("needs the {needs} role")),
+                "{user} {path}: {}",
+                r.text
+            );
+        }
+    }
+    assert_eq!(
+        app.get("/api/v1/audit?limit=500").json()["items"]
+            .as_array()
+            .map(Vec::len),
+        audit_before,
+        "nothing was changed"
+    );
+    assert_eq!(
+        app.get("/api/v1/decisions?limit=500").json()["items"]
+            .as_array()
+            .map(Vec::len),
+        decisions_before
+    );
+
+    // Support may use its forms.
+    let mut sam = Visitor::login(&app, "sam", "password123");
+    let r = sam.post(
+        "/why/resend",
+        &[("email", "alice@example.com"), ("project", "IT")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let r = sam.post(
+        "/projects/IT/customers",
+        &[("emails", "new@example.com"), ("invite", "on")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text
+            .contains("new@example.com is now a customer of IT Help"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_viewer_sees_no_buttons_it_cannot_use() {
+    let app = seeded_app();
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    for path in [
+        "/why?email=grace%40example.com",
+        "/suppressions",
+        "/projects/IT",
+        "/site",
+        "/projects",
+        "/",
+    ] {
+        let page = vera.get(path);
+        page.expect_status(200);
+        for form in [
+            "action=\"/why/resend\"",
+            "action=\"/suppressions/remove\"",
+            "action=\"/suppressions/add\"",
+            "action=\"/suppressions/bulk-remove\"",
+            "action=\"/suppressions/import\"",
+            "/toggle\"",
+            "action=\"/site/outgoing-mail\"",
+            "action=\"/site/resend-skipped\"",
+            "/customers\"",
+            "action=\"/projects\"",
+        ] {
+            assert!(
+                !page.text.contains(form),
+                "{path} offers {form} to a viewer"
+            );
+        }
+        assert!(!page.text.contains("type=\"submit\">Save"), "{path}");
+    }
+    let mut sam = Visitor::login(&app, "sam", "password123");
+    let page = sam.get("/why?email=grace%40example.com");
+    assert!(
+        page.text.contains("action=\"/why/resend\""),
+        "support may resend"
+    );
+    assert!(
+        !page.text.contains("action=\"/suppressions/remove\""),
+        "support may not unsuppress"
+    );
+    assert!(page.text.contains("Needs the admin role"));
+}
+
+#[test]
+fn logout_ends_the_session() {
+    let app = seeded_app();
+    let mut v = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let old = v.cookies.clone();
+    let r = v.post("/logout", &[]);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login"));
+    assert!(
+        !v.cookies.contains_key("mailtrail_session"),
+        "the cookie is deleted"
+    );
+    let after = v.get("/login");
+    assert!(after.text.contains("You are logged out."), "{}", after.text);
+    // The old session secret opens nothing any more.
+    let mut replay = Visitor {
+        app: &app,
+        cookies: old,
+        csrf: v.csrf.clone(),
+    };
+    let r = replay.get("/");
+    assert_eq!(r.status, 303);
+    let r = replay.post(
+        "/why/resend",
+        &[("email", "alice@example.com"), ("project", "IT")],
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn failed_logins_are_throttled_per_user() {
+    let app = seeded_app();
+    let mut v = Visitor::anonymous(&app);
+    for _ in 0..5 {
+        let r = v.try_login("sam", "wrong password");
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert!(r.text.contains("Wrong user name or password."));
+        assert!(r.text.contains("value=\"sam\""), "the user name is kept");
+    }
+    let r = v.try_login("sam", "password123");
+    assert_eq!(r.status, 429, "even the right password waits");
+    assert!(is_html_page(&r));
+    assert!(r.text.contains("Too many failed logins"), "{}", r.text);
+    // Another user is not locked out by sam's failures.
+    let r = Visitor::anonymous(&app).try_login("vera", "password123");
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn a_bad_form_keeps_what_was_typed_and_names_the_field() {
+    let app = seeded_app();
+    let mut v = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+
+    let r = v.post(
+        "/suppressions/add",
+        &[
+            ("email", "not an address"),
+            ("note", "my careful note"),
+            ("back", "/suppressions"),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(is_html_page(&r));
+    assert!(
+        r.text.contains("value=\"not an address\""),
+        "the address is kept"
+    );
+    assert!(
+        r.text.contains("value=\"my careful note\""),
+        "the note is kept"
+    );
+    assert!(
+        r.text.contains(
+            "id=\"add-email\" name=\"email\" value=\"not an address\" aria-invalid=\"true\""
+        ),
+        "the field is marked"
+    );
+    assert!(r.text.contains("Not a valid address"), "{}", r.text);
+
+    let r = v.post(
+        "/suppressions/remove",
+        &[
+            ("email", "grace@example.com"),
+            ("note", "  "),
+            ("back", "/why?email=grace%40example.com"),
+            ("form", "unsuppress"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("A note is required"), "{}", r.text);
+    assert!(
+        r.text.contains("id=\"unsuppress-note\""),
+        "shown again on the why page"
+    );
+    assert_eq!(
+        app.get("/api/v1/why/grace%40example.com").json()["suppression"]["reason"],
+        "manual",
+        "still suppressed"
+    );
+
+    let r = v.post(
+        "/projects/IT",
+        &[
+            ("name", "IT Help"),
+            ("allow_patterns", "@example\\.com$\n(unclosed"),
+            ("email_format", "multipart"),
+            ("template_set", "default"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("Line 2: invalid regular expression"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("(unclosed</textarea>"),
+        "the patterns are kept"
+    );
+
+    let r = v.post(
+        "/site",
+        &[
+            ("from", "Help Desk <help@"),
+            ("portal_base_url", "https://desk.example"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("value=\"Help Desk &#60;help@\""),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("id=\"from\" name=\"from\" value=\"Help Desk &#60;help@\" style=\"width:100%\" aria-invalid=\"true\""));
+
+    let r = v.get("/outbox?status=lost&email=alice%40example.com");
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("is not a status mailtrail knows"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("value=\"alice@example.com\""));
+
+    let r = v.post("/projects", &[("key", "lower"), ("name", "Lower")]);
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("value=\"lower\"") && r.text.contains("upper-case letter"));
+
+    let r = v.post("/projects/IT/customers", &[("emails", " \n ")]);
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("Paste at least one address."));
+}
+
+#[test]
+fn errors_are_pages_not_json() {
+    let app = seeded_app();
+    let mut v = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    for (method, path, status) in [
+        (Method::GET, "/decisions/no-such-decision", 404),
+        (Method::GET, "/projects/NOPE", 404),
+        (Method::GET, "/projects/lower-case", 404),
+        (Method::GET, "/no/such/page", 404),
+        (Method::GET, "/assets/nothing.js", 404),
+        (Method::GET, "/why/resend", 405),
+        (Method::POST, "/why", 405),
+        (Method::DELETE, "/site", 405),
+        (Method::GET, "/outbox?cursor=garbage", 400),
+    ] {
+        let request = app
+            .anonymous()
+            .request(method.clone(), path)
+            .header("cookie", v.cookie_header());
+        let r = app.anonymous().send(request);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text);
+        assert!(
+            is_html_page(&r),
+            "{method} {path} answered {:?}",
+            r.header("content-type")
+        );
+    }
+    // The API keeps its JSON errors.
+    let r = app.get("/api/v1/no-such-call");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    let r = v.post(
+        "/projects/IT/toggle",
+        &[("setting", "no_such_setting"), ("value", "on")],
+    );
+    assert_eq!(r.status, 400);
+    assert!(is_html_page(&r));
+    // Pages carry the security headers.
+    let r = v.get("/");
+    assert!(
+        r.header("content-security-policy")
+            .is_some_and(|c| c.contains("frame-ancestors 'self'"))
+    );
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+}
+
+#[test]
+fn support_fixes_a_suppressed_address_end_to_end() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/why?email=grace%40example.com");
+    assert!(
+        page.text
+            .contains("After unsuppressing, a resend would: send the email."),
+        "the preview says the fix works"
+    );
+    let r = admin.post(
+        "/suppressions/remove",
+        &[
+            ("email", "grace@example.com"),
+            ("note", "customer confirmed by phone"),
+            ("back", "/why?email=grace%40example.com"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/why?email=grace%40example.com"));
+    let page = admin.get("/why?email=grace%40example.com");
+    assert!(
+        page.text
+            .contains("grace@example.com is no longer suppressed."),
+        "the flash says so"
+    );
+    assert!(page.text.contains("Not suppressed."));
+    let again = admin.get("/why?email=grace%40example.com");
+    assert!(
+        !again.text.contains("is no longer suppressed."),
+        "a flash is shown once"
+    );
+    let audit = app.get("/api/v1/audit").json();
+    let entry = &audit["items"][0];
+    assert_eq!(entry["what"], "suppression.remove");
+    assert_eq!(entry["who"], "user:admin");
+    assert_eq!(entry["note"], "customer confirmed by phone");
+
+    let mut sam = Visitor::login(&app, "sam", "password123");
+    let r = sam.post(
+        "/why/resend",
+        &[("email", "grace@example.com"), ("project", "IT")],
+    );
+    assert_eq!(r.status, 303);
+    let page = sam.get(r.header("location").expect("back"));
+    assert!(page.text.contains("flash-ok"), "{}", page.text);
+    let newest = &app
+        .get("/api/v1/decisions?email=grace%40example.com&limit=1")
+        .json()["items"][0];
+    assert_eq!(newest["channel"], "resend");
+    assert_eq!(newest["decision"], "send");
+}
+
+#[test]
+fn a_project_toggle_changes_the_next_decision() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let r = admin.post(
+        "/projects/IT/toggle",
+        &[("setting", "invite_notification"), ("value", "off")],
+    );
+    assert_eq!(r.status, 303);
+    let r = admin.post(
+        "/projects/IT/customers",
+        &[("emails", "dora@example.com"), ("invite", "on")],
+    );
+    assert!(
+        r.text.contains("invite_notification_disabled"),
+        "{}",
+        r.text
+    );
+    let r = admin.post(
+        "/projects/IT/toggle",
+        &[("setting", "invite_notification"), ("value", "on")],
+    );
+    assert_eq!(r.status, 303);
+    let r = admin.post(
+        "/projects/IT/customers",
+        &[("emails", "eve@example.com"), ("invite", "on")],
+    );
+    assert!(
+        r.text
+            .contains("eve@example.com is now a customer of IT Help; an invitation will be sent."),
+        "{}",
+        r.text
+    );
+    let r = admin.post(
+        "/projects/IT/customers",
+        &[(
+            "emails",
+            "frank@example.com, \"Smith, Ann\" <ann@example.com>",
+        )],
+    );
+    assert!(
+        r.text.contains("agent_opted_out"),
+        "unticked: no invitation"
+    );
+    assert!(
+        r.text.contains("ann@example.com"),
+        "a quoted comma does not split"
+    );
+}
+
+#[test]
+fn outgoing_mail_off_then_on_offers_to_resend_what_it_skipped() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let r = admin.post("/site/outgoing-mail", &[("value", "off")]);
+    assert_eq!(r.status, 303);
+    admin.post(
+        "/projects/IT/customers",
+        &[
+            ("emails", "hal@example.com\nivy@example.com"),
+            ("invite", "on"),
+        ],
+    );
+    let page = admin.get("/site");
+    assert!(page.text.contains("has been off since"), "{}", page.text);
+    assert!(page.text.contains("Turn outgoing mail back on first"));
+    admin.post("/site/outgoing-mail", &[("value", "on")]);
+    let page = admin.get("/site");
+    assert!(
+        page.text
+            .contains("<strong>2</strong> customers got no email"),
+        "{}",
+        page.text
+    );
+    let since = page
+        .text
+        .split("name=\"since\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the period")
+        .to_owned();
+    let until = page
+        .text
+        .split("name=\"until\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the period")
+        .to_owned();
+    let r = admin.post(
+        "/site/resend-skipped",
+        &[("since", &since), ("until", &until)],
+    );
+    assert_eq!(r.status, 303);
+    let page = admin.get("/site");
+    assert!(
+        page.text.contains("Queued 2 emails again."),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("was resent on"));
+    let newest = &app
+        .get("/api/v1/decisions?email=hal%40example.com&limit=1")
+        .json()["items"][0];
+    assert_eq!(newest["channel"], "resend");
+}
+
+/// A `multipart/form-data` body as a browser sends a file upload.
+fn multipart(fields: &[(&str, &str)], file: (&str, &str)) -> (String, Vec<u8>) {
+    let boundary = "----mailtrail-test-boundary";
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"list.csv\"\r\nContent-Type: text/csv\r\n\r\n{}\r\n--{boundary}--\r\n",
+        file.0, file.1
+    ));
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+    )
+}
+
+#[test]
+fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let csrf = admin.csrf.clone();
+    let upload = |v: &mut Visitor, csv: &str| {
+        let (content_type, body) =
+            multipart(&[("csrf", &csrf), ("back", "/suppressions")], ("file", csv));
+        let request = app
+            .anonymous()
+            .request(Method::POST, "/suppressions/import")
+            .header("content-type", content_type)
+            .body(body);
+        v.send(request)
+    };
+
+    let r = upload(
+        &mut admin,
+        "email,reason,note\nok@example.com,,fine\nnot-an-address,,\n",
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("line 3:"),
+        "the error names the line: {}",
+        r.text
+    );
+    assert!(r.text.contains("Nothing was imported."));
+    assert!(
+        app.get("/api/v1/why/ok%40example.com").json()["suppression"].is_null(),
+        "all rows or none"
+    );
+
+    let r = upload(
+        &mut admin,
+        "email,reason,note\nz1@example.com,,from the old system\nz2@example.com,import,\ngrace@example.com,,\n",
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = admin.get("/suppressions");
+    assert!(
+        page.text
+            .contains("Imported: 2 added, 1 already suppressed."),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("z1@example.com") && page.text.contains("from the old system"));
+
+    let r = admin.post(
+        "/suppressions/add",
+        &[
+            ("email", "Zed <ZED@Example.com>"),
+            ("note", "asked by phone"),
+            ("back", "/suppressions"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let r = admin.post(
+        "/suppressions/add",
+        &[("email", "zed@example.com"), ("back", "/suppressions")],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("zed@example.com is already suppressed."));
+
+    let r = admin.post(
+        "/suppressions/bulk-remove",
+        &[("form", "bulk"), ("back", "/suppressions"), ("note", "")],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("A note is required"));
+    let r = admin.post(
+        "/suppressions/bulk-remove",
+        &[
+            ("form", "bulk"),
+            ("back", "/suppressions"),
+            ("note", "wrong import"),
+        ],
+    );
+    assert_eq!(r.status, 422, "at least one filter");
+    assert!(r.text.contains("Pick at least one filter"), "{}", r.text);
+    let r = admin.post(
+        "/suppressions/bulk-remove",
+        &[
+            ("form", "bulk"),
+            ("back", "/suppressions"),
+            ("reason", "import"),
+            ("note", "wrong import"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let page = admin.get("/suppressions");
+    assert!(
+        page.text.contains("Unsuppressed 2 addresses in one step"),
+        "{}",
+        page.text
+    );
+    assert!(!page.text.contains("z1@example.com"));
+    assert!(
+        page.text.contains("zed@example.com"),
+        "the manual one stays"
+    );
+    let audit = app.get("/api/v1/audit").json();
+    assert_eq!(audit["items"][0]["what"], "suppression.bulk_remove");
+    assert_eq!(audit["items"][0]["note"], "wrong import");
+
+    let csv = admin.get("/outbox.csv?status=skipped");
+    assert!(
+        csv.text.starts_with("id,created_at,project"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains("grace@example.com"));
+}
