@@ -2,10 +2,11 @@
 //! the dashboard pages when they exist.
 //!
 //! For each size a fresh database is seeded in bulk (`store::seed_bulk`, timed: the
-//! seeding time is a figure too), then the shipped server is started on it and one
+//! seeding time is a figure too) and the shipped server started on it. Then one
 //! client sends requests one after another over random seeded customers, after a
-//! warm-up. One client, not many: the figure is the latency a support agent sees, not
-//! what the machine can serve. The small history (1,000 decisions) is the baseline of
+//! warm-up, alternating between the two servers, so both sizes are timed under the
+//! same conditions. One client, not many: the figure is the latency a support agent
+//! sees, not what the machine can serve. The small history (1,000 decisions) is the baseline of
 //! the large one (1,000,000 and 100,000 suppressions), both measured in the same run
 //! on the same machine, so the ratio shows how look-ups scale with the data.
 
@@ -63,14 +64,49 @@ pub struct LookupResult {
     pub large: SizeResult,
 }
 
-/// Seeds each size, starts a server on it and times what `why` and `pages` ask for.
-pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<LookupResult> {
-    let small = measure_size(plan, plan.small, "small", why, pages).await?;
-    let large = measure_size(plan, plan.large, "large", why, pages).await?;
-    Ok(LookupResult { small, large })
+/// A seeded database with a server running on it.
+pub struct Target {
+    /// The history seeded.
+    pub size: Size,
+    /// The server; dropped (killed) before its directory.
+    pub server: Server,
+    /// A keep-alive connection to it.
+    pub connection: Connection,
+    /// Its scratch directory.
+    _dir: Workdir,
 }
 
-async fn measure_size(plan: &Plan, size: Size, label: &str, why: bool, pages: bool) -> anyhow::Result<SizeResult> {
+/// Seeds both sizes, starts a server on each, and times what `why` and `pages` ask
+/// for, alternating between the two servers request by request so that a burst of
+/// noise from a neighbour falls on both alike.
+pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<LookupResult> {
+    let (mut small, small_seed) = prepare(plan.small, "small").await?;
+    let (mut large, large_seed) = prepare(plan.large, "large").await?;
+    let (mut why_small, mut why_large) = (None, None);
+    if why {
+        let requests = |target: &Target| {
+            let bearer = target.server.bearer();
+            let size = target.size;
+            (0..plan.lookup_warmup + plan.lookups)
+                .map(|_| request("GET", &format!("/api/v1/why/{}", random_customer(size)), &[("Authorization", &bearer)], b""))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (requests(&small), requests(&large));
+        let (s, l) = time_paired(&mut small, a, &mut large, b, plan.lookup_warmup, None).await?;
+        (why_small, why_large) = (Some(s), Some(l));
+    }
+    let (mut pages_small, mut pages_large) = (None, None);
+    if pages {
+        let (s, l) = pages::measure(plan, &mut small, &mut large).await?;
+        (pages_small, pages_large) = (Some(s), Some(l));
+    }
+    Ok(LookupResult {
+        small: SizeResult { size: plan.small, seed: small_seed, why: why_small, pages: pages_small },
+        large: SizeResult { size: plan.large, seed: large_seed, why: why_large, pages: pages_large },
+    })
+}
+
+async fn prepare(size: Size, label: &str) -> anyhow::Result<(Target, SeedReport)> {
     let dir = Workdir::new(label)?;
     let db = dir.join("bench.db");
     let seed = {
@@ -83,20 +119,8 @@ async fn measure_size(plan: &Plan, size: Size, label: &str, why: bool, pages: bo
         .await??
     };
     let server = Server::start(&dir, &db, Commit::Grouped).await?;
-    let why = if why { Some(why_latency(plan, &server, size).await?) } else { None };
-    let pages = if pages { Some(pages::measure(plan, &server, size).await?) } else { None };
-    Ok(SizeResult { size, seed, why, pages })
-}
-
-async fn why_latency(plan: &Plan, server: &Server, size: Size) -> anyhow::Result<Latency> {
-    let bearer = server.bearer();
-    let headers = [("Authorization", bearer.as_str())];
-    let requests = (0..plan.lookup_warmup + plan.lookups).map(|_| {
-        let email = random_customer(size);
-        request("GET", &format!("/api/v1/why/{email}"), &headers, b"")
-    });
-    let mut connection = Connection::open(server.addr).await?;
-    time_requests(&mut connection, requests, plan.lookup_warmup, None).await
+    let connection = Connection::open(server.addr).await?;
+    Ok((Target { size, server, connection, _dir: dir }, seed))
 }
 
 /// The address of a random seeded customer.
@@ -104,37 +128,54 @@ pub fn random_customer(size: Size) -> String {
     seed_customer_address(rand::random::<u64>() % size.customers.max(1))
 }
 
-/// Sends `requests` one after another; the first `warmup` are not timed. Stops early
-/// once `budget` has passed (when given), so a slow page cannot stall the run. Every
-/// answer must be 200: a benchmark of errors measures nothing.
-pub async fn time_requests(
-    connection: &mut Connection,
-    requests: impl Iterator<Item = Vec<u8>>,
+/// Sends `a[i]` to `first` and `b[i]` to `second`, in turn (which one goes first
+/// alternates too); the first `warmup` pairs are not timed. Stops early once `budget`
+/// has passed (when given), so a slow page cannot stall the run. Every answer must be
+/// 200: a benchmark of errors measures nothing.
+pub async fn time_paired(
+    first: &mut Target,
+    a: Vec<Vec<u8>>,
+    second: &mut Target,
+    b: Vec<Vec<u8>>,
     warmup: usize,
     budget: Option<Duration>,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<(Latency, Latency)> {
     let started = Instant::now();
-    let mut samples = Vec::new();
-    let mut first = Duration::ZERO;
-    for (n, bytes) in requests.enumerate() {
-        let sent = Instant::now();
-        let answer = connection.send(&bytes).await?;
-        let took = sent.elapsed();
-        if answer.status != 200 {
-            let line = String::from_utf8_lossy(&bytes[..bytes.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
-            bail!("`{line}` answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]));
-        }
+    let (mut samples_a, mut samples_b) = (Vec::new(), Vec::new());
+    let (mut first_a, mut first_b) = (Duration::ZERO, Duration::ZERO);
+    for (n, (bytes_a, bytes_b)) in a.iter().zip(&b).enumerate() {
+        let (took_a, took_b) = if n % 2 == 0 {
+            let took_a = timed(&mut first.connection, bytes_a).await?;
+            (took_a, timed(&mut second.connection, bytes_b).await?)
+        } else {
+            let took_b = timed(&mut second.connection, bytes_b).await?;
+            (timed(&mut first.connection, bytes_a).await?, took_b)
+        };
         if n == 0 {
-            first = took;
+            (first_a, first_b) = (took_a, took_b);
         }
         if n >= warmup {
-            samples.push(took);
+            samples_a.push(took_a);
+            samples_b.push(took_b);
         }
-        if budget.is_some_and(|b| started.elapsed() > b) && samples.len() >= 20 {
+        if budget.is_some_and(|b| started.elapsed() > b) && samples_a.len() >= 20 {
             break;
         }
     }
-    Ok(Latency { first_ms: first.as_secs_f64() * 1000.0, ..percentiles(samples) })
+    let latency = |samples, first: Duration| Latency { first_ms: first.as_secs_f64() * 1000.0, ..percentiles(samples) };
+    Ok((latency(samples_a, first_a), latency(samples_b, first_b)))
+}
+
+/// Sends one request and times it to the end of the answer.
+async fn timed(connection: &mut Connection, bytes: &[u8]) -> anyhow::Result<Duration> {
+    let sent = Instant::now();
+    let answer = connection.send(bytes).await?;
+    let took = sent.elapsed();
+    if answer.status != 200 {
+        let line = String::from_utf8_lossy(&bytes[..bytes.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
+        bail!("`{line}` answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]));
+    }
+    Ok(took)
 }
 
 /// p50 and p99 by nearest rank.

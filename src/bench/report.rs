@@ -13,6 +13,8 @@ use serde_json::{Map, Value, json};
 /// Collects rows and JSON sections as the parts finish.
 pub struct Report {
     rows: Vec<Row>,
+    /// Parts not measured, and why: printed under the table.
+    notes: Vec<String>,
     json: Map<String, Value>,
 }
 
@@ -34,7 +36,7 @@ impl Report {
         json.insert("what".into(), json!(what));
         json.insert("quick".into(), json!(quick));
         json.insert("machine".into(), machine());
-        Report { rows: Vec::new(), json }
+        Report { rows: Vec::new(), notes: Vec::new(), json }
     }
 
     /// Ingest throughput against one transaction per request.
@@ -187,9 +189,36 @@ impl Report {
         }
     }
 
+    /// Delivery throughput (issue 4), as `delivery::bench` measured it.
+    pub fn delivery(&mut self, figures: &crate::delivery::bench::DeliveryFigures) {
+        let (naive_pass, sink_pass) = (figures.ratio_to_naive >= 10.0, figures.ratio_to_sink >= 0.30);
+        self.rows.push(Row {
+            figure: format!("delivery, {} at once (msgs/s)", figures.concurrency),
+            value: count(figures.msgs_per_sec.round() as u64),
+            baseline: format!("{} (naive worker)", count(figures.naive_msgs_per_sec.round() as u64)),
+            ratio: format!("{:.2}x", figures.ratio_to_naive),
+            target: "≥ 10x naive".into(),
+            pass: Some(naive_pass),
+        });
+        self.rows.push(Row {
+            figure: "delivery against the sink (msgs/s)".into(),
+            value: count(figures.msgs_per_sec.round() as u64),
+            baseline: format!("{} (smtp-source)", count(figures.sink_raw_msgs_per_sec.round() as u64)),
+            ratio: format!("{:.2}x", figures.ratio_to_sink),
+            target: "≥ 0.30x sink".into(),
+            pass: Some(sink_pass),
+        });
+        let mut section = serde_json::to_value(figures).unwrap_or_else(|_| json!({}));
+        if let Value::Object(map) = &mut section {
+            map.insert("pass".into(), json!(naive_pass && sink_pass));
+            map.insert("target".into(), json!("≥ 10x the naive worker and ≥ 0.30x the sink's raw rate"));
+        }
+        self.section("delivery", section);
+    }
+
     /// A part this run could not measure, and why.
     pub fn not_measured(&mut self, key: &str, figure: &str, note: &str) {
-        self.rows.push(Row { figure: figure.into(), value: note.into(), baseline: String::new(), ratio: String::new(), target: String::new(), pass: None });
+        self.notes.push(format!("{figure}: {note}"));
         self.section(key, json!({ "measured": false, "note": note }));
     }
 
@@ -250,6 +279,13 @@ impl Report {
         for row in &all {
             let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count()))).collect();
             out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
+        for note in &self.notes {
+            out.push_str(note);
             out.push('\n');
         }
         let missed = self.rows.iter().filter(|r| r.pass == Some(false)).count();

@@ -3,8 +3,8 @@
 //
 //   node tests/browser/screenshots.mjs        (TEST_MAILTRAIL_BIN / CHROMIUM as for run.mjs)
 //
-// Shots are viewport-height crops (PNG), so the files stay small; the decision page is
-// shot whole, to show the rendered email.
+// Shots are viewport-height crops (PNG), so the files stay small; the decision page
+// has a second shot of its rendered email.
 
 import { mkdirSync } from 'node:fs';
 import { launch, login, startServer } from './helpers.mjs';
@@ -17,14 +17,14 @@ const sizes = [
   { name: 'phone', width: 390, height: 844 },
 ];
 
-// [file name, path, who is logged in (null: nobody), whole page instead of the viewport]
+// [file name, path, who is logged in (null: nobody), extra shot of one section]
 const pages = [
   ['login', '/login', null],
   ['overview', '/', 'admin'],
   ['why-suppressed', '/why?email=rosa%40example.com', 'admin'],
   ['why-existing-customer', '/why?email=alice%40example.com', 'support'],
   ['outbox', '/outbox', 'admin'],
-  ['decision', null, 'admin', true],
+  ['decision', null, 'admin', ['decision-email', 'section:has(#mail-h)']],
   ['suppressions', '/suppressions', 'admin'],
   ['projects', '/projects', 'admin'],
   ['project', '/projects/HR', 'admin'],
@@ -38,7 +38,7 @@ try {
   for (const size of sizes) {
     const browsers = {};
     try {
-      for (const [name, path, who, full = false] of pages) {
+      for (const [name, path, who, section = null] of pages) {
         const key = who ?? 'anonymous';
         if (!browsers[key]) {
           browsers[key] = await launch({ width: size.width, height: size.height });
@@ -53,8 +53,17 @@ try {
           await Promise.all([page.waitForURL(/\/decisions\//), page.locator('tbody tr td a').first().click()]);
         }
         const file = `${out}${name}-${size.name}.png`;
-        await page.screenshot({ path: file, fullPage: full });
+        await page.screenshot({ path: file });
         console.log(`wrote ${file}`);
+        if (section) {
+          // An element shot (a whole-page shot leaves the email's sandboxed frame unpainted).
+          const [sectionName, selector] = section;
+          const sectionFile = `${out}${sectionName}-${size.name}.png`;
+          await page.locator(selector).scrollIntoViewIfNeeded();
+          await page.waitForTimeout(300);
+          await page.locator(selector).screenshot({ path: sectionFile });
+          console.log(`wrote ${sectionFile}`);
+        }
       }
     } finally {
       for (const b of Object.values(browsers)) await b.close();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::delivery::{PROJECT, TcpProxy, add_all, decision, message_id, setup, verp, wait_status};
+use super::delivery::{
+    PROJECT, TcpProxy, add_all, decision, message_id, messages_for, setup, verp, wait_status,
+};
 use crate::common::{App, SmtpPeer, free_tcp_port, wait_until};
 
 /// How long the restarted server may take to deliver everything (slow recipients take
@@ -162,6 +164,39 @@ fn sigkill_while_sending_with_a_lease_longer_than_a_try_loses_nothing() {
     app.kill_hard();
     app.restart();
     assert_all_sent_once_or_recognisably_twice(&app, &peer, &queued);
+}
+
+#[test]
+fn sigkill_after_the_peer_accepted_but_before_the_app_recorded_gives_recognisable_duplicates() {
+    // The peer stores each message, but its "250 queued" reply is held back by the
+    // proxy, so the app dies not knowing: after the restart (and the lease) it sends
+    // every message again, and each copy must carry the same Message-ID.
+    let peer = SmtpPeer::start();
+    let proxy = TcpProxy::start(peer.port());
+    proxy.hold_accepted_replies(true);
+    let mut app = App::builder()
+        .transport(proxy.url())
+        .env("MAILTRAIL_LEASE", "2s")
+        .start();
+    setup(&app);
+    let queued = queue(&app, &recipients(4, 0));
+    peer.wait_for_messages(queued.len(), RECOVERY);
+    for (_, id) in &queued {
+        assert_eq!(decision(&app, id)["status"], "sending", "the reply is held");
+    }
+    app.kill_hard();
+    proxy.hold_accepted_replies(false);
+    app.restart();
+    assert_all_sent_once_or_recognisably_twice(&app, &peer, &queued);
+    let messages = peer.messages();
+    assert_eq!(messages.len(), 2 * queued.len(), "each message twice");
+    for (_, id) in &queued {
+        let copies = messages_for(&messages, id);
+        assert_eq!(copies.len(), 2, "{id}");
+        // Rendered again (its Date and MIME boundary differ), but the same email.
+        assert_eq!(copies[0].header("Subject"), copies[1].header("Subject"));
+        assert_eq!(copies[0].header("To"), copies[1].header("To"));
+    }
 }
 
 #[test]

@@ -416,12 +416,15 @@ fn forms_without_a_valid_csrf_token_are_refused_with_a_page() {
     assert!(is_html_page(&r));
 }
 
-/// Every form, with fields that would succeed, and the role it needs.
-fn forms() -> Vec<(
+/// A form: its path, fields that would succeed, and the role it needs.
+type FormCase = (
     &'static str,
     Vec<(&'static str, &'static str)>,
     &'static str,
-)> {
+);
+
+/// Every form of the dashboard.
+fn forms() -> Vec<FormCase> {
     vec![
         (
             "/why/resend",

@@ -192,13 +192,17 @@ pub(crate) fn decoded_body(message: &ReceivedMessage) -> String {
 }
 
 /// A TCP relay on 127.0.0.1 in front of a peer that counts the connections it accepts,
-/// so a test can see whether the app reuses SMTP connections. Bytes pass through
-/// untouched. Its threads end when both sides close; the accept loop ends on drop.
+/// so a test can see whether the app reuses SMTP connections, and can hold back the
+/// peer's "message accepted" replies, so a test can kill the app after the peer stored a
+/// message but before the app learnt it. Other bytes pass through untouched. Its threads
+/// end when both sides close; the accept loop ends on drop.
 pub(crate) struct TcpProxy {
     /// The port the app connects to.
     port: u16,
     /// Connections accepted so far.
     connections: Arc<AtomicUsize>,
+    /// While set, a reply holding the peer's `queued as` (the 250 after DATA) waits.
+    hold_accepted: Arc<AtomicBool>,
     /// Set on drop; the accept loop checks it after each accept.
     stop: Arc<AtomicBool>,
 }
@@ -222,7 +226,9 @@ impl TcpProxy {
         let port = listener.local_addr().expect("a bound listener").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let hold_accepted = Arc::new(AtomicBool::new(false));
         let (count, stopped) = (Arc::clone(&connections), Arc::clone(&stop));
+        let hold = Arc::clone(&hold_accepted);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
@@ -234,14 +240,21 @@ impl TcpProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                relay(client, server);
+                relay(client, server, Arc::clone(&hold));
             }
         });
         TcpProxy {
             port,
             connections,
+            hold_accepted,
             stop,
         }
+    }
+
+    /// Holds back (`true`) or lets through (`false`) the peer's replies that accept a
+    /// message after DATA.
+    pub(crate) fn hold_accepted_replies(&self, hold: bool) {
+        self.hold_accepted.store(hold, Ordering::SeqCst);
     }
 
     /// The smarthost URL of the proxy.
@@ -263,13 +276,14 @@ impl Drop for TcpProxy {
     }
 }
 
-/// Copies bytes both ways between two streams until either side closes.
-fn relay(client: TcpStream, server: TcpStream) {
+/// Copies bytes both ways between two streams until either side closes; a reply from
+/// the server accepting a message waits while `hold` is set.
+fn relay(client: TcpStream, server: TcpStream, hold: Arc<AtomicBool>) {
     let pairs = [
-        (client.try_clone(), server.try_clone()),
-        (server.try_clone(), client.try_clone()),
+        (client.try_clone(), server.try_clone(), None),
+        (server.try_clone(), client.try_clone(), Some(hold)),
     ];
-    for (from, to) in pairs {
+    for (from, to, hold) in pairs {
         let (Ok(mut from), Ok(mut to)) = (from, to) else {
             continue;
         };
@@ -279,6 +293,11 @@ fn relay(client: TcpStream, server: TcpStream) {
                 match from.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        // smtp_peer.py answers an accepted DATA with "250 2.0.0 queued as …".
+                        let accepted = buffer[..n].windows(10).any(|w| w == b"queued as ");
+                        while accepted && hold.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                         if to.write_all(&buffer[..n]).is_err() {
                             break;
                         }
