@@ -124,7 +124,6 @@ fn assert_all_sent_once_or_recognisably_twice(
 }
 
 #[test]
-#[ignore = "bug: a try slower than the lease never completes (see delivery::try_slower_than_the_lease_is_recorded_when_it_finishes): after the restart the slow recipients are delivered every 2 s and stay `sending`"]
 fn sigkill_while_sending_loses_nothing_and_duplicates_share_the_message_id() {
     let peer = SmtpPeer::start();
     let mut app = App::builder()
