@@ -37,6 +37,14 @@ impl RunError {
     }
 }
 
+/// `println!` that ignores a closed pipe (`mailtrail why x | head` must not panic).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit code 3: the address would get no email.
 pub const NO_EMAIL: u8 = 3;
 
@@ -53,18 +61,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
         Command::Worker => worker(config).await,
         Command::Migrate => {
             let (before, after) = Store::migrate_only(&config.db).map_err(anyhow::Error::from)?;
-            println!("schema version {after} (was {before}) in {}", config.db.display());
+            outln!(
+                "schema version {after} (was {before}) in {}",
+                config.db.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Why { email, project, json } => why(config, email, project, json).await,
+        Command::Why {
+            email,
+            project,
+            json,
+        } => why(config, email, project, json).await,
         Command::Resend { project, email } => resend(config, project, email).await,
         Command::Suppressions { action } => suppressions(config, action).await,
-        Command::User { action: UserCommand::Add { name, role } } => user_add(config, name, role).await,
-        Command::Token { action: TokenCommand::Create { role, name } } => {
+        Command::User {
+            action: UserCommand::Add { name, role },
+        } => user_add(config, name, role).await,
+        Command::Token {
+            action: TokenCommand::Create { role, name },
+        } => {
             let role = parse_role(&role)?;
             let store = open(&config)?;
-            let token = store.create_token(role, name, "cli".into()).await.map_err(anyhow::Error::from)?;
-            println!("{token}");
+            let token = store
+                .create_token(role, name, "cli".into())
+                .await
+                .map_err(anyhow::Error::from)?;
+            outln!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { what, json, quick } => crate::bench::run(config, &what, json, quick).await,
@@ -75,13 +97,23 @@ fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILTRAIL_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn open(config: &Config) -> Result<Store, RunError> {
     let options = StoreOptions {
-        max_batch: if config.group_commit { StoreOptions::default().max_batch } else { 1 },
+        max_batch: if config.group_commit {
+            StoreOptions::default().max_batch
+        } else {
+            1
+        },
         ..StoreOptions::default()
     };
     Store::open(&config.db, options)
@@ -89,11 +121,16 @@ fn open(config: &Config) -> Result<Store, RunError> {
 }
 
 fn parse_role(role: &str) -> Result<Role, RunError> {
-    role.parse().map_err(|_| RunError::Usage(format!("invalid --role `{role}`: use admin, support or viewer")))
+    role.parse().map_err(|_| {
+        RunError::Usage(format!(
+            "invalid --role `{role}`: use admin, support or viewer"
+        ))
+    })
 }
 
 fn parse_address(input: &str) -> Result<EmailAddress, RunError> {
-    EmailAddress::parse(input).map_err(|e| RunError::Usage(format!("`{input}` is not a valid address: {e}")))
+    EmailAddress::parse(input)
+        .map_err(|e| RunError::Usage(format!("`{input}` is not a valid address: {e}")))
 }
 
 async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
@@ -101,17 +138,22 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     ensure_first_admin(&store, &config, demo).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(|e| {
+            RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
+        })?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
     let state = AppState::new(store, config);
     if demo {
         crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
     }
-    println!("mailtrail: listening on http://{addr}");
+    outln!("mailtrail: listening on http://{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, db = %state.config.db.display(), transport = %state.config.transport, "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = state.config.worker.then(|| crate::delivery::spawn_worker(state.clone(), stop_rx));
+    let worker = state
+        .config
+        .worker
+        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx));
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -170,23 +212,38 @@ async fn ensure_first_admin(store: &Store, config: &Config, demo: bool) -> Resul
         (None, true) => ("demo".to_owned(), true),
         (None, false) => (crate::store::new_secret("")[..20].to_owned(), true),
     };
-    let hash = crate::password::hash_blocking(password.clone()).await.map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
-    store.put_user("admin".into(), Role::Admin, hash, "first-start".into()).await.map_err(anyhow::Error::from)?;
+    let hash = crate::password::hash_blocking(password.clone())
+        .await
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+    store
+        .put_user("admin".into(), Role::Admin, hash, "first-start".into())
+        .await
+        .map_err(anyhow::Error::from)?;
     if demo {
         for (name, role) in [("support", Role::Support), ("viewer", Role::Viewer)] {
-            let hash = crate::password::hash_blocking(password.clone()).await.map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
-            store.put_user(name.into(), role, hash, "first-start".into()).await.map_err(anyhow::Error::from)?;
+            let hash = crate::password::hash_blocking(password.clone())
+                .await
+                .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+            store
+                .put_user(name.into(), role, hash, "first-start".into())
+                .await
+                .map_err(anyhow::Error::from)?;
         }
     }
     if printed {
-        println!("mailtrail: created user `admin` with password {password} (shown once)");
+        outln!("mailtrail: created user `admin` with password {password} (shown once)");
     } else {
-        println!("mailtrail: created user `admin` with the password from MAILTRAIL_ADMIN_PASSWORD");
+        outln!("mailtrail: created user `admin` with the password from MAILTRAIL_ADMIN_PASSWORD");
     }
     Ok(())
 }
 
-async fn why(config: Config, email: String, project: Option<String>, json: bool) -> Result<ExitCode, RunError> {
+async fn why(
+    config: Config,
+    email: String,
+    project: Option<String>,
+    json: bool,
+) -> Result<ExitCode, RunError> {
     let store = open(&config)?;
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
@@ -196,11 +253,18 @@ async fn why(config: Config, email: String, project: Option<String>, json: bool)
         .await
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("{e}")))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer).map_err(anyhow::Error::from)?);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&answer).map_err(anyhow::Error::from)?
+        );
     } else {
-        print!("{}", crate::why::render_text(&answer));
+        let _ = std::io::stdout().write_all(crate::why::render_text(&answer).as_bytes());
     }
-    Ok(if answer.is_on_its_way() { ExitCode::SUCCESS } else { ExitCode::from(NO_EMAIL) })
+    Ok(if answer.is_on_its_way() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NO_EMAIL)
+    })
 }
 
 async fn resend(config: Config, project: String, email: String) -> Result<ExitCode, RunError> {
@@ -213,9 +277,13 @@ async fn resend(config: Config, project: String, email: String) -> Result<ExitCo
             Ok(ExitCode::from(NO_EMAIL))
         }
         Ok(ResendOutcome::Recorded(outcome)) => {
-            println!("{}", outcome.message);
-            println!("decision {}", outcome.decision_id);
-            Ok(if outcome.decision == Verdict::Send { ExitCode::SUCCESS } else { ExitCode::from(NO_EMAIL) })
+            outln!("{}", outcome.message);
+            outln!("decision {}", outcome.decision_id);
+            Ok(if outcome.decision == Verdict::Send {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(NO_EMAIL)
+            })
         }
         Err(crate::store::StoreError::NotFound(what)) => {
             eprintln!("{what} {project} not found");
@@ -230,25 +298,52 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
     match action {
         SuppressionsCommand::List { q, json, limit } => {
             let page = store
-                .suppressions(SuppressionFilter { q, limit: limit.clamp(1, 100_000), after: None })
+                .suppressions(SuppressionFilter {
+                    q,
+                    limit: limit.clamp(1, 100_000),
+                    after: None,
+                })
                 .await
                 .map_err(anyhow::Error::from)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&page.items).map_err(anyhow::Error::from)?);
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&page.items).map_err(anyhow::Error::from)?
+                );
             } else if page.items.is_empty() {
-                println!("no suppressions");
+                outln!("no suppressions");
             } else {
                 for s in &page.items {
-                    let reply = crate::why::smtp_line(s.smtp_code, s.enhanced_code.as_deref(), s.response.as_deref());
-                    println!("{:<40} {:<13} {}  {}", s.email, s.reason.as_str(), s.suppressed_at, if reply.is_empty() { s.note.clone().unwrap_or_default() } else { reply });
+                    let reply = crate::why::smtp_line(
+                        s.smtp_code,
+                        s.enhanced_code.as_deref(),
+                        s.response.as_deref(),
+                    );
+                    outln!(
+                        "{:<40} {:<13} {}  {}",
+                        s.email,
+                        s.reason.as_str(),
+                        s.suppressed_at,
+                        if reply.is_empty() {
+                            s.note.clone().unwrap_or_default()
+                        } else {
+                            reply
+                        }
+                    );
                 }
             }
         }
         SuppressionsCommand::Add { email, note } => {
             let address = parse_address(&email)?;
-            match store.suppress(NewSuppression::plain(address.clone(), SuppressionReason::Manual, Some(note)), "cli".into()).await {
-                Ok(_) => println!("suppressed {address}"),
-                Err(crate::store::StoreError::Conflict(m)) => println!("{m}"),
+            match store
+                .suppress(
+                    NewSuppression::plain(address.clone(), SuppressionReason::Manual, Some(note)),
+                    "cli".into(),
+                )
+                .await
+            {
+                Ok(_) => outln!("suppressed {address}"),
+                Err(crate::store::StoreError::Conflict(m)) => outln!("{m}"),
                 Err(e) => return Err(RunError::Runtime(e.into())),
             }
         }
@@ -258,7 +353,7 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
                 return Err(RunError::Usage("--note must say why".into()));
             }
             match store.unsuppress(address.clone(), note, "cli".into()).await {
-                Ok(_) => println!("unsuppressed {address}"),
+                Ok(_) => outln!("unsuppressed {address}"),
                 Err(crate::store::StoreError::NotFound(_)) => {
                     eprintln!("{address} is not suppressed");
                     return Ok(ExitCode::from(1));
@@ -272,28 +367,45 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
 
 async fn user_add(config: Config, name: String, role: String) -> Result<ExitCode, RunError> {
     let role = parse_role(&role)?;
-    let valid_name = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
     if !valid_name {
-        return Err(RunError::Usage(format!("invalid user name `{name}`: letters, digits and . _ - @ only")));
+        return Err(RunError::Usage(format!(
+            "invalid user name `{name}`: letters, digits and . _ - @ only"
+        )));
     }
     let password = if std::io::stdin().is_terminal() {
         eprint!("password for {name}: ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map_err(anyhow::Error::from)?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(anyhow::Error::from)?;
         line
     } else {
         let mut all = String::new();
-        std::io::stdin().read_to_string(&mut all).map_err(anyhow::Error::from)?;
+        std::io::stdin()
+            .read_to_string(&mut all)
+            .map_err(anyhow::Error::from)?;
         all
     };
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
     if password.chars().count() < 8 {
-        return Err(RunError::Usage("the password must be at least 8 characters".into()));
+        return Err(RunError::Usage(
+            "the password must be at least 8 characters".into(),
+        ));
     }
     let store = open(&config)?;
-    let hash = crate::password::hash_blocking(password).await.map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
-    store.put_user(name.clone(), role, hash, "cli".into()).await.map_err(anyhow::Error::from)?;
-    println!("user {name} ({role}) saved");
+    let hash = crate::password::hash_blocking(password)
+        .await
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+    store
+        .put_user(name.clone(), role, hash, "cli".into())
+        .await
+        .map_err(anyhow::Error::from)?;
+    outln!("user {name} ({role}) saved");
     Ok(ExitCode::SUCCESS)
 }

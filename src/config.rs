@@ -71,15 +71,37 @@ struct Found<'a> {
 }
 
 /// The settings file's keys (SPEC §7).
-const TOML_KEYS: &[&str] = &["listen", "db", "transport", "retry_schedule", "give_up_after", "lease", "metrics"];
+const TOML_KEYS: &[&str] = &[
+    "listen",
+    "db",
+    "transport",
+    "retry_schedule",
+    "give_up_after",
+    "lease",
+    "metrics",
+];
 
 /// The environment names mailtrail reads.
 const ENV_NAMES: &[&str] = &[
-    "MAILTRAIL_LISTEN", "MAILTRAIL_DB", "MAILTRAIL_TRANSPORT", "MAILTRAIL_CONFIG", "MAILTRAIL_RETRY_SCHEDULE",
-    "MAILTRAIL_GIVE_UP_AFTER", "MAILTRAIL_LEASE", "MAILTRAIL_METRICS", "MAILTRAIL_ADMIN_TOKEN",
-    "MAILTRAIL_ADMIN_PASSWORD", "MAILTRAIL_MX_PORT", "MAILTRAIL_DNS", "MAILTRAIL_POLL_INTERVAL",
-    "MAILTRAIL_SMTP_CA", "MAILTRAIL_CONCURRENCY", "MAILTRAIL_LOG_FORMAT", "MAILTRAIL_LOG",
-    "MAILTRAIL_GROUP_COMMIT", "MAILTRAIL_WORKER",
+    "MAILTRAIL_LISTEN",
+    "MAILTRAIL_DB",
+    "MAILTRAIL_TRANSPORT",
+    "MAILTRAIL_CONFIG",
+    "MAILTRAIL_RETRY_SCHEDULE",
+    "MAILTRAIL_GIVE_UP_AFTER",
+    "MAILTRAIL_LEASE",
+    "MAILTRAIL_METRICS",
+    "MAILTRAIL_ADMIN_TOKEN",
+    "MAILTRAIL_ADMIN_PASSWORD",
+    "MAILTRAIL_MX_PORT",
+    "MAILTRAIL_DNS",
+    "MAILTRAIL_POLL_INTERVAL",
+    "MAILTRAIL_SMTP_CA",
+    "MAILTRAIL_CONCURRENCY",
+    "MAILTRAIL_LOG_FORMAT",
+    "MAILTRAIL_LOG",
+    "MAILTRAIL_GROUP_COMMIT",
+    "MAILTRAIL_WORKER",
 ];
 
 impl Config {
@@ -96,7 +118,10 @@ impl Config {
         let pick = |flag: &Option<String>, key: &str, env: &str| -> Option<Found<'static>> {
             let _ = env;
             if let Some(v) = flag {
-                return Some(Found { value: v.clone(), source: "flag or environment" });
+                return Some(Found {
+                    value: v.clone(),
+                    source: "flag or environment",
+                });
             }
             file.as_ref().and_then(|t| t.get(key)).map(|v| Found {
                 value: match v {
@@ -110,18 +135,30 @@ impl Config {
             setting: setting.to_owned(),
             source_name: match found.source {
                 "mailtrail.toml" => format!("mailtrail.toml key `{setting}`"),
-                _ => format!("--{} or MAILTRAIL_{}", setting.replace('_', "-"), setting.to_uppercase()),
+                _ => format!(
+                    "--{} or MAILTRAIL_{}",
+                    setting.replace('_', "-"),
+                    setting.to_uppercase()
+                ),
             },
             message,
         };
 
         let listen = match pick(&raw.listen, "listen", "MAILTRAIL_LISTEN") {
-            Some(f) => f.value.parse().map_err(|_| err("listen", &f, format!("`{}` is not an address like 127.0.0.1:8040", f.value)))?,
+            Some(f) => f.value.parse().map_err(|_| {
+                err(
+                    "listen",
+                    &f,
+                    format!("`{}` is not an address like 127.0.0.1:8040", f.value),
+                )
+            })?,
             None => SocketAddr::from(([127, 0, 0, 1], 8040)),
         };
         let db_flag = raw.db.as_ref().map(|p| p.display().to_string());
         let db = match pick(&db_flag, "db", "MAILTRAIL_DB") {
-            Some(f) if f.value.trim().is_empty() => return Err(err("db", &f, "an empty path".into())),
+            Some(f) if f.value.trim().is_empty() => {
+                return Err(err("db", &f, "an empty path".into()));
+            }
             Some(f) => PathBuf::from(f.value),
             None if demo => PathBuf::from("./data/demo.db"),
             None => PathBuf::from("./data/mailtrail.db"),
@@ -130,24 +167,57 @@ impl Config {
             Some(f) => TransportSpec::parse(&f.value).map_err(|m| err("transport", &f, m))?,
             None => TransportSpec::File(PathBuf::from("./data/outgoing")),
         };
-        let retry_schedule = match pick(&raw.retry_schedule, "retry_schedule", "MAILTRAIL_RETRY_SCHEDULE") {
+        let retry_schedule = match pick(
+            &raw.retry_schedule,
+            "retry_schedule",
+            "MAILTRAIL_RETRY_SCHEDULE",
+        ) {
             Some(f) => f
                 .value
                 .split(',')
                 .map(|d| parse_duration(d.trim()))
                 .collect::<Result<Vec<_>, _>>()
-                .and_then(|v| if v.is_empty() { Err("an empty schedule".into()) } else { Ok(v) })
-                .map_err(|m| err("retry_schedule", &f, format!("{m}; write e.g. 1m,5m,15m,1h,3h,6h")))?,
-            None => ["1m", "5m", "15m", "1h", "3h", "6h"].iter().filter_map(|d| parse_duration(d).ok()).collect(),
+                .and_then(|v| {
+                    if v.is_empty() {
+                        Err("an empty schedule".into())
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .map_err(|m| {
+                    err(
+                        "retry_schedule",
+                        &f,
+                        format!("{m}; write e.g. 1m,5m,15m,1h,3h,6h"),
+                    )
+                })?,
+            None => ["1m", "5m", "15m", "1h", "3h", "6h"]
+                .iter()
+                .filter_map(|d| parse_duration(d).ok())
+                .collect(),
         };
-        let duration = |flag: &Option<String>, key: &str, env: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let duration = |flag: &Option<String>,
+                        key: &str,
+                        env: &str,
+                        default: Duration|
+         -> Result<Duration, ConfigError> {
             match pick(flag, key, env) {
                 Some(f) => parse_duration(&f.value).map_err(|m| err(key, &f, m)),
                 None => Ok(default),
             }
         };
-        let give_up_after = duration(&raw.give_up_after, "give_up_after", "MAILTRAIL_GIVE_UP_AFTER", Duration::from_secs(24 * 3600))?;
-        let lease = duration(&raw.lease, "lease", "MAILTRAIL_LEASE", Duration::from_secs(300))?;
+        let give_up_after = duration(
+            &raw.give_up_after,
+            "give_up_after",
+            "MAILTRAIL_GIVE_UP_AFTER",
+            Duration::from_secs(24 * 3600),
+        )?;
+        let lease = duration(
+            &raw.lease,
+            "lease",
+            "MAILTRAIL_LEASE",
+            Duration::from_secs(300),
+        )?;
         let env_metrics = std::env::var("MAILTRAIL_METRICS").ok();
         let metrics = if raw.no_metrics {
             false
@@ -177,11 +247,18 @@ impl Config {
             message,
         };
         let mx_port = match env("MAILTRAIL_MX_PORT") {
-            Some(v) => v.parse().map_err(|_| env_err("MAILTRAIL_MX_PORT", format!("`{v}` is not a port number")))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| env_err("MAILTRAIL_MX_PORT", format!("`{v}` is not a port number")))?,
             None => 25,
         };
         let dns = match env("MAILTRAIL_DNS") {
-            Some(v) => Some(v.parse().map_err(|_| env_err("MAILTRAIL_DNS", format!("`{v}` is not ip:port, e.g. 127.0.0.1:5353")))?),
+            Some(v) => Some(v.parse().map_err(|_| {
+                env_err(
+                    "MAILTRAIL_DNS",
+                    format!("`{v}` is not ip:port, e.g. 127.0.0.1:5353"),
+                )
+            })?),
             None => None,
         };
         let poll_interval = match env("MAILTRAIL_POLL_INTERVAL") {
@@ -189,15 +266,31 @@ impl Config {
             None => Duration::from_secs(1),
         };
         let concurrency = match env("MAILTRAIL_CONCURRENCY") {
-            Some(v) => v.parse().ok().filter(|n| (1..=256).contains(n)).ok_or_else(|| env_err("MAILTRAIL_CONCURRENCY", format!("`{v}` is not a number from 1 to 256")))?,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| {
+                    env_err(
+                        "MAILTRAIL_CONCURRENCY",
+                        format!("`{v}` is not a number from 1 to 256"),
+                    )
+                })?,
             None => 8,
         };
         let group_commit = match env("MAILTRAIL_GROUP_COMMIT") {
-            Some(v) => parse_bool(&v).ok_or_else(|| env_err("MAILTRAIL_GROUP_COMMIT", format!("`{v}` is not true or false")))?,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                env_err(
+                    "MAILTRAIL_GROUP_COMMIT",
+                    format!("`{v}` is not true or false"),
+                )
+            })?,
             None => true,
         };
         let worker = match env("MAILTRAIL_WORKER") {
-            Some(v) => parse_bool(&v).ok_or_else(|| env_err("MAILTRAIL_WORKER", format!("`{v}` is not true or false")))?,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                env_err("MAILTRAIL_WORKER", format!("`{v}` is not true or false"))
+            })?,
             None => true,
         };
         let log_json = match raw.log_format.as_deref() {
@@ -236,7 +329,10 @@ impl Config {
     }
 }
 
-fn load_file(explicit: Option<&Path>, warnings: &mut Vec<String>) -> Result<Option<toml::Table>, ConfigError> {
+fn load_file(
+    explicit: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<toml::Table>, ConfigError> {
     let path = match explicit {
         Some(p) => p.to_owned(),
         None if Path::new("mailtrail.toml").exists() => PathBuf::from("mailtrail.toml"),
@@ -247,11 +343,18 @@ fn load_file(explicit: Option<&Path>, warnings: &mut Vec<String>) -> Result<Opti
         source_name: "--config or MAILTRAIL_CONFIG".into(),
         message,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| file_err(format!("cannot read {}: {e}", path.display())))?;
-    let table: toml::Table = text.parse().map_err(|e| file_err(format!("{} is not valid TOML: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| file_err(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| file_err(format!("{} is not valid TOML: {e}", path.display())))?;
     for key in table.keys() {
         if !TOML_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("unknown key `{key}` in {} is ignored (known: {})", path.display(), TOML_KEYS.join(", ")));
+            warnings.push(format!(
+                "unknown key `{key}` in {} is ignored (known: {})",
+                path.display(),
+                TOML_KEYS.join(", ")
+            ));
         }
     }
     Ok(Some(table))
@@ -262,7 +365,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 30s, 5m or 1h"))?;
     let ms = match unit {
         "ms" => 1,
         "s" => 1_000,

@@ -14,31 +14,58 @@ use crate::delivery::transport::{Attempt, Transport};
 use crate::delivery::worker::attempt_write;
 use crate::delivery::{bounces, report};
 use crate::http::AppState;
-use crate::model::{Channel, EmailAddress, ParsedMailbox, ProjectKey, ProjectPatch, SitePatch, SuppressionReason};
+use crate::model::{
+    Channel, EmailAddress, ParsedMailbox, ProjectKey, ProjectPatch, SitePatch, SuppressionReason,
+};
 use crate::store::{IngestRequest, Lease, NewSuppression, Recipient, Store, now_micros};
 use anyhow::Context;
 use serde_json::json;
 
 const WHO: &str = "demo";
 
-async fn project(store: &Store, key: &str, settings: serde_json::Value) -> anyhow::Result<ProjectKey> {
+async fn project(
+    store: &Store,
+    key: &str,
+    settings: serde_json::Value,
+) -> anyhow::Result<ProjectKey> {
     let key = ProjectKey::parse(key).map_err(anyhow::Error::msg)?;
     let patch: ProjectPatch = serde_json::from_value(settings)?;
-    store.put_project(key.clone(), patch, true, WHO.into()).await?;
+    store
+        .put_project(key.clone(), patch, true, WHO.into())
+        .await?;
     Ok(key)
 }
 
-async fn add(store: &Store, project: &ProjectKey, channel: Channel, inputs: &[&str], invite: bool) -> anyhow::Result<()> {
+async fn add(
+    store: &Store,
+    project: &ProjectKey,
+    channel: Channel,
+    inputs: &[&str],
+    invite: bool,
+) -> anyhow::Result<()> {
     let recipients = inputs
         .iter()
         .enumerate()
         .map(|(i, input)| Recipient {
             input: (*input).to_owned(),
-            channel: if channel == Channel::EmailRequest && i > 0 { Channel::EmailCc } else { channel },
+            channel: if channel == Channel::EmailRequest && i > 0 {
+                Channel::EmailCc
+            } else {
+                channel
+            },
             mailbox: ParsedMailbox::parse(input),
         })
         .collect();
-    store.ingest(IngestRequest { project: project.clone(), recipients, invite }, None).await?;
+    store
+        .ingest(
+            IngestRequest {
+                project: project.clone(),
+                recipients,
+                invite,
+            },
+            None,
+        )
+        .await?;
     Ok(())
 }
 
@@ -50,20 +77,64 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
     }
     tracing::info!("seeding the demo");
     store
-        .patch_site(SitePatch { from: Some("Acme Help Desk <help@acme.example>".into()), portal_base_url: Some("https://help.acme.example/portal".into()), outgoing_mail: None }, WHO.into())
+        .patch_site(
+            SitePatch {
+                from: Some("Acme Help Desk <help@acme.example>".into()),
+                portal_base_url: Some("https://help.acme.example/portal".into()),
+                outgoing_mail: None,
+            },
+            WHO.into(),
+        )
         .await?;
     let it = project(store, "IT", json!({"name": "IT Help"})).await?;
-    let hr = project(store, "HR", json!({"name": "People Team", "invite_notification": false})).await?;
-    let sales = project(store, "SALES", json!({"name": "Sales Desk", "verification_emails": false})).await?;
+    let hr = project(
+        store,
+        "HR",
+        json!({"name": "People Team", "invite_notification": false}),
+    )
+    .await?;
+    let sales = project(
+        store,
+        "SALES",
+        json!({"name": "Sales Desk", "verification_emails": false}),
+    )
+    .await?;
     let portal = project(store, "PORTAL", json!({"name": "Customer Portal", "public_signup": true, "deny_patterns": ["@competitor\\.example$"],
         "copy_to": {"address": "admin@acme.example", "as": "bcc"}})).await?;
-    let onboard = project(store, "ONBOARD", json!({"name": "Onboarding", "public_signup": true, "share_with_anyone": true,
-        "notify_auto_created": true, "email_format": "text", "template_set": "plain"})).await?;
+    let onboard = project(
+        store,
+        "ONBOARD",
+        json!({"name": "Onboarding", "public_signup": true, "share_with_anyone": true,
+        "notify_auto_created": true, "email_format": "text", "template_set": "plain"}),
+    )
+    .await?;
 
     // Sent invitations, and the delivery stories told below.
-    add(store, &it, Channel::Agent, &["Alice Example <alice@example.com>", "Bob Stone <bob@example.com>", "rosa@example.com", "sam@example.org", "tina@example.net", "uma@example.com", "Victor Lee <victor@example.com>"], true).await?;
+    add(
+        store,
+        &it,
+        Channel::Agent,
+        &[
+            "Alice Example <alice@example.com>",
+            "Bob Stone <bob@example.com>",
+            "rosa@example.com",
+            "sam@example.org",
+            "tina@example.net",
+            "uma@example.com",
+            "Victor Lee <victor@example.com>",
+        ],
+        true,
+    )
+    .await?;
     // Scenario 1: the "Customer invited" notification is off.
-    add(store, &hr, Channel::Agent, &["Dave Brown <dave@example.com>"], true).await?;
+    add(
+        store,
+        &hr,
+        Channel::Agent,
+        &["Dave Brown <dave@example.com>"],
+        true,
+    )
+    .await?;
     // Scenario 2: an existing customer added to another project.
     add(store, &hr, Channel::Agent, &["alice@example.com"], true).await?;
     // The agent chose not to invite.
@@ -71,26 +142,95 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
     // "Do not send account verification emails".
     add(store, &sales, Channel::Agent, &["paul@example.com"], true).await?;
     // Email requests: unknown sender without public signup; CC without sharing.
-    add(store, &it, Channel::EmailRequest, &["mallory@example.net"], true).await?;
-    add(store, &portal, Channel::EmailRequest, &["Nina Park <nina@example.com>", "oscar@example.org"], true).await?;
-    add(store, &portal, Channel::Signup, &["spy@competitor.example"], true).await?;
-    add(store, &onboard, Channel::Signup, &["quinn@example.com"], true).await?;
+    add(
+        store,
+        &it,
+        Channel::EmailRequest,
+        &["mallory@example.net"],
+        true,
+    )
+    .await?;
+    add(
+        store,
+        &portal,
+        Channel::EmailRequest,
+        &["Nina Park <nina@example.com>", "oscar@example.org"],
+        true,
+    )
+    .await?;
+    add(
+        store,
+        &portal,
+        Channel::Signup,
+        &["spy@competitor.example"],
+        true,
+    )
+    .await?;
+    add(
+        store,
+        &onboard,
+        Channel::Signup,
+        &["quinn@example.com"],
+        true,
+    )
+    .await?;
     // Scenario 5: created by automation; and by the REST API.
-    add(store, &portal, Channel::Automation, &["ivan@example.com"], true).await?;
+    add(
+        store,
+        &portal,
+        Channel::Automation,
+        &["ivan@example.com"],
+        true,
+    )
+    .await?;
     add(store, &portal, Channel::Api, &["kim@example.com"], true).await?;
     add(store, &onboard, Channel::Api, &["judy@example.com"], true).await?;
     // A typo, kept so support can find it.
     add(store, &it, Channel::Agent, &["lena@example,com"], true).await?;
     // Scenario 3: an address an admin suppressed, then an invitation to it.
     let grace = EmailAddress::parse("grace@example.com").map_err(anyhow::Error::msg)?;
-    store.suppress(NewSuppression::plain(grace, SuppressionReason::Manual, Some("customer asked us to stop".into())), "admin".into()).await?;
+    store
+        .suppress(
+            NewSuppression::plain(
+                grace,
+                SuppressionReason::Manual,
+                Some("customer asked us to stop".into()),
+            ),
+            "admin".into(),
+        )
+        .await?;
     add(store, &it, Channel::Agent, &["grace@example.com"], true).await?;
     // Scenario 4: outgoing mail was off for a while.
-    store.patch_site(SitePatch { outgoing_mail: Some(false), ..SitePatch::default() }, "admin".into()).await?;
-    add(store, &it, Channel::Agent, &["henry@example.com", "ines@example.com"], true).await?;
-    store.patch_site(SitePatch { outgoing_mail: Some(true), ..SitePatch::default() }, "admin".into()).await?;
+    store
+        .patch_site(
+            SitePatch {
+                outgoing_mail: Some(false),
+                ..SitePatch::default()
+            },
+            "admin".into(),
+        )
+        .await?;
+    add(
+        store,
+        &it,
+        Channel::Agent,
+        &["henry@example.com", "ines@example.com"],
+        true,
+    )
+    .await?;
+    store
+        .patch_site(
+            SitePatch {
+                outgoing_mail: Some(true),
+                ..SitePatch::default()
+            },
+            "admin".into(),
+        )
+        .await?;
 
-    deliver_stories(state).await.context("demo delivery history")?;
+    deliver_stories(state)
+        .await
+        .context("demo delivery history")?;
     Ok(())
 }
 
@@ -99,44 +239,80 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
 async fn deliver_stories(state: &AppState) -> anyhow::Result<()> {
     let store = &state.store;
     let transport = Transport::from_config(&state.config).map_err(anyhow::Error::msg)?;
-    let policy = RetryPolicy { delays: state.config.retry_schedule.clone(), give_up_after: state.config.give_up_after };
+    let policy = RetryPolicy {
+        delays: state.config.retry_schedule.clone(),
+        give_up_after: state.config.give_up_after,
+    };
     let projects = store.projects().await?;
     let site = store.site().await?;
     let leased = store.lease_due(Lease { micros: 60_000_000 }, 1000).await?;
     for l in leased {
         let recipient = l.decision.recipient.clone().unwrap_or_default();
         let scripted = match recipient.as_str() {
-            "rosa@example.com" => Some(TryEnd::Refused(Stage::Rcpt, Reply::new(550, "5.1.1 <rosa@example.com>: Recipient address rejected: User unknown in virtual mailbox table"))),
-            "sam@example.org" => Some(TryEnd::Refused(Stage::Rcpt, Reply::new(451, "4.7.1 Greylisted, please try again in 5 minutes"))),
-            "tina@example.net" => Some(TryEnd::Refused(Stage::Data, Reply::new(550, "5.7.1 Message rejected due to local policy (our IP is listed on a blocklist)"))),
+            "rosa@example.com" => Some(TryEnd::Refused(
+                Stage::Rcpt,
+                Reply::new(
+                    550,
+                    "5.1.1 <rosa@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
+                ),
+            )),
+            "sam@example.org" => Some(TryEnd::Refused(
+                Stage::Rcpt,
+                Reply::new(451, "4.7.1 Greylisted, please try again in 5 minutes"),
+            )),
+            "tina@example.net" => Some(TryEnd::Refused(
+                Stage::Data,
+                Reply::new(
+                    550,
+                    "5.7.1 Message rejected due to local policy (our IP is listed on a blocklist)",
+                ),
+            )),
             _ => None,
         };
         let attempt = match scripted {
-            Some(end) => Attempt { end, server: Some("mx1.mail.example:25".into()), copy: None },
+            Some(end) => Attempt {
+                end,
+                server: Some("mx1.mail.example:25".into()),
+                copy: None,
+            },
             None => {
-                let project = projects.iter().find(|p| p.key.as_str() == l.decision.project).context("project")?;
-                let message = render::prepare(&l.decision, project, &site).map_err(anyhow::Error::msg)?;
+                let project = projects
+                    .iter()
+                    .find(|p| p.key.as_str() == l.decision.project)
+                    .context("project")?;
+                let message =
+                    render::prepare(&l.decision, project, &site).map_err(anyhow::Error::msg)?;
                 transport.deliver(&message).await
             }
         };
         let now = now_micros();
-        store.record_attempt(attempt_write(&l, attempt, &policy, now, now)).await?;
+        store
+            .record_attempt(attempt_write(&l, attempt, &policy, now, now))
+            .await?;
     }
     // A DSN for uma, returned by her provider after the email was accepted.
-    let uma = store.why_facts("uma@example.com".into(), true, None).await?;
+    let uma = store
+        .why_facts("uma@example.com".into(), true, None)
+        .await?;
     if let Some(d) = uma.decisions.first() {
         let raw = demo_dsn(&d.id, d.message_id.as_deref().unwrap_or(""));
         let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo DSN: {e}"))?;
         let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
-        store.apply_report(kind, actions, raw, "demo".into()).await?;
+        store
+            .apply_report(kind, actions, raw, "demo".into())
+            .await?;
     }
     // A spam complaint (ARF) for victor, from his mailbox provider's feedback loop.
-    let victor = store.why_facts("victor@example.com".into(), true, None).await?;
+    let victor = store
+        .why_facts("victor@example.com".into(), true, None)
+        .await?;
     if let Some(d) = victor.decisions.first() {
         let raw = demo_arf(d.message_id.as_deref().unwrap_or(""));
         let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo ARF: {e}"))?;
         let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
-        store.apply_report(kind, actions, raw, "demo".into()).await?;
+        store
+            .apply_report(kind, actions, raw, "demo".into())
+            .await?;
     }
     Ok(())
 }

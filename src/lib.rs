@@ -5,16 +5,16 @@
 // Bad input is an error value, never a panic: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod rules;
-pub mod model;
-pub mod messages;
-pub mod why;
-pub mod store;
-pub mod delivery;
-pub mod http;
-pub mod cli;
-pub mod config;
-pub mod commands;
-pub mod demo;
-pub mod password;
 pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod http;
+pub mod messages;
+pub mod model;
+pub mod password;
+pub mod rules;
+pub mod store;
+pub mod why;

@@ -34,11 +34,12 @@ pub fn result_message(f: &MessageFacts<'_>) -> String {
     let Some(primary) = f.reasons.first() else {
         return match (f.channel, f.customer_created) {
             (Channel::Resend, _) => {
-                format!("{kind} to {project} will be sent to {email} again.", kind = capital(kind))
+                format!(
+                    "{kind} to {project} will be sent to {email} again.",
+                    kind = capital(kind)
+                )
             }
-            (_, true) => format!(
-                "{email} is now a customer of {project}; {kind} will be sent."
-            ),
+            (_, true) => format!("{email} is now a customer of {project}; {kind} will be sent."),
             (_, false) => format!("{} will be sent to {email}.", capital(kind)),
         };
     };
@@ -142,10 +143,18 @@ pub fn verdict_summary(
         ),
         Some(Status::Failed) => {
             let why = match status_reason {
-                Some("policy_rejected") => "the receiving server refused our mail for policy reasons (not a problem with the address)",
-                Some("relay_rejected") => "our mail relay refused the message before it reached the recipient (a sender-side problem)",
-                Some("domain_unroutable") => "the address's domain does not accept mail (no mail server)",
-                Some("retries_exhausted") => "the receiving server kept answering \"try later\" until mailtrail gave up",
+                Some("policy_rejected") => {
+                    "the receiving server refused our mail for policy reasons (not a problem with the address)"
+                }
+                Some("relay_rejected") => {
+                    "our mail relay refused the message before it reached the recipient (a sender-side problem)"
+                }
+                Some("domain_unroutable") => {
+                    "the address's domain does not accept mail (no mail server)"
+                }
+                Some("retries_exhausted") => {
+                    "the receiving server kept answering \"try later\" until mailtrail gave up"
+                }
                 _ => "delivery failed permanently",
             };
             format!("The last email to {email} failed: {why}.{reply} Fix the cause, then resend.")
@@ -155,10 +164,9 @@ pub fn verdict_summary(
                 "No email was sent to {email} because the address is suppressed ({}). Unsuppress it, then resend.",
                 suppression_phrase(reason)
             ),
-            (Some(reason), _) => format!(
-                "No email was sent to {email}: {}.",
-                reason_phrase(reason)
-            ),
+            (Some(reason), _) => {
+                format!("No email was sent to {email}: {}.", reason_phrase(reason))
+            }
             (None, _) => match status_reason {
                 Some(r) => format!("No email was sent to {email} ({r})."),
                 None => format!("No email was sent to {email}."),
@@ -170,18 +178,42 @@ pub fn verdict_summary(
 /// A short phrase per reason, with its fix, for summaries and the dashboard.
 pub fn reason_phrase(reason: ReasonCode) -> &'static str {
     match reason {
-        ReasonCode::OutgoingMailDisabled => "outgoing mail was turned off for the site; turn it on, then resend what it skipped",
-        ReasonCode::PublicSignupDisabled => "the project does not allow public signup, so no account was created; enable public signup or add the customer as an agent",
-        ReasonCode::CcSharingDisabled => "the project does not share requests with anyone, so the CC'd address got no account; enable sharing or add the customer as an agent",
-        ReasonCode::BlockedByRule => "an allow/deny pattern of the project blocked the address; change the patterns or add the customer as an agent",
-        ReasonCode::ExistingCustomer => "the customer already existed on the site, so no new invitation was sent; use Resend",
-        ReasonCode::AgentOptedOut => "the agent added the customer without an invitation; use Resend",
-        ReasonCode::AutomationCreated => "the customer was created by automation, which sends nothing unless \"Notify auto-created customer\" is on; turn it on or use Resend",
-        ReasonCode::ApiCreated => "the customer was created through the REST API, which sends nothing unless \"Notify auto-created customer\" is on; turn it on or use Resend",
-        ReasonCode::InviteNotificationDisabled => "the \"Customer invited\" notification is off in the project; turn it on, then resend",
-        ReasonCode::VerificationEmailsDisabled => "the project is set to \"Do not send account verification emails\"; turn them back on, then resend",
-        ReasonCode::Suppressed => "the address is on the suppression list; unsuppress it, then resend",
-        ReasonCode::InvalidAddress => "the input is not a valid email address; correct it and add the customer again",
+        ReasonCode::OutgoingMailDisabled => {
+            "outgoing mail was turned off for the site; turn it on, then resend what it skipped"
+        }
+        ReasonCode::PublicSignupDisabled => {
+            "the project does not allow public signup, so no account was created; enable public signup or add the customer as an agent"
+        }
+        ReasonCode::CcSharingDisabled => {
+            "the project does not share requests with anyone, so the CC'd address got no account; enable sharing or add the customer as an agent"
+        }
+        ReasonCode::BlockedByRule => {
+            "an allow/deny pattern of the project blocked the address; change the patterns or add the customer as an agent"
+        }
+        ReasonCode::ExistingCustomer => {
+            "the customer already existed on the site, so no new invitation was sent; use Resend"
+        }
+        ReasonCode::AgentOptedOut => {
+            "the agent added the customer without an invitation; use Resend"
+        }
+        ReasonCode::AutomationCreated => {
+            "the customer was created by automation, which sends nothing unless \"Notify auto-created customer\" is on; turn it on or use Resend"
+        }
+        ReasonCode::ApiCreated => {
+            "the customer was created through the REST API, which sends nothing unless \"Notify auto-created customer\" is on; turn it on or use Resend"
+        }
+        ReasonCode::InviteNotificationDisabled => {
+            "the \"Customer invited\" notification is off in the project; turn it on, then resend"
+        }
+        ReasonCode::VerificationEmailsDisabled => {
+            "the project is set to \"Do not send account verification emails\"; turn them back on, then resend"
+        }
+        ReasonCode::Suppressed => {
+            "the address is on the suppression list; unsuppress it, then resend"
+        }
+        ReasonCode::InvalidAddress => {
+            "the input is not a valid email address; correct it and add the customer again"
+        }
     }
 }
 

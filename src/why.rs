@@ -75,14 +75,23 @@ pub struct PreviewDecision {
 impl WhyAnswer {
     /// `mailtrail why` exits 0 for these verdicts: sent or on its way.
     pub fn is_on_its_way(&self) -> bool {
-        matches!(self.verdict.code.as_str(), "sent" | "queued" | "sending" | "deferred")
+        matches!(
+            self.verdict.code.as_str(),
+            "sent" | "queued" | "sending" | "deferred"
+        )
     }
 }
 
 /// Builds the answer. `address` is `None` when the input never parsed (then `key` is the
 /// raw input and only its invalid-address decisions are shown).
 pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> WhyAnswer {
-    let WhyFacts { customer, suppression, site, decisions, projects } = facts;
+    let WhyFacts {
+        customer,
+        suppression,
+        site,
+        decisions,
+        projects,
+    } = facts;
     let newest = decisions.first();
     let verdict = verdict(key, newest, suppression.as_ref(), &decisions);
 
@@ -104,7 +113,10 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                         invite: true,
                         suppressed: suppression.is_some(),
                     });
-                    PreviewDecision { decision: d.verdict(), reasons: d.reasons }
+                    PreviewDecision {
+                        decision: d.verdict(),
+                        reasons: d.reasons,
+                    }
                 };
                 Preview {
                     project: project.key.to_string(),
@@ -131,7 +143,10 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
             description: format!(
                 "Remove {} from the suppression list{} once you know the address is good.",
                 s.email,
-                s.response.as_deref().map(|r| format!(" (it was suppressed after \"{r}\")")).unwrap_or_default()
+                s.response
+                    .as_deref()
+                    .map(|r| format!(" (it was suppressed after \"{r}\")"))
+                    .unwrap_or_default()
             ),
         });
     }
@@ -139,18 +154,31 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
         push(Fix {
             action: "enable_outgoing_mail".into(),
             target: "site".into(),
-            description: "Turn outgoing mail back on for the site; then resend what it skipped.".into(),
+            description: "Turn outgoing mail back on for the site; then resend what it skipped."
+                .into(),
         });
     }
     if let Some(d) = newest {
         let project = projects.iter().find(|p| p.key.as_str() == d.project);
         for reason in &d.reasons {
             let setting = match reason {
-                ReasonCode::InviteNotificationDisabled => Some(("invite_notification", "Turn on the \"Customer invited\" notification")),
-                ReasonCode::VerificationEmailsDisabled => Some(("verification_emails", "Turn account verification emails back on")),
+                ReasonCode::InviteNotificationDisabled => Some((
+                    "invite_notification",
+                    "Turn on the \"Customer invited\" notification",
+                )),
+                ReasonCode::VerificationEmailsDisabled => Some((
+                    "verification_emails",
+                    "Turn account verification emails back on",
+                )),
                 ReasonCode::PublicSignupDisabled => Some(("public_signup", "Allow public signup")),
-                ReasonCode::CcSharingDisabled => Some(("share_with_anyone", "Let customers share requests with anyone")),
-                ReasonCode::AutomationCreated | ReasonCode::ApiCreated => Some(("notify_auto_created", "Turn on \"Notify auto-created customer\"")),
+                ReasonCode::CcSharingDisabled => Some((
+                    "share_with_anyone",
+                    "Let customers share requests with anyone",
+                )),
+                ReasonCode::AutomationCreated | ReasonCode::ApiCreated => Some((
+                    "notify_auto_created",
+                    "Turn on \"Notify auto-created customer\"",
+                )),
                 _ => None,
             };
             if let (Some((field, text)), Some(p)) = (setting, project) {
@@ -173,13 +201,21 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                 push(Fix {
                     action: "fix_address".into(),
                     target: d.input.clone(),
-                    description: format!("\"{}\" is not a valid address: correct it and add the customer again.", crate::model::truncate(&d.input, 80)),
+                    description: format!(
+                        "\"{}\" is not a valid address: correct it and add the customer again.",
+                        crate::model::truncate(&d.input, 80)
+                    ),
                 });
             }
         }
     }
     if let Some(c) = &customer {
-        let busy = newest.is_some_and(|d| matches!(d.status, Status::Queued | Status::Sending | Status::Deferred));
+        let busy = newest.is_some_and(|d| {
+            matches!(
+                d.status,
+                Status::Queued | Status::Sending | Status::Deferred
+            )
+        });
         let target = newest
             .map(|d| d.project.clone())
             .filter(|k| c.projects.iter().any(|m| &m.key == k))
@@ -194,10 +230,14 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
     }
 
     WhyAnswer {
-        email: address.map(|a| a.as_str().to_owned()).unwrap_or_else(|| key.to_owned()),
+        email: address
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_else(|| key.to_owned()),
         customer,
         suppression,
-        site: SiteState { outgoing_mail: site.outgoing_mail },
+        site: SiteState {
+            outgoing_mail: site.outgoing_mail,
+        },
         verdict,
         decisions,
         fixes,
@@ -213,36 +253,67 @@ fn verdict(
 ) -> VerdictView {
     // "suppressed when the address is suppressed and nothing was sent since" (SPEC §5).
     let sent_since = |s: &SuppressionRecord| {
-        decisions.iter().any(|d| d.sent_at.as_deref().is_some_and(|at| at > s.suppressed_at.as_str()))
+        decisions.iter().any(|d| {
+            d.sent_at
+                .as_deref()
+                .is_some_and(|at| at > s.suppressed_at.as_str())
+        })
     };
     if let Some(s) = suppression
         && !sent_since(s)
     {
         let summary = match newest {
-            Some(d) if d.status == Status::Bounced => verdict_summary(email, Some(Status::Bounced), d.status_reason.as_deref(), None, Some(s.reason), s.response.as_deref()),
+            Some(d) if d.status == Status::Bounced => verdict_summary(
+                email,
+                Some(Status::Bounced),
+                d.status_reason.as_deref(),
+                None,
+                Some(s.reason),
+                s.response.as_deref(),
+            ),
             _ => format!(
                 "{email} is suppressed ({}{}), so mailtrail sends it nothing. Check the address with the customer, then unsuppress it and resend.",
                 crate::messages::suppression_phrase(s.reason),
-                s.response.as_deref().map(|r| format!(": \"{r}\"")).unwrap_or_default()
+                s.response
+                    .as_deref()
+                    .map(|r| format!(": \"{r}\""))
+                    .unwrap_or_default()
             ),
         };
-        return VerdictView { code: "suppressed".into(), summary };
+        return VerdictView {
+            code: "suppressed".into(),
+            summary,
+        };
     }
     match newest {
-        None => VerdictView { code: "no_record".into(), summary: verdict_summary(email, None, None, None, None, None) },
+        None => VerdictView {
+            code: "no_record".into(),
+            summary: verdict_summary(email, None, None, None, None, None),
+        },
         Some(d) => {
             let code = match d.status {
                 Status::Sending => "queued",
                 other => other.as_str(),
             };
             let primary = d.reasons.first().copied();
-            let mut summary = verdict_summary(email, Some(d.status), d.status_reason.as_deref(), primary, suppression.map(|s| s.reason), d.last_reply.as_deref());
-            if d.status == Status::Skipped && primary.is_none()
+            let mut summary = verdict_summary(
+                email,
+                Some(d.status),
+                d.status_reason.as_deref(),
+                primary,
+                suppression.map(|s| s.reason),
+                d.last_reply.as_deref(),
+            );
+            if d.status == Status::Skipped
+                && primary.is_none()
                 && let Some(reason) = d.status_reason.as_deref().and_then(|r| r.parse().ok())
             {
                 summary = format!("No email was sent to {email}: {}.", reason_phrase(reason));
             }
-            VerdictView { code: code.to_owned(), summary }
+            VerdictView {
+                code: code.to_owned(),
+                summary,
+            }
         }
     }
 }
@@ -260,12 +331,21 @@ pub fn render_text(a: &WhyAnswer) -> String {
                 out,
                 "customer   {}{} since {} ({})",
                 c.email,
-                c.display_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                c.display_name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
                 c.created_at,
                 c.created_via.phrase()
             );
             for m in &c.projects {
-                let _ = writeln!(out, "  project  {} since {} ({})", m.key, m.added_at, m.added_via.phrase());
+                let _ = writeln!(
+                    out,
+                    "  project  {} since {} ({})",
+                    m.key,
+                    m.added_at,
+                    m.added_via.phrase()
+                );
             }
         }
         None => {
@@ -274,18 +354,45 @@ pub fn render_text(a: &WhyAnswer) -> String {
     }
     match &a.suppression {
         Some(s) => {
-            let reply = smtp_line(s.smtp_code, s.enhanced_code.as_deref(), s.response.as_deref());
-            let _ = writeln!(out, "suppressed {} since {}{}", s.reason.as_str(), s.suppressed_at, if reply.is_empty() { String::new() } else { format!(": {reply}") });
+            let reply = smtp_line(
+                s.smtp_code,
+                s.enhanced_code.as_deref(),
+                s.response.as_deref(),
+            );
+            let _ = writeln!(
+                out,
+                "suppressed {} since {}{}",
+                s.reason.as_str(),
+                s.suppressed_at,
+                if reply.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reply}")
+                }
+            );
         }
         None => {
             let _ = writeln!(out, "suppressed no");
         }
     }
-    let _ = writeln!(out, "outgoing   {}", if a.site.outgoing_mail { "on" } else { "OFF for the whole site" });
+    let _ = writeln!(
+        out,
+        "outgoing   {}",
+        if a.site.outgoing_mail {
+            "on"
+        } else {
+            "OFF for the whole site"
+        }
+    );
     if !a.decisions.is_empty() {
         let _ = writeln!(out, "\ndecisions (newest first)");
         for d in a.decisions.iter().take(10) {
-            let reasons = d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+            let reasons = d
+                .reasons
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             let _ = writeln!(
                 out,
                 "  {}  {:<8} {:<14} {:<21} {}{}",
@@ -294,7 +401,11 @@ pub fn render_text(a: &WhyAnswer) -> String {
                 d.channel.as_str(),
                 d.email_kind.as_str(),
                 d.status.as_str(),
-                if reasons.is_empty() { String::new() } else { format!(" ({reasons})") }
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reasons})")
+                }
             );
             for attempt in d.attempts.iter().flatten() {
                 let _ = writeln!(
@@ -315,11 +426,27 @@ pub fn render_text(a: &WhyAnswer) -> String {
                 if d.reasons.is_empty() {
                     "would send".to_owned()
                 } else {
-                    format!("would skip ({})", d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "would skip ({})",
+                        d.reasons
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             };
-            let resend = p.resend.as_ref().map(show).unwrap_or_else(|| "not a member".into());
-            let _ = writeln!(out, "  {:<8} resend {resend}; agent add {}", p.project, show(&p.agent_add));
+            let resend = p
+                .resend
+                .as_ref()
+                .map(show)
+                .unwrap_or_else(|| "not a member".into());
+            let _ = writeln!(
+                out,
+                "  {:<8} resend {resend}; agent add {}",
+                p.project,
+                show(&p.agent_add)
+            );
         }
     }
     if !a.fixes.is_empty() {

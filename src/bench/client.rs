@@ -35,13 +35,19 @@ pub struct Answer {
 impl Connection {
     /// Connects to `addr`.
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
-        let mut connection = Connection { addr, stream: None, buffer: Vec::with_capacity(16 * 1024) };
+        let mut connection = Connection {
+            addr,
+            stream: None,
+            buffer: Vec::with_capacity(16 * 1024),
+        };
         connection.reconnect().await?;
         Ok(connection)
     }
 
     async fn reconnect(&mut self) -> anyhow::Result<&mut TcpStream> {
-        let stream = TcpStream::connect(self.addr).await.with_context(|| format!("cannot connect to {}", self.addr))?;
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.addr))?;
         // Requests are small and answered one at a time; Nagle would only add delay.
         stream.set_nodelay(true)?;
         self.buffer.clear();
@@ -65,7 +71,10 @@ impl Connection {
     }
 
     async fn try_send(&mut self, request: &[u8]) -> anyhow::Result<Answer> {
-        let stream = self.stream.as_mut().ok_or_else(|| anyhow!("the connection is closed"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| anyhow!("the connection is closed"))?;
         stream.write_all(request).await?;
         self.read_answer().await
     }
@@ -77,7 +86,8 @@ impl Connection {
             }
             self.fill().await?;
         };
-        let head = std::str::from_utf8(&self.buffer[..head_end]).context("answer head is not UTF-8")?;
+        let head =
+            std::str::from_utf8(&self.buffer[..head_end]).context("answer head is not UTF-8")?;
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let status = status_line
@@ -85,12 +95,17 @@ impl Connection {
             .nth(1)
             .and_then(|code| code.parse::<u16>().ok())
             .ok_or_else(|| anyhow!("bad status line `{status_line}`"))?;
-        let (mut length, mut chunked, mut close, mut set_cookies) = (None, false, false, Vec::new());
+        let (mut length, mut chunked, mut close, mut set_cookies) =
+            (None, false, false, Vec::new());
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
             match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = Some(value.parse::<usize>().context("bad Content-Length")?),
+                "content-length" => {
+                    length = Some(value.parse::<usize>().context("bad Content-Length")?)
+                }
                 "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
                 "connection" => close = value.eq_ignore_ascii_case("close"),
                 "set-cookie" => set_cookies.push(value.to_owned()),
@@ -110,7 +125,11 @@ impl Connection {
         if close {
             self.stream = None;
         }
-        Ok(Answer { status, set_cookies, body })
+        Ok(Answer {
+            status,
+            set_cookies,
+            body,
+        })
     }
 
     async fn read_chunked(&mut self) -> anyhow::Result<Vec<u8>> {
@@ -140,7 +159,10 @@ impl Connection {
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
-        let stream = self.stream.as_mut().ok_or_else(|| anyhow!("the connection is closed"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| anyhow!("the connection is closed"))?;
         let mut chunk = [0u8; 16 * 1024];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {

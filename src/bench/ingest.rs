@@ -72,7 +72,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 /// Runs the baseline and the shipped configuration in turn, `plan.ingest_runs` times
 /// each, so a burst of noise from a neighbour on a shared machine hits both alike.
 pub async fn measure(plan: &Plan) -> anyhow::Result<IngestResult> {
-    let mut result = IngestResult { grouped: Vec::new(), baseline: Vec::new() };
+    let mut result = IngestResult {
+        grouped: Vec::new(),
+        baseline: Vec::new(),
+    };
     for _ in 0..plan.ingest_runs {
         result.baseline.push(run(plan, Commit::PerRequest).await?);
         result.grouped.push(run(plan, Commit::Grouped).await?);
@@ -85,7 +88,11 @@ const MEASURING: u8 = 1;
 const STOPPED: u8 = 2;
 
 async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
-    let dir = Workdir::new(if commit == Commit::Grouped { "ingest" } else { "ingest-baseline" })?;
+    let dir = Workdir::new(if commit == Commit::Grouped {
+        "ingest"
+    } else {
+        "ingest-baseline"
+    })?;
     let server = Server::start(&dir, &dir.join("bench.db"), commit).await?;
     server.put_project("BENCH", "Bench").await?;
     // Let start-up allocations settle (the first admin's argon2 hash, the listener).
@@ -118,7 +125,14 @@ async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
     let joined = tokio::task::spawn_blocking(move || load.join()).await?;
     let (adds, errors) = joined.map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
     let peak_kib = sampler.await?;
-    Ok(LoadRun { adds_per_sec: adds as f64 / seconds, adds, errors, seconds, idle_kib, peak_kib })
+    Ok(LoadRun {
+        adds_per_sec: adds as f64 / seconds,
+        adds,
+        errors,
+        seconds,
+        idle_kib,
+        peak_kib,
+    })
 }
 
 /// Starts the 64 clients on a thread of their own with a single-threaded runtime: the
@@ -131,13 +145,20 @@ fn spawn_load(
     phase: Arc<AtomicU8>,
 ) -> std::thread::JoinHandle<anyhow::Result<(u64, u64)>> {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async move {
             let next_address = Arc::new(AtomicU64::new(0));
             let mut clients = Vec::with_capacity(CLIENTS);
             for _ in 0..CLIENTS {
                 let connection = Connection::open(addr).await?;
-                clients.push(tokio::spawn(client(connection, bearer.clone(), phase.clone(), next_address.clone())));
+                clients.push(tokio::spawn(client(
+                    connection,
+                    bearer.clone(),
+                    phase.clone(),
+                    next_address.clone(),
+                )));
             }
             let (mut adds, mut errors) = (0, 0);
             for handle in clients {
@@ -158,12 +179,20 @@ async fn client(
     phase: Arc<AtomicU8>,
     next_address: Arc<AtomicU64>,
 ) -> anyhow::Result<(u64, u64)> {
-    let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     let (mut ok, mut failed) = (0u64, 0u64);
     loop {
         let n = next_address.fetch_add(1, Ordering::Relaxed);
         let body = format!(r#"{{"emails":["u{n}@bench.example"]}}"#);
-        let bytes = request("POST", "/api/v1/projects/BENCH/customers", &headers, body.as_bytes());
+        let bytes = request(
+            "POST",
+            "/api/v1/projects/BENCH/customers",
+            &headers,
+            body.as_bytes(),
+        );
         let answer = connection.send(&bytes).await;
         let measuring = match phase.load(Ordering::Relaxed) {
             STOPPED => return Ok((ok, failed)),

@@ -36,6 +36,8 @@ pub struct Latency {
     pub p50_ms: f64,
     /// 99th percentile (nearest rank), in milliseconds.
     pub p99_ms: f64,
+    /// The slowest timed request, in milliseconds.
+    pub max_ms: f64,
     /// Requests timed (after the warm-up).
     pub requests: usize,
     /// The very first request, cold (not in the percentiles), in milliseconds.
@@ -88,7 +90,14 @@ pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<Look
             let bearer = target.server.bearer();
             let size = target.size;
             (0..plan.lookup_warmup + plan.lookups)
-                .map(|_| request("GET", &format!("/api/v1/why/{}", random_customer(size)), &[("Authorization", &bearer)], b""))
+                .map(|_| {
+                    request(
+                        "GET",
+                        &format!("/api/v1/why/{}", random_customer(size)),
+                        &[("Authorization", &bearer)],
+                        b"",
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let (a, b) = (requests(&small), requests(&large));
@@ -101,8 +110,18 @@ pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<Look
         (pages_small, pages_large) = (Some(s), Some(l));
     }
     Ok(LookupResult {
-        small: SizeResult { size: plan.small, seed: small_seed, why: why_small, pages: pages_small },
-        large: SizeResult { size: plan.large, seed: large_seed, why: why_large, pages: pages_large },
+        small: SizeResult {
+            size: plan.small,
+            seed: small_seed,
+            why: why_small,
+            pages: pages_small,
+        },
+        large: SizeResult {
+            size: plan.large,
+            seed: large_seed,
+            why: why_large,
+            pages: pages_large,
+        },
     })
 }
 
@@ -114,13 +133,23 @@ async fn prepare(size: Size, label: &str) -> anyhow::Result<(Target, SeedReport)
         // The migrations log at info; from inside the benchmark that is only noise.
         let quiet = tracing::subscriber::NoSubscriber::default();
         tokio::task::spawn_blocking(move || {
-            tracing::subscriber::with_default(quiet, || seed_bulk(&db, size.decisions, size.suppressions, size.customers))
+            tracing::subscriber::with_default(quiet, || {
+                seed_bulk(&db, size.decisions, size.suppressions, size.customers)
+            })
         })
         .await??
     };
     let server = Server::start(&dir, &db, Commit::Grouped).await?;
     let connection = Connection::open(server.addr).await?;
-    Ok((Target { size, server, connection, _dir: dir }, seed))
+    Ok((
+        Target {
+            size,
+            server,
+            connection,
+            _dir: dir,
+        },
+        seed,
+    ))
 }
 
 /// The address of a random seeded customer.
@@ -162,7 +191,10 @@ pub async fn time_paired(
             break;
         }
     }
-    let latency = |samples, first: Duration| Latency { first_ms: first.as_secs_f64() * 1000.0, ..percentiles(samples) };
+    let latency = |samples, first: Duration| Latency {
+        first_ms: first.as_secs_f64() * 1000.0,
+        ..percentiles(samples)
+    };
     Ok((latency(samples_a, first_a), latency(samples_b, first_b)))
 }
 
@@ -172,8 +204,14 @@ async fn timed(connection: &mut Connection, bytes: &[u8]) -> anyhow::Result<Dura
     let answer = connection.send(bytes).await?;
     let took = sent.elapsed();
     if answer.status != 200 {
-        let line = String::from_utf8_lossy(&bytes[..bytes.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
-        bail!("`{line}` answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]));
+        let line =
+            String::from_utf8_lossy(&bytes[..bytes.iter().position(|b| *b == b'\r').unwrap_or(0)])
+                .into_owned();
+        bail!(
+            "`{line}` answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
+        );
     }
     Ok(took)
 }
@@ -188,7 +226,13 @@ pub fn percentiles(mut samples: Vec<Duration>) -> Latency {
         let index = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
         samples[index].as_secs_f64() * 1000.0
     };
-    Latency { p50_ms: rank(0.50), p99_ms: rank(0.99), requests: samples.len(), first_ms: 0.0 }
+    Latency {
+        p50_ms: rank(0.50),
+        p99_ms: rank(0.99),
+        max_ms: rank(1.0),
+        requests: samples.len(),
+        first_ms: 0.0,
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +243,9 @@ mod tests {
     fn percentiles_use_the_nearest_rank() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let latency = percentiles(samples);
-        assert_eq!((latency.p50_ms, latency.p99_ms, latency.requests), (50.0, 99.0, 100));
+        assert_eq!(
+            (latency.p50_ms, latency.p99_ms, latency.requests),
+            (50.0, 99.0, 100)
+        );
     }
 }

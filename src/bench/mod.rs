@@ -62,7 +62,11 @@ pub struct Plan {
 impl Plan {
     /// The sizes of SPEC §8, or smaller ones for `--quick`.
     pub fn new(quick: bool) -> Plan {
-        let small = Size { decisions: 1_000, suppressions: 100, customers: 200 };
+        let small = Size {
+            decisions: 1_000,
+            suppressions: 100,
+            customers: 200,
+        };
         if quick {
             Plan {
                 quick,
@@ -70,7 +74,11 @@ impl Plan {
                 warmup: Duration::from_millis(500),
                 ingest_window: Duration::from_secs(2),
                 small,
-                large: Size { decisions: 100_000, suppressions: 10_000, customers: 20_000 },
+                large: Size {
+                    decisions: 100_000,
+                    suppressions: 10_000,
+                    customers: 20_000,
+                },
                 lookups: 500,
                 lookup_warmup: 100,
                 page_requests: 50,
@@ -84,7 +92,11 @@ impl Plan {
                 warmup: Duration::from_secs(1),
                 ingest_window: Duration::from_secs(4),
                 small,
-                large: Size { decisions: 1_000_000, suppressions: 100_000, customers: 200_000 },
+                large: Size {
+                    decisions: 1_000_000,
+                    suppressions: 100_000,
+                    customers: 200_000,
+                },
                 lookups: 2_000,
                 lookup_warmup: 200,
                 page_requests: 300,
@@ -100,31 +112,49 @@ const PARTS: &str = "all, ingest, why, memory, pages, delivery";
 
 /// Runs the parts named by `what` and prints the figures (a table, or one JSON object
 /// with `json`).
-pub async fn run(config: Config, what: &str, json: bool, quick: bool) -> Result<ExitCode, RunError> {
+pub async fn run(
+    config: Config,
+    what: &str,
+    json: bool,
+    quick: bool,
+) -> Result<ExitCode, RunError> {
     let (ingest, why, pages) = match what {
         "all" => (true, true, true),
         "ingest" | "memory" => (true, false, false),
         "why" => (false, true, false),
         "pages" => (false, false, true),
         "delivery" => (false, false, false),
-        other => return Err(RunError::Usage(format!("unknown bench part `{other}`: use one of {PARTS}"))),
+        other => {
+            return Err(RunError::Usage(format!(
+                "unknown bench part `{other}`: use one of {PARTS}"
+            )));
+        }
     };
     let plan = Plan::new(quick);
     let mut report = Report::new(what, quick);
     if cfg!(debug_assertions) {
-        eprintln!("mailtrail bench: this is a debug build; build with --release for meaningful figures");
+        eprintln!(
+            "mailtrail bench: this is a debug build; build with --release for meaningful figures"
+        );
     }
     if ingest {
-        progress("ingest: 64 clients, one transaction per request (baseline), then group commit");
+        progress(&format!(
+            "ingest: 64 clients, one transaction per request (baseline) and group commit, {} run(s) each",
+            plan.ingest_runs
+        ));
         let result = ingest::measure(&plan).await.map_err(runtime("ingest"))?;
         report.ingest(&result, &plan);
         report.memory(&result);
     }
     if why || pages {
-        progress(
-            &format!("look-ups: seeding {} and {} decisions", report::count(plan.small.decisions), report::count(plan.large.decisions)),
-        );
-        let result = lookup::measure(&plan, why, pages).await.map_err(runtime("look-ups"))?;
+        progress(&format!(
+            "look-ups: seeding {} and {} decisions",
+            report::count(plan.small.decisions),
+            report::count(plan.large.decisions)
+        ));
+        let result = lookup::measure(&plan, why, pages)
+            .await
+            .map_err(runtime("look-ups"))?;
         report.seed(&result);
         if why {
             report.why(&result);
@@ -135,11 +165,17 @@ pub async fn run(config: Config, what: &str, json: bool, quick: bool) -> Result<
     }
     if what == "delivery" {
         progress("delivery: through the smarthost transport into a local SMTP sink");
-        let figures = crate::delivery::bench::run(&config, quick).await.map_err(runtime("delivery"))?;
+        let figures = crate::delivery::bench::run(&config, quick)
+            .await
+            .map_err(runtime("delivery"))?;
         report.delivery(&figures);
     } else if what == "all" {
         // Delivery needs Postfix's smtp-sink and has its own run (issue 4).
-        report.not_measured("delivery", "delivery", "measured by `mailtrail bench delivery`");
+        report.not_measured(
+            "delivery",
+            "delivery",
+            "measured by `mailtrail bench delivery`",
+        );
     }
     if json {
         println!("{}", report.json());

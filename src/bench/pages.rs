@@ -32,21 +32,45 @@ pub enum PagesOutcome {
 }
 
 /// Logs in to both servers and times both pages on each, alternating between them.
-pub async fn measure(plan: &Plan, small: &mut Target, large: &mut Target) -> anyhow::Result<(PagesOutcome, PagesOutcome)> {
-    let probe = small.connection.send(&request("GET", "/login", &[], b"")).await?;
+pub async fn measure(
+    plan: &Plan,
+    small: &mut Target,
+    large: &mut Target,
+) -> anyhow::Result<(PagesOutcome, PagesOutcome)> {
+    let probe = small
+        .connection
+        .send(&request("GET", "/login", &[], b""))
+        .await?;
     if probe.status == 404 {
         let not_built = PagesOutcome::NotMeasured("dashboard not built".into());
         return Ok((not_built.clone(), not_built));
     }
     let total = plan.page_warmup + plan.page_requests;
     let (cookie_small, cookie_large) = (login(small).await?, login(large).await?);
-    let overview = |cookie: &str| (0..total).map(|_| request("GET", "/", &[("Cookie", cookie)], b"")).collect::<Vec<_>>();
-    let (overview_small, overview_large) =
-        time_paired(small, overview(&cookie_small), large, overview(&cookie_large), plan.page_warmup, Some(plan.page_budget))
-            .await?;
+    let overview = |cookie: &str| {
+        (0..total)
+            .map(|_| request("GET", "/", &[("Cookie", cookie)], b""))
+            .collect::<Vec<_>>()
+    };
+    let (overview_small, overview_large) = time_paired(
+        small,
+        overview(&cookie_small),
+        large,
+        overview(&cookie_large),
+        plan.page_warmup,
+        Some(plan.page_budget),
+    )
+    .await?;
     let why = |cookie: &str, size: Size| {
         (0..total)
-            .map(|_| request("GET", &format!("/why?email={}", random_customer(size)), &[("Cookie", cookie)], b""))
+            .map(|_| {
+                request(
+                    "GET",
+                    &format!("/why?email={}", random_customer(size)),
+                    &[("Cookie", cookie)],
+                    b"",
+                )
+            })
             .collect::<Vec<_>>()
     };
     let (why_small, why_large) = time_paired(
@@ -59,21 +83,40 @@ pub async fn measure(plan: &Plan, small: &mut Target, large: &mut Target) -> any
     )
     .await?;
     Ok((
-        PagesOutcome::Measured { overview: overview_small, why: why_small },
-        PagesOutcome::Measured { overview: overview_large, why: why_large },
+        PagesOutcome::Measured {
+            overview: overview_small,
+            why: why_small,
+        },
+        PagesOutcome::Measured {
+            overview: overview_large,
+            why: why_large,
+        },
     ))
 }
 
 /// Posts the login form as `admin` and returns the `Cookie` header to send.
 async fn login(target: &mut Target) -> anyhow::Result<String> {
-    let form = serde_urlencoded::to_string([("username", "admin"), ("password", target.server.password.as_str())])
-        .context("cannot encode the login form")?;
+    let form = serde_urlencoded::to_string([
+        ("username", "admin"),
+        ("password", target.server.password.as_str()),
+    ])
+    .context("cannot encode the login form")?;
     let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-    let answer = target.connection.send(&request("POST", "/login", &headers, form.as_bytes())).await?;
-    let cookies: Vec<&str> =
-        answer.set_cookies.iter().filter_map(|c| c.split(';').next()).map(str::trim).collect();
+    let answer = target
+        .connection
+        .send(&request("POST", "/login", &headers, form.as_bytes()))
+        .await?;
+    let cookies: Vec<&str> = answer
+        .set_cookies
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .map(str::trim)
+        .collect();
     if cookies.is_empty() || answer.status >= 400 {
-        bail!("the dashboard login answered {} without a session cookie", answer.status);
+        bail!(
+            "the dashboard login answered {} without a session cookie",
+            answer.status
+        );
     }
     Ok(cookies.join("; "))
 }

@@ -28,7 +28,8 @@ impl Workdir {
             std::process::id(),
             &crate::store::new_secret("")[..8]
         ));
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Workdir { path })
     }
 
@@ -75,7 +76,8 @@ impl Server {
         let token = crate::store::new_secret("bench-");
         let password = crate::store::new_secret("")[..24].to_owned();
         let stderr_path = dir.join("server.stderr");
-        let stderr = std::fs::File::create(&stderr_path).context("cannot create the server's log file")?;
+        let stderr =
+            std::fs::File::create(&stderr_path).context("cannot create the server's log file")?;
         let mut command = Command::new(exe);
         // Only our settings: a MAILTRAIL_* of the calling shell must not change the
         // server under test, and the scratch directory has no mailtrail.toml.
@@ -91,17 +93,32 @@ impl Server {
             .env("MAILTRAIL_DB", db)
             .env("MAILTRAIL_ADMIN_TOKEN", &token)
             .env("MAILTRAIL_ADMIN_PASSWORD", &password)
-            .env("MAILTRAIL_TRANSPORT", format!("file:{}", dir.join("out").display()))
+            .env(
+                "MAILTRAIL_TRANSPORT",
+                format!("file:{}", dir.join("out").display()),
+            )
             .env("MAILTRAIL_WORKER", "false")
             .env("MAILTRAIL_LOG", "warn")
-            .env("MAILTRAIL_GROUP_COMMIT", if commit == Commit::Grouped { "true" } else { "false" })
+            .env(
+                "MAILTRAIL_GROUP_COMMIT",
+                if commit == Commit::Grouped {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
         let mut child = command.spawn().context("cannot start `mailtrail serve`")?;
-        let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the server"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout from the server"))?;
         let mut lines = BufReader::new(stdout).lines();
         let waited = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
@@ -114,13 +131,28 @@ impl Server {
         .await;
         let addr = match waited {
             Ok(Ok(Some(addr))) => addr,
-            Ok(Ok(None)) => bail!("the server stopped before listening: {}", tail(&stderr_path)),
-            Ok(Err(e)) => bail!("cannot read the server's address: {e}: {}", tail(&stderr_path)),
-            Err(_) => bail!("the server did not listen within 60 s: {}", tail(&stderr_path)),
+            Ok(Ok(None)) => bail!(
+                "the server stopped before listening: {}",
+                tail(&stderr_path)
+            ),
+            Ok(Err(e)) => bail!(
+                "cannot read the server's address: {e}: {}",
+                tail(&stderr_path)
+            ),
+            Err(_) => bail!(
+                "the server did not listen within 60 s: {}",
+                tail(&stderr_path)
+            ),
         };
         // Keep reading stdout so a later line never blocks the server on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Server { child, pid, addr, token, password })
+        Ok(Server {
+            child,
+            pid,
+            addr,
+            token,
+            password,
+        })
     }
 
     /// The `Authorization` header value for the admin token.
@@ -133,10 +165,24 @@ impl Server {
         let mut connection = Connection::open(self.addr).await?;
         let body = serde_json::json!({ "name": name }).to_string();
         let bearer = self.bearer();
-        let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
-        let answer = connection.send(&request("PUT", &format!("/api/v1/projects/{key}"), &headers, body.as_bytes())).await?;
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let answer = connection
+            .send(&request(
+                "PUT",
+                &format!("/api/v1/projects/{key}"),
+                &headers,
+                body.as_bytes(),
+            ))
+            .await?;
         if !(200..300).contains(&answer.status) {
-            bail!("PUT /api/v1/projects/{key} answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
+            bail!(
+                "PUT /api/v1/projects/{key} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
         }
         Ok(())
     }
@@ -173,5 +219,9 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-    if tail.is_empty() { "(no output on stderr)".into() } else { tail }
+    if tail.is_empty() {
+        "(no output on stderr)".into()
+    } else {
+        tail
+    }
 }

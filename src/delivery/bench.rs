@@ -52,16 +52,27 @@ impl Drop for Killed {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_sink(port: u16) -> anyhow::Result<Killed> {
-    let binary = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"].into_iter().find(|p| std::path::Path::new(p).exists()).context("smtp-sink is not installed (apt-get install postfix)")?;
+    let binary = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("smtp-sink is not installed (apt-get install postfix)")?;
     let mut command = Command::new(binary);
     if unsafe_is_root() {
         command.args(["-u", "nobody"]);
     }
-    let child = command.arg(format!("127.0.0.1:{port}")).arg("1024").stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("cannot start smtp-sink")?;
+    let child = command
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("1024")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start smtp-sink")?;
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if started.elapsed() > Duration::from_secs(5) {
@@ -75,15 +86,31 @@ fn start_sink(port: u16) -> anyhow::Result<Killed> {
 fn unsafe_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 fn sink_raw_rate(port: u16, messages: usize) -> anyhow::Result<f64> {
-    let binary = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"].into_iter().find(|p| std::path::Path::new(p).exists()).context("smtp-source is not installed")?;
+    let binary = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("smtp-source is not installed")?;
     let started = Instant::now();
     let status = Command::new(binary)
-        .args(["-d", "-s", "20", "-m", &messages.to_string(), "-l", "1024", &format!("127.0.0.1:{port}")])
+        .args([
+            "-d",
+            "-s",
+            "20",
+            "-m",
+            &messages.to_string(),
+            "-l",
+            "1024",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()?;
@@ -96,39 +123,74 @@ fn sink_raw_rate(port: u16, messages: usize) -> anyhow::Result<f64> {
 async fn queued_store(dir: &std::path::Path, name: &str, messages: usize) -> anyhow::Result<Store> {
     let store = Store::open(&dir.join(format!("{name}.db")), StoreOptions::default())?;
     let key = ProjectKey::parse("BENCH").map_err(anyhow::Error::msg)?;
-    let patch: ProjectPatch = serde_json::from_value(serde_json::json!({"name": "Bench", "email_format": "text"}))?;
-    store.put_project(key.clone(), patch, true, "bench".into()).await?;
+    let patch: ProjectPatch =
+        serde_json::from_value(serde_json::json!({"name": "Bench", "email_format": "text"}))?;
+    store
+        .put_project(key.clone(), patch, true, "bench".into())
+        .await?;
     for chunk in (0..messages).collect::<Vec<_>>().chunks(1000) {
         let recipients = chunk
             .iter()
             .map(|i| {
                 let input = format!("user{i}@sink.example");
-                Recipient { mailbox: ParsedMailbox::parse(&input), input, channel: Channel::Agent }
+                Recipient {
+                    mailbox: ParsedMailbox::parse(&input),
+                    input,
+                    channel: Channel::Agent,
+                }
             })
             .collect();
-        store.ingest(IngestRequest { project: key.clone(), recipients, invite: true }, None).await?;
+        store
+            .ingest(
+                IngestRequest {
+                    project: key.clone(),
+                    recipients,
+                    invite: true,
+                },
+                None,
+            )
+            .await?;
     }
     Ok(store)
 }
 
 async fn sent_count(store: &Store) -> anyhow::Result<i64> {
     let snapshot = store.metrics_snapshot().await?;
-    Ok(snapshot.decisions_by_status.iter().find(|(s, _)| s == "sent").map(|(_, n)| *n).unwrap_or(0))
+    Ok(snapshot
+        .decisions_by_status
+        .iter()
+        .find(|(s, _)| s == "sent")
+        .map(|(_, n)| *n)
+        .unwrap_or(0))
 }
 
 fn config_for(base: &Config, port: u16, db: std::path::PathBuf, concurrency: usize) -> Config {
     let mut config = base.clone();
     config.db = db;
-    config.transport = TransportSpec::Smtp { host: "127.0.0.1".into(), port, tls: SmtpTls::None, credentials: None };
+    config.transport = TransportSpec::Smtp {
+        host: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        credentials: None,
+    };
     config.concurrency = concurrency;
     config.poll_interval = Duration::from_millis(20);
     config
 }
 
 /// Our worker: the real `spawn_worker`, timed from start until every message is sent.
-async fn ours(base: &Config, dir: &std::path::Path, port: u16, messages: usize, concurrency: usize) -> anyhow::Result<f64> {
+async fn ours(
+    base: &Config,
+    dir: &std::path::Path,
+    port: u16,
+    messages: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
     let store = queued_store(dir, "ours", messages).await?;
-    let state = AppState::new(store.clone(), config_for(base, port, dir.join("ours.db"), concurrency));
+    let state = AppState::new(
+        store.clone(),
+        config_for(base, port, dir.join("ours.db"), concurrency),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);
@@ -149,17 +211,50 @@ async fn ours(base: &Config, dir: &std::path::Path, port: u16, messages: usize, 
 }
 
 /// The naive worker: lease one (commit), new connection, send, record (commit).
-async fn naive(base: &Config, dir: &std::path::Path, port: u16, messages: usize) -> anyhow::Result<f64> {
+async fn naive(
+    base: &Config,
+    dir: &std::path::Path,
+    port: u16,
+    messages: usize,
+) -> anyhow::Result<f64> {
     let store = queued_store(dir, "naive", messages).await?;
     let config = config_for(base, port, dir.join("naive.db"), 1);
-    let policy = RetryPolicy { delays: config.retry_schedule.clone(), give_up_after: config.give_up_after };
-    let project = store.projects().await?.into_iter().next().context("project")?;
+    let policy = RetryPolicy {
+        delays: config.retry_schedule.clone(),
+        give_up_after: config.give_up_after,
+    };
+    let project = store
+        .projects()
+        .await?
+        .into_iter()
+        .next()
+        .context("project")?;
     let site = store.site().await?;
-    let target = Target { host: "127.0.0.1".into(), connect_to: "127.0.0.1".into(), port, tls: SmtpTls::None, credentials: None, ca_pem: None, timeout: Duration::from_secs(30) };
+    let target = Target {
+        host: "127.0.0.1".into(),
+        connect_to: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        credentials: None,
+        ca_pem: None,
+        timeout: Duration::from_secs(30),
+    };
     let started = Instant::now();
     for _ in 0..messages {
-        let Some(leased) = store.lease_due(Lease { micros: 300_000_000 }, 1).await?.pop() else { break };
-        let message = render::prepare(&leased.decision, &project, &site).map_err(anyhow::Error::msg)?;
+        let Some(leased) = store
+            .lease_due(
+                Lease {
+                    micros: 300_000_000,
+                },
+                1,
+            )
+            .await?
+            .pop()
+        else {
+            break;
+        };
+        let message =
+            render::prepare(&leased.decision, &project, &site).map_err(anyhow::Error::msg)?;
         let at = now_micros();
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {
@@ -172,8 +267,14 @@ async fn naive(base: &Config, dir: &std::path::Path, port: u16, messages: usize)
         if !matches!(end, TryEnd::Accepted(_)) {
             bail!("naive worker: the sink refused a message: {end:?}");
         }
-        let attempt = Attempt { end, server: Some(format!("127.0.0.1:{port}")), copy: None };
-        store.record_attempt(attempt_write(&leased, attempt, &policy, at, now_micros())).await?;
+        let attempt = Attempt {
+            end,
+            server: Some(format!("127.0.0.1:{port}")),
+            copy: None,
+        };
+        store
+            .record_attempt(attempt_write(&leased, attempt, &policy, at, now_micros()))
+            .await?;
     }
     let _ = Stage::Data;
     Ok(messages as f64 / started.elapsed().as_secs_f64())
@@ -186,7 +287,11 @@ pub async fn run(base: &Config, quick: bool) -> anyhow::Result<DeliveryFigures> 
     let result = async {
         let port = free_port()?;
         let _sink = start_sink(port)?;
-        let (ours_n, naive_n, raw_n) = if quick { (2_000, 200, 5_000) } else { (10_000, 500, 20_000) };
+        let (ours_n, naive_n, raw_n) = if quick {
+            (2_000, 200, 5_000)
+        } else {
+            (10_000, 500, 20_000)
+        };
         let concurrency = 32;
         let sink_raw = sink_raw_rate(port, raw_n)?;
         let naive_rate = naive(base, &dir, port, naive_n).await?;

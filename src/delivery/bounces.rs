@@ -28,7 +28,9 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
         Report::Complaint(c) => c.original_rcpt_to.len().max(c.original_to.len()),
     };
     if named > MAX_REPORT_RECIPIENTS {
-        return Err(format!("the report names {named} recipients; at most {MAX_REPORT_RECIPIENTS} are taken"));
+        return Err(format!(
+            "the report names {named} recipients; at most {MAX_REPORT_RECIPIENTS} are taken"
+        ));
     }
     let evidence = crate::model::truncate(raw, EVIDENCE_LIMIT).to_owned();
     match report {
@@ -38,7 +40,11 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                 .as_deref()
                 .and_then(decision_id_from_verp)
                 .map(str::to_owned)
-                .or_else(|| dsn.original_message_id.as_deref().and_then(decision_id_from_message_id));
+                .or_else(|| {
+                    dsn.original_message_id
+                        .as_deref()
+                        .and_then(decision_id_from_message_id)
+                });
             let actions = dsn
                 .recipients
                 .iter()
@@ -53,7 +59,10 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                                 smtp_code: r.smtp_code.map(i64::from),
                                 enhanced_code: Some(r.status.clone()),
                                 response: response.clone(),
-                                remote_host: r.remote_mta.clone().or_else(|| dsn.reporting_mta.clone()),
+                                remote_host: r
+                                    .remote_mta
+                                    .clone()
+                                    .or_else(|| dsn.reporting_mta.clone()),
                                 stage: Some("report".into()),
                                 decision_id: None,
                                 note: None,
@@ -78,8 +87,15 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
             Ok(("dsn".into(), actions))
         }
         Report::Complaint(c) => {
-            let hint = c.original_message_id.as_deref().and_then(decision_id_from_message_id);
-            let addresses = if c.original_rcpt_to.is_empty() { &c.original_to } else { &c.original_rcpt_to };
+            let hint = c
+                .original_message_id
+                .as_deref()
+                .and_then(decision_id_from_message_id);
+            let addresses = if c.original_rcpt_to.is_empty() {
+                &c.original_to
+            } else {
+                &c.original_rcpt_to
+            };
             let actions = addresses
                 .iter()
                 .filter_map(|a| EmailAddress::parse(a).ok())
@@ -94,7 +110,14 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                                     reason: SuppressionReason::Complaint,
                                     smtp_code: None,
                                     enhanced_code: None,
-                                    response: Some(format!("Feedback-Type: {}{}", c.feedback_type, c.user_agent.as_deref().map(|u| format!(" (from {u})")).unwrap_or_default())),
+                                    response: Some(format!(
+                                        "Feedback-Type: {}{}",
+                                        c.feedback_type,
+                                        c.user_agent
+                                            .as_deref()
+                                            .map(|u| format!(" (from {u})"))
+                                            .unwrap_or_default()
+                                    )),
                                     remote_host: None,
                                     stage: Some("report".into()),
                                     decision_id: None,
@@ -120,7 +143,9 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
 /// `smtp; 550 5.1.1 user unknown` → `550 5.1.1 user unknown`.
 fn strip_type(diagnostic: &str) -> String {
     match diagnostic.split_once(';') {
-        Some((kind, rest)) if kind.trim().len() <= 10 && !kind.contains(' ') => rest.trim().to_owned(),
+        Some((kind, rest)) if kind.trim().len() <= 10 && !kind.contains(' ') => {
+            rest.trim().to_owned()
+        }
         _ => diagnostic.trim().to_owned(),
     }
 }

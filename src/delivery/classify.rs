@@ -52,7 +52,11 @@ impl Reply {
         let enhanced = enhanced_status_in(&text)
             .filter(|e| e.starts_with(char::from(b'0' + (code / 100) as u8)))
             .map(str::to_owned);
-        Reply { code, enhanced, text }
+        Reply {
+            code,
+            enhanced,
+            text,
+        }
     }
 
     /// `550 5.1.1 user unknown`.
@@ -116,14 +120,16 @@ pub fn classify(end: &TryEnd) -> Verdict {
             (0..=4 | 6..=9, _) => Verdict::Deferred,
             // 5xx before RCPT: the fault is ours or the relay's, not the address's.
             (5, Stage::Connect | Stage::MailFrom | Stage::Dns) => Verdict::RelayRejected,
-            (5, Stage::Rcpt | Stage::Data) => match reply.enhanced.as_deref().map(classify_status) {
-                // No enhanced status: a plain 5xx to RCPT or DATA is about the recipient.
-                None | Some(StatusClass::Recipient) => Verdict::Bounced,
-                Some(StatusClass::SenderSide) => Verdict::PolicyRejected,
-                // A 5xx code with a 4.x.x or 2.x.x enhanced status is contradictory;
-                // the code wins, and a permanent code about the recipient bounces.
-                Some(StatusClass::Transient | StatusClass::Other) => Verdict::Bounced,
-            },
+            (5, Stage::Rcpt | Stage::Data) => {
+                match reply.enhanced.as_deref().map(classify_status) {
+                    // No enhanced status: a plain 5xx to RCPT or DATA is about the recipient.
+                    None | Some(StatusClass::Recipient) => Verdict::Bounced,
+                    Some(StatusClass::SenderSide) => Verdict::PolicyRejected,
+                    // A 5xx code with a 4.x.x or 2.x.x enhanced status is contradictory;
+                    // the code wins, and a permanent code about the recipient bounces.
+                    Some(StatusClass::Transient | StatusClass::Other) => Verdict::Bounced,
+                }
+            }
             _ => Verdict::Deferred,
         },
     }
@@ -154,7 +160,12 @@ mod tests {
             (Rcpt, 553, "5.3.0 system problem", PolicyRejected),
             (Rcpt, 550, "5.5.0 syntax", PolicyRejected),
             (Connect, 554, "5.3.2 no service", RelayRejected),
-            (Connect, 535, "5.7.8 Authentication credentials invalid", RelayRejected),
+            (
+                Connect,
+                535,
+                "5.7.8 Authentication credentials invalid",
+                RelayRejected,
+            ),
             (MailFrom, 550, "5.7.1 relay access denied", RelayRejected),
             (MailFrom, 550, "5.1.1 sender unknown", RelayRejected),
             (Rcpt, 451, "4.3.0 try later", Deferred),
@@ -163,17 +174,36 @@ mod tests {
             (Connect, 421, "service not available", Deferred),
         ];
         for (stage, code, text, expected) in rows {
-            assert_eq!(refused(*stage, *code, text), *expected, "{stage:?} {code} {text}");
+            assert_eq!(
+                refused(*stage, *code, text),
+                *expected,
+                "{stage:?} {code} {text}"
+            );
         }
     }
 
     #[test]
     fn no_reply_defers_and_no_mail_server_fails() {
-        for stage in [Stage::Connect, Stage::MailFrom, Stage::Rcpt, Stage::Data, Stage::Dns] {
-            assert_eq!(classify(&TryEnd::NoReply(stage, "connection reset".into())), Verdict::Deferred);
+        for stage in [
+            Stage::Connect,
+            Stage::MailFrom,
+            Stage::Rcpt,
+            Stage::Data,
+            Stage::Dns,
+        ] {
+            assert_eq!(
+                classify(&TryEnd::NoReply(stage, "connection reset".into())),
+                Verdict::Deferred
+            );
         }
-        assert_eq!(classify(&TryEnd::Unroutable("null MX".into())), Verdict::DomainUnroutable);
-        assert_eq!(classify(&TryEnd::Accepted(Reply::new(250, "2.0.0 ok"))), Verdict::Sent);
+        assert_eq!(
+            classify(&TryEnd::Unroutable("null MX".into())),
+            Verdict::DomainUnroutable
+        );
+        assert_eq!(
+            classify(&TryEnd::Accepted(Reply::new(250, "2.0.0 ok"))),
+            Verdict::Sent
+        );
     }
 
     #[test]

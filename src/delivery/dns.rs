@@ -1,10 +1,10 @@
 //! Finds where to deliver a domain's mail (direct mode): MX by preference, the implicit
 //! MX of RFC 5321 §5.1 (the domain's own A/AAAA when it has no MX), null MX (RFC 7505).
 
+use hickory_resolver::Resolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::Resolver;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -33,13 +33,19 @@ impl Dns {
                 for connection in ns.connections.iter_mut() {
                     connection.port = addr.port();
                 }
-                Resolver::builder_with_config(ResolverConfig::from_parts(None, vec![], vec![ns]), TokioRuntimeProvider::default())
+                Resolver::builder_with_config(
+                    ResolverConfig::from_parts(None, vec![], vec![ns]),
+                    TokioRuntimeProvider::default(),
+                )
             }
-            None => Resolver::builder_tokio().map_err(|e| format!("cannot read the system resolver configuration: {e}"))?,
+            None => Resolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?,
         };
         builder.options_mut().timeout = Duration::from_secs(2);
         builder.options_mut().attempts = 1;
-        let resolver = builder.build().map_err(|e| format!("cannot build the resolver: {e}"))?;
+        let resolver = builder
+            .build()
+            .map_err(|e| format!("cannot build the resolver: {e}"))?;
         Ok(Dns { resolver })
     }
 
@@ -58,16 +64,24 @@ impl Dns {
                     .collect();
                 // RFC 7505 §3: a single "MX 0 ." means the domain accepts no mail.
                 if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
-                    return Route::Unroutable(format!("{domain} publishes a null MX (RFC 7505): it accepts no mail"));
+                    return Route::Unroutable(format!(
+                        "{domain} publishes a null MX (RFC 7505): it accepts no mail"
+                    ));
                 }
                 mx.retain(|(_, host)| host != "." && !host.is_empty());
                 if mx.is_empty() {
                     return self.implicit_mx(domain).await;
                 }
                 mx.sort_by_key(|(preference, _)| *preference);
-                Route::Hosts(mx.into_iter().map(|(_, host)| host.trim_end_matches('.').to_owned()).collect())
+                Route::Hosts(
+                    mx.into_iter()
+                        .map(|(_, host)| host.trim_end_matches('.').to_owned())
+                        .collect(),
+                )
             }
-            Err(e) if e.is_nx_domain() => Route::Unroutable(format!("{domain} does not exist (NXDOMAIN)")),
+            Err(e) if e.is_nx_domain() => {
+                Route::Unroutable(format!("{domain} does not exist (NXDOMAIN)"))
+            }
             Err(e) if e.is_no_records_found() => self.implicit_mx(domain).await,
             Err(e) => Route::Unknown(format!("DNS look-up of {domain} failed: {e}")),
         }

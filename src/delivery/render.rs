@@ -101,14 +101,35 @@ fn link(site: &Site, project: &Project, kind: EmailKind, recipient: &str) -> Str
         EmailKind::AccountVerification => "verify",
         EmailKind::Registration => "set-password",
     };
-    let query = serde_urlencoded::to_string([("project", project.key.as_str()), ("email", recipient)]).unwrap_or_default();
-    format!("{}/customer/{path}?{query}", site.portal_base_url.trim_end_matches('/'))
+    let query =
+        serde_urlencoded::to_string([("project", project.key.as_str()), ("email", recipient)])
+            .unwrap_or_default();
+    format!(
+        "{}/customer/{path}?{query}",
+        site.portal_base_url.trim_end_matches('/')
+    )
 }
 
-fn bodies(format: EmailFormat, template_set: &str, c: &Context<'_>) -> Result<(Option<String>, Option<String>), String> {
+fn bodies(
+    format: EmailFormat,
+    template_set: &str,
+    c: &Context<'_>,
+) -> Result<(Option<String>, Option<String>), String> {
     let plain = template_set == "plain";
-    let text = || if plain { PlainText::from(c).render() } else { DefaultText::from(c).render() };
-    let html = || if plain { PlainHtml::from(c).render() } else { DefaultHtml::from(c).render() };
+    let text = || {
+        if plain {
+            PlainText::from(c).render()
+        } else {
+            DefaultText::from(c).render()
+        }
+    };
+    let html = || {
+        if plain {
+            PlainHtml::from(c).render()
+        } else {
+            DefaultHtml::from(c).render()
+        }
+    };
     let err = |e: askama::Error| format!("template error: {e}");
     Ok(match format {
         EmailFormat::Multipart => (Some(text().map_err(err)?), Some(html().map_err(err)?)),
@@ -118,10 +139,21 @@ fn bodies(format: EmailFormat, template_set: &str, c: &Context<'_>) -> Result<(O
 }
 
 /// Renders the decision's email as a support agent would want to see it.
-pub fn preview(decision: &DecisionRecord, project: &Project, site: &Site) -> Result<RenderedEmail, String> {
-    let recipient = decision.recipient.as_deref().ok_or("an invalid address has no email")?;
-    let from = ParsedMailbox::parse(&site.from).map_err(|e| format!("the site's From is not valid: {e}"))?;
-    let sender_name = from.display_name.clone().unwrap_or_else(|| "The help desk".into());
+pub fn preview(
+    decision: &DecisionRecord,
+    project: &Project,
+    site: &Site,
+) -> Result<RenderedEmail, String> {
+    let recipient = decision
+        .recipient
+        .as_deref()
+        .ok_or("an invalid address has no email")?;
+    let from = ParsedMailbox::parse(&site.from)
+        .map_err(|e| format!("the site's From is not valid: {e}"))?;
+    let sender_name = from
+        .display_name
+        .clone()
+        .unwrap_or_else(|| "The help desk".into());
     let subject = subject(decision.email_kind, &project.name);
     let link = link(site, project, decision.email_kind, recipient);
     let context = Context {
@@ -134,13 +166,20 @@ pub fn preview(decision: &DecisionRecord, project: &Project, site: &Site) -> Res
         action: action(decision.email_kind),
         sender_name: &sender_name,
     };
-    let (text, html) = bodies(project.settings.email_format, &project.settings.template_set, &context)?;
+    let (text, html) = bodies(
+        project.settings.email_format,
+        &project.settings.template_set,
+        &context,
+    )?;
     let mut headers = vec![
         ("From".to_owned(), site.from.clone()),
-        ("To".to_owned(), match &decision.display_name {
-            Some(n) => format!("{n} <{recipient}>"),
-            None => recipient.to_owned(),
-        }),
+        (
+            "To".to_owned(),
+            match &decision.display_name {
+                Some(n) => format!("{n} <{recipient}>"),
+                None => recipient.to_owned(),
+            },
+        ),
     ];
     if let Some(copy) = copy_for(project, decision.email_kind) {
         let name = match copy.copy_as {
@@ -154,8 +193,16 @@ pub fn preview(decision: &DecisionRecord, project: &Project, site: &Site) -> Res
     if let Some(id) = &decision.message_id {
         headers.push(("Message-ID".to_owned(), id.clone()));
     }
-    headers.push(("Return-Path".to_owned(), format!("<{}>", verp(&decision.id, from.address.domain()))));
-    Ok(RenderedEmail { subject, text, html, headers })
+    headers.push((
+        "Return-Path".to_owned(),
+        format!("<{}>", verp(&decision.id, from.address.domain())),
+    ));
+    Ok(RenderedEmail {
+        subject,
+        text,
+        html,
+        headers,
+    })
 }
 
 fn action(kind: EmailKind) -> &'static str {
@@ -168,7 +215,11 @@ fn action(kind: EmailKind) -> &'static str {
 
 /// `copy_to` applies to registration emails only (SPEC §2).
 fn copy_for(project: &Project, kind: EmailKind) -> Option<&crate::model::CopyTo> {
-    project.settings.copy_to.as_ref().filter(|_| kind == EmailKind::Registration)
+    project
+        .settings
+        .copy_to
+        .as_ref()
+        .filter(|_| kind == EmailKind::Registration)
 }
 
 /// The VERP envelope sender of a decision (SPEC §4).
@@ -179,18 +230,27 @@ pub fn verp(decision_id: &str, from_domain: &str) -> String {
 /// The decision id carried by a VERP address, if it is one.
 pub fn decision_id_from_verp(address: &str) -> Option<&str> {
     let local = address.trim().trim_matches(['<', '>']).split('@').next()?;
-    local.strip_prefix("bounces+").filter(|id| !id.is_empty() && id.len() <= 64)
+    local
+        .strip_prefix("bounces+")
+        .filter(|id| !id.is_empty() && id.len() <= 64)
 }
 
 fn lettre_address(a: &EmailAddress) -> Result<Address, String> {
-    Address::new(a.local_part(), a.domain()).map_err(|e| format!("{a} cannot be written as an SMTP address: {e}"))
+    Address::new(a.local_part(), a.domain())
+        .map_err(|e| format!("{a} cannot be written as an SMTP address: {e}"))
 }
 
 /// Builds the message to send for `decision`.
-pub fn prepare(decision: &DecisionRecord, project: &Project, site: &Site) -> Result<Prepared, String> {
+pub fn prepare(
+    decision: &DecisionRecord,
+    project: &Project,
+    site: &Site,
+) -> Result<Prepared, String> {
     let rendered = preview(decision, project, site)?;
-    let recipient = EmailAddress::parse(decision.recipient.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
-    let from = ParsedMailbox::parse(&site.from).map_err(|e| format!("the site's From is not valid: {e}"))?;
+    let recipient = EmailAddress::parse(decision.recipient.as_deref().unwrap_or(""))
+        .map_err(|e| e.to_string())?;
+    let from = ParsedMailbox::parse(&site.from)
+        .map_err(|e| format!("the site's From is not valid: {e}"))?;
     let from_mailbox = Mailbox::new(from.display_name.clone(), lettre_address(&from.address)?);
     let to_mailbox = Mailbox::new(decision.display_name.clone(), lettre_address(&recipient)?);
     let envelope_from = verp(&decision.id, from.address.domain());
@@ -215,11 +275,20 @@ pub fn prepare(decision: &DecisionRecord, project: &Project, site: &Site) -> Res
             CopyAs::Bcc => builder,
         };
     }
-    let envelope = Envelope::new(Some(envelope_from.parse().map_err(|e| format!("bad VERP address: {e}"))?), rcpts)
-        .map_err(|e| format!("bad envelope: {e}"))?;
+    let envelope = Envelope::new(
+        Some(
+            envelope_from
+                .parse()
+                .map_err(|e| format!("bad VERP address: {e}"))?,
+        ),
+        rcpts,
+    )
+    .map_err(|e| format!("bad envelope: {e}"))?;
     let builder = builder.envelope(envelope);
     let message = match (rendered.text, rendered.html) {
-        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
+        (Some(text), Some(html)) => {
+            builder.multipart(MultiPart::alternative_plain_html(text, html))
+        }
         (Some(text), None) => builder.singlepart(SinglePart::plain(text)),
         (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
         (None, None) => return Err("the email has no body".into()),

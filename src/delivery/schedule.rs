@@ -30,7 +30,10 @@ mod tests {
 
     fn spec_default() -> RetryPolicy {
         RetryPolicy {
-            delays: [1, 5, 15, 60, 180, 360].iter().map(|m| Duration::from_secs(m * 60)).collect(),
+            delays: [1, 5, 15, 60, 180, 360]
+                .iter()
+                .map(|m| Duration::from_secs(m * 60))
+                .collect(),
             give_up_after: Duration::from_secs(24 * 3600),
         }
     }

@@ -5,9 +5,9 @@
 //! lettre's connection does the protocol (greeting, EHLO, STARTTLS, AUTH, dot-stuffing);
 //! this module decides what to send next. Smarthost connections are pooled and reused.
 
+use super::SmtpTls;
 use super::classify::{Reply, Stage, TryEnd};
 use super::render::Prepared;
-use super::SmtpTls;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
@@ -39,10 +39,13 @@ impl Target {
     fn tls_parameters(&self) -> Result<TlsParameters, TryEnd> {
         let mut builder = TlsParameters::builder(self.host.clone());
         if let Some(pem) = &self.ca_pem {
-            let cert = Certificate::from_pem(pem).map_err(|e| TryEnd::NoReply(Stage::Connect, format!("bad CA certificate: {e}")))?;
+            let cert = Certificate::from_pem(pem)
+                .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("bad CA certificate: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
-        builder.build_rustls().map_err(|e| TryEnd::NoReply(Stage::Connect, format!("TLS setup failed: {e}")))
+        builder
+            .build_rustls()
+            .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("TLS setup failed: {e}")))
     }
 }
 
@@ -76,7 +79,10 @@ fn end_of(stage: Stage, e: &lettre::transport::smtp::Error) -> TryEnd {
             let code: u16 = code.to_string().parse().unwrap_or(500);
             let text = e.to_string();
             // lettre writes "permanent error (550): 5.1.1 user unknown".
-            let text = text.split_once("): ").map(|(_, t)| t.to_owned()).unwrap_or(text);
+            let text = text
+                .split_once("): ")
+                .map(|(_, t)| t.to_owned())
+                .unwrap_or(text);
             TryEnd::Refused(stage, Reply::new(code, text))
         }
         None => TryEnd::NoReply(stage, e.to_string()),
@@ -95,16 +101,27 @@ pub async fn connect(target: &Target) -> Result<AsyncSmtpConnection, TryEnd> {
         _ => None,
     };
     let hello = hello();
-    let mut conn = AsyncSmtpConnection::connect_tokio1((target.connect_to.as_str(), target.port), Some(target.timeout), &hello, implicit, None)
-        .await
-        .map_err(|e| end_of(Stage::Connect, &e))?;
+    let mut conn = AsyncSmtpConnection::connect_tokio1(
+        (target.connect_to.as_str(), target.port),
+        Some(target.timeout),
+        &hello,
+        implicit,
+        None,
+    )
+    .await
+    .map_err(|e| end_of(Stage::Connect, &e))?;
     if target.tls == SmtpTls::StartTls {
-        conn.starttls(target.tls_parameters()?, &hello).await.map_err(|e| end_of(Stage::Connect, &e))?;
-    }
-    if let Some((user, pass)) = &target.credentials {
-        conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), pass.clone()))
+        conn.starttls(target.tls_parameters()?, &hello)
             .await
             .map_err(|e| end_of(Stage::Connect, &e))?;
+    }
+    if let Some((user, pass)) = &target.credentials {
+        conn.auth(
+            &[Mechanism::Plain, Mechanism::Login],
+            &Credentials::new(user.clone(), pass.clone()),
+        )
+        .await
+        .map_err(|e| end_of(Stage::Connect, &e))?;
     }
     Ok(conn)
 }
@@ -112,10 +129,19 @@ pub async fn connect(target: &Target) -> Result<AsyncSmtpConnection, TryEnd> {
 /// MAIL, RCPT (customer, then copy), DATA, message. A refused customer RCPT ends the
 /// transaction with RSET: the message is not sent to the copy alone.
 pub async fn transact(conn: &mut AsyncSmtpConnection, message: &Prepared) -> Transaction {
-    let failed = |end: TryEnd, reusable: bool| Transaction { end, copy: None, reusable };
+    let failed = |end: TryEnd, reusable: bool| Transaction {
+        end,
+        copy: None,
+        reusable,
+    };
     let from = match message.envelope_from.parse() {
         Ok(a) => a,
-        Err(e) => return failed(TryEnd::NoReply(Stage::MailFrom, format!("bad envelope sender: {e}")), true),
+        Err(e) => {
+            return failed(
+                TryEnd::NoReply(Stage::MailFrom, format!("bad envelope sender: {e}")),
+                true,
+            );
+        }
     };
     let mut parameters = Vec::new();
     if !message.bytes.is_ascii() {
@@ -129,7 +155,10 @@ pub async fn transact(conn: &mut AsyncSmtpConnection, message: &Prepared) -> Tra
         Ok(a) => a,
         Err(e) => {
             let reusable = conn.command(Rset).await.is_ok();
-            return failed(TryEnd::NoReply(Stage::Rcpt, format!("bad recipient: {e}")), reusable);
+            return failed(
+                TryEnd::NoReply(Stage::Rcpt, format!("bad recipient: {e}")),
+                reusable,
+            );
         }
     };
     if let Err(e) = conn.command(Rcpt::new(customer, vec![])).await {
@@ -144,7 +173,11 @@ pub async fn transact(conn: &mut AsyncSmtpConnection, message: &Prepared) -> Tra
                     TryEnd::Refused(_, reply) => reply.line(),
                     other => {
                         // The connection broke during the copy's RCPT: the customer's try fails too.
-                        return Transaction { end: other, copy: Some(e.to_string()), reusable: false };
+                        return Transaction {
+                            end: other,
+                            copy: Some(e.to_string()),
+                            reusable: false,
+                        };
                     }
                 },
             },
@@ -152,11 +185,23 @@ pub async fn transact(conn: &mut AsyncSmtpConnection, message: &Prepared) -> Tra
         });
     }
     if let Err(e) = conn.command(Data).await {
-        return Transaction { end: end_of(Stage::Data, &e), copy, reusable: reset(conn, &e).await };
+        return Transaction {
+            end: end_of(Stage::Data, &e),
+            copy,
+            reusable: reset(conn, &e).await,
+        };
     }
     match conn.message(&message.bytes).await {
-        Ok(response) => Transaction { end: TryEnd::Accepted(reply_of(&response)), copy, reusable: !conn.has_broken() },
-        Err(e) => Transaction { end: end_of(Stage::Data, &e), copy, reusable: e.status().is_some() && !conn.has_broken() },
+        Ok(response) => Transaction {
+            end: TryEnd::Accepted(reply_of(&response)),
+            copy,
+            reusable: !conn.has_broken(),
+        },
+        Err(e) => Transaction {
+            end: end_of(Stage::Data, &e),
+            copy,
+            reusable: e.status().is_some() && !conn.has_broken(),
+        },
     }
 }
 
@@ -179,7 +224,11 @@ pub struct Pool {
 impl Pool {
     /// A pool keeping up to `keep` idle connections.
     pub fn new(target: Target, keep: usize) -> Pool {
-        Pool { target, idle: Mutex::new(Vec::new()), keep }
+        Pool {
+            target,
+            idle: Mutex::new(Vec::new()),
+            keep,
+        }
     }
 
     /// The server's label.
@@ -205,7 +254,11 @@ impl Pool {
                 self.give_back(conn, t.reusable);
                 t
             }
-            Err(end) => Transaction { end, copy: None, reusable: false },
+            Err(end) => Transaction {
+                end,
+                copy: None,
+                reusable: false,
+            },
         }
     }
 

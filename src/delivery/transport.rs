@@ -39,12 +39,20 @@ impl Transport {
     pub fn from_config(config: &Config) -> Result<Transport, String> {
         Ok(match &config.transport {
             TransportSpec::File(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 Transport::File(dir.clone())
             }
-            TransportSpec::Smtp { host, port, tls, credentials } => {
+            TransportSpec::Smtp {
+                host,
+                port,
+                tls,
+                credentials,
+            } => {
                 let ca_pem = match &config.smtp_ca {
-                    Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read MAILTRAIL_SMTP_CA {}: {e}", path.display()))?),
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        format!("cannot read MAILTRAIL_SMTP_CA {}: {e}", path.display())
+                    })?),
                     None => None,
                 };
                 let target = Target {
@@ -58,7 +66,10 @@ impl Transport {
                 };
                 Transport::Smarthost(Pool::new(target, config.concurrency.max(1)))
             }
-            TransportSpec::Direct => Transport::Direct { dns: Dns::new(config.dns)?, port: config.mx_port },
+            TransportSpec::Direct => Transport::Direct {
+                dns: Dns::new(config.dns)?,
+                port: config.mx_port,
+            },
         })
     }
 
@@ -68,10 +79,17 @@ impl Transport {
             Transport::File(dir) => write_file(dir, message).await,
             Transport::Smarthost(pool) => {
                 let Transaction { end, copy, .. } = pool.send(message).await;
-                Attempt { end, server: Some(pool.label()), copy }
+                Attempt {
+                    end,
+                    server: Some(pool.label()),
+                    copy,
+                }
             }
             Transport::Direct { dns, port } => {
-                let same_domain = message.copy.as_ref().is_none_or(|c| c.domain() == message.customer.domain());
+                let same_domain = message
+                    .copy
+                    .as_ref()
+                    .is_none_or(|c| c.domain() == message.customer.domain());
                 if same_domain {
                     return direct(dns, *port, message).await;
                 }
@@ -80,7 +98,11 @@ impl Transport {
                 let copy = alone.copy.take();
                 let mut attempt = direct(dns, *port, &alone).await;
                 if let Some(copy) = copy {
-                    let copy_message = Prepared { customer: copy, copy: None, ..message.clone() };
+                    let copy_message = Prepared {
+                        customer: copy,
+                        copy: None,
+                        ..message.clone()
+                    };
                     let copy_attempt = direct(dns, *port, &copy_message).await;
                     attempt.copy = Some(describe(&copy_attempt.end));
                 }
@@ -104,7 +126,11 @@ async fn write_file(dir: &std::path::Path, message: &Prepared) -> Attempt {
     let path = dir.join(format!("{}.eml", message.decision_id));
     let tmp = dir.join(format!(".{}.eml.tmp", message.decision_id));
     // A delivered message carries its envelope sender as Return-Path (RFC 5321 §4.4).
-    let bytes = [format!("Return-Path: <{}>\r\n", message.envelope_from).into_bytes(), message.bytes.clone()].concat();
+    let bytes = [
+        format!("Return-Path: <{}>\r\n", message.envelope_from).into_bytes(),
+        message.bytes.clone(),
+    ]
+    .concat();
     let result = tokio::task::spawn_blocking({
         let (path, tmp) = (path.clone(), tmp.clone());
         move || -> std::io::Result<()> {
@@ -118,9 +144,21 @@ async fn write_file(dir: &std::path::Path, message: &Prepared) -> Attempt {
     .await;
     let server = Some(format!("file:{}", dir.display()));
     match result {
-        Ok(Ok(())) => Attempt { end: TryEnd::Accepted(Reply::new(250, format!("written to {}", path.display()))), server, copy: None },
-        Ok(Err(e)) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("cannot write {}: {e}", path.display())), server, copy: None },
-        Err(e) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("write task failed: {e}")), server, copy: None },
+        Ok(Ok(())) => Attempt {
+            end: TryEnd::Accepted(Reply::new(250, format!("written to {}", path.display()))),
+            server,
+            copy: None,
+        },
+        Ok(Err(e)) => Attempt {
+            end: TryEnd::NoReply(Stage::Data, format!("cannot write {}: {e}", path.display())),
+            server,
+            copy: None,
+        },
+        Err(e) => Attempt {
+            end: TryEnd::NoReply(Stage::Data, format!("write task failed: {e}")),
+            server,
+            copy: None,
+        },
     }
 }
 
@@ -128,10 +166,25 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
     let domain = message.customer.domain();
     let hosts = match dns.route(domain).await {
         Route::Hosts(hosts) => hosts,
-        Route::Unroutable(m) => return Attempt { end: TryEnd::Unroutable(m), server: None, copy: None },
-        Route::Unknown(m) => return Attempt { end: TryEnd::NoReply(Stage::Dns, m), server: None, copy: None },
+        Route::Unroutable(m) => {
+            return Attempt {
+                end: TryEnd::Unroutable(m),
+                server: None,
+                copy: None,
+            };
+        }
+        Route::Unknown(m) => {
+            return Attempt {
+                end: TryEnd::NoReply(Stage::Dns, m),
+                server: None,
+                copy: None,
+            };
+        }
     };
-    let mut last = TryEnd::NoReply(Stage::Connect, format!("no mail server of {domain} answered"));
+    let mut last = TryEnd::NoReply(
+        Stage::Connect,
+        format!("no mail server of {domain} answered"),
+    );
     let mut last_server = None;
     for host in hosts {
         let ips = match dns.addresses(&host).await {
@@ -157,13 +210,27 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                 Ok(mut conn) => {
                     let t = smtp::transact(&mut conn, message).await;
                     let _ = conn.quit().await;
-                    return Attempt { end: t.end, server: last_server, copy: t.copy };
+                    return Attempt {
+                        end: t.end,
+                        server: last_server,
+                        copy: t.copy,
+                    };
                 }
                 // RFC 5321 §5.1: try the next address when this one does not answer.
                 Err(end @ TryEnd::NoReply(..)) => last = end,
-                Err(end) => return Attempt { end, server: last_server, copy: None },
+                Err(end) => {
+                    return Attempt {
+                        end,
+                        server: last_server,
+                        copy: None,
+                    };
+                }
             }
         }
     }
-    Attempt { end: last, server: last_server, copy: None }
+    Attempt {
+        end: last,
+        server: last_server,
+        copy: None,
+    }
 }

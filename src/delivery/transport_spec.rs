@@ -36,7 +36,12 @@ impl fmt::Debug for TransportSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportSpec::File(dir) => write!(f, "file:{}", dir.display()),
-            TransportSpec::Smtp { host, port, tls, credentials } => write!(
+            TransportSpec::Smtp {
+                host,
+                port,
+                tls,
+                credentials,
+            } => write!(
                 f,
                 "smtp://{}{host}:{port} ({tls:?})",
                 if credentials.is_some() { "***@" } else { "" }
@@ -71,7 +76,11 @@ impl TransportSpec {
         let implicit = match scheme {
             "smtp" => false,
             "smtps" => true,
-            other => return Err(format!("unknown transport scheme `{other}`: use smtp:// or smtps://")),
+            other => {
+                return Err(format!(
+                    "unknown transport scheme `{other}`: use smtp:// or smtps://"
+                ));
+            }
         };
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let authority = authority.trim_end_matches('/');
@@ -83,22 +92,37 @@ impl TransportSpec {
             None => (None, authority),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port `{p}` in transport"))?),
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port `{p}` in transport"))?,
+            ),
             None => (hostport, if implicit { 465 } else { 25 }),
         };
         if host.is_empty() {
             return Err("the transport URL names no host".into());
         }
-        let mut tls = if implicit { SmtpTls::Implicit } else { SmtpTls::None };
+        let mut tls = if implicit {
+            SmtpTls::Implicit
+        } else {
+            SmtpTls::None
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("tls", "starttls" | "required")) if !implicit => tls = SmtpTls::StartTls,
                 Some(("tls", "none")) if !implicit => tls = SmtpTls::None,
-                _ => return Err(format!("unknown transport option `{pair}`: only tls=starttls or tls=none")),
+                _ => {
+                    return Err(format!(
+                        "unknown transport option `{pair}`: only tls=starttls or tls=none"
+                    ));
+                }
             }
         }
         Ok(TransportSpec::Smtp {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             tls,
             credentials,
@@ -113,7 +137,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;
@@ -131,7 +157,10 @@ mod tests {
 
     #[test]
     fn parses_the_spec_forms() {
-        assert_eq!(TransportSpec::parse("file:./data/outgoing"), Ok(TransportSpec::File("./data/outgoing".into())));
+        assert_eq!(
+            TransportSpec::parse("file:./data/outgoing"),
+            Ok(TransportSpec::File("./data/outgoing".into()))
+        );
         assert_eq!(TransportSpec::parse("direct"), Ok(TransportSpec::Direct));
         assert_eq!(
             TransportSpec::parse("smtp://user:p%40ss@mail.example.com:587?tls=starttls"),
@@ -142,13 +171,34 @@ mod tests {
                 credentials: Some(("user".into(), "p@ss".into()))
             })
         );
-        assert!(matches!(TransportSpec::parse("smtps://relay:465"), Ok(TransportSpec::Smtp { tls: SmtpTls::Implicit, port: 465, .. })));
-        assert!(matches!(TransportSpec::parse("smtp://127.0.0.1:2525"), Ok(TransportSpec::Smtp { tls: SmtpTls::None, port: 2525, .. })));
+        assert!(matches!(
+            TransportSpec::parse("smtps://relay:465"),
+            Ok(TransportSpec::Smtp {
+                tls: SmtpTls::Implicit,
+                port: 465,
+                ..
+            })
+        ));
+        assert!(matches!(
+            TransportSpec::parse("smtp://127.0.0.1:2525"),
+            Ok(TransportSpec::Smtp {
+                tls: SmtpTls::None,
+                port: 2525,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn rejects_nonsense_with_a_hint() {
-        for bad in ["", "file:", "ftp://x", "smtp://", "smtp://h:notaport", "smtp://h?tls=maybe"] {
+        for bad in [
+            "",
+            "file:",
+            "ftp://x",
+            "smtp://",
+            "smtp://h:notaport",
+            "smtp://h?tls=maybe",
+        ] {
             assert!(TransportSpec::parse(bad).is_err(), "{bad}");
         }
     }

@@ -22,7 +22,9 @@ pub fn spawn_worker(state: AppState, stop: watch::Receiver<bool>) -> tokio::task
     tokio::spawn(async move {
         match Transport::from_config(&state.config) {
             Ok(transport) => run(state, Arc::new(transport), stop).await,
-            Err(e) => tracing::error!(error = %e, "delivery worker not started: the transport is not usable"),
+            Err(e) => {
+                tracing::error!(error = %e, "delivery worker not started: the transport is not usable")
+            }
         }
     })
 }
@@ -34,7 +36,9 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
         delays: state.config.retry_schedule.clone(),
         give_up_after: state.config.give_up_after,
     });
-    let lease = Lease { micros: state.config.lease.as_micros() as i64 };
+    let lease = Lease {
+        micros: state.config.lease.as_micros() as i64,
+    };
     let mut in_flight = JoinSet::new();
     tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
     while !*stop.borrow() {
@@ -64,35 +68,76 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
             continue;
         }
         let (projects, site) = match (state.store.projects().await, state.store.site().await) {
-            (Ok(p), Ok(s)) => (Arc::new(p.into_iter().map(|p| (p.key.to_string(), p)).collect::<HashMap<_, _>>()), Arc::new(s)),
+            (Ok(p), Ok(s)) => (
+                Arc::new(
+                    p.into_iter()
+                        .map(|p| (p.key.to_string(), p))
+                        .collect::<HashMap<_, _>>(),
+                ),
+                Arc::new(s),
+            ),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot read settings; releasing leases");
-                let _ = state.store.release(leased.iter().map(|l| (l.decision.id.clone(), l.lease_until)).collect()).await;
+                let _ = state
+                    .store
+                    .release(
+                        leased
+                            .iter()
+                            .map(|l| (l.decision.id.clone(), l.lease_until))
+                            .collect(),
+                    )
+                    .await;
                 continue;
             }
         };
         for leased in leased {
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
-            let (state, transport, policy, projects, site) = (state.clone(), transport.clone(), policy.clone(), projects.clone(), site.clone());
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (state, transport, policy, projects, site) = (
+                state.clone(),
+                transport.clone(),
+                policy.clone(),
+                projects.clone(),
+                site.clone(),
+            );
             in_flight.spawn(async move {
                 deliver(&state, &transport, &policy, &projects, &site, leased).await;
                 drop(permit);
             });
         }
     }
-    tracing::info!(in_flight = in_flight.len(), "delivery worker stopping; finishing tries in flight");
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "delivery worker stopping; finishing tries in flight"
+    );
     while in_flight.join_next().await.is_some() {}
 }
 
 /// One try of one decision, from render to record.
 #[tracing::instrument(skip_all, fields(decision_id = %leased.decision.id, domain = leased.decision.recipient.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("")))]
-async fn deliver(state: &AppState, transport: &Transport, policy: &RetryPolicy, projects: &HashMap<String, Project>, site: &Site, leased: LeasedDecision) {
+async fn deliver(
+    state: &AppState,
+    transport: &Transport,
+    policy: &RetryPolicy,
+    projects: &HashMap<String, Project>,
+    site: &Site,
+    leased: LeasedDecision,
+) {
     let started = Instant::now();
     let started_at = now_micros();
     let decision = &leased.decision;
-    let attempt = match projects.get(&decision.project).ok_or_else(|| format!("project {} not found", decision.project)).and_then(|p| render::prepare(decision, p, site)) {
+    let attempt = match projects
+        .get(&decision.project)
+        .ok_or_else(|| format!("project {} not found", decision.project))
+        .and_then(|p| render::prepare(decision, p, site))
+    {
         Ok(message) => transport.deliver(&message).await,
-        Err(e) => Attempt { end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")), server: None, copy: None },
+        Err(e) => Attempt {
+            end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")),
+            server: None,
+            copy: None,
+        },
     };
     state.metrics.delivery_attempt.observe(started.elapsed());
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
@@ -104,7 +149,13 @@ async fn deliver(state: &AppState, transport: &Transport, policy: &RetryPolicy, 
 }
 
 /// What a try means for the decision's row (pure: SPEC §4 table and retry schedule).
-pub fn attempt_write(leased: &LeasedDecision, attempt: Attempt, policy: &RetryPolicy, started_at: i64, now: i64) -> AttemptWrite {
+pub fn attempt_write(
+    leased: &LeasedDecision,
+    attempt: Attempt,
+    policy: &RetryPolicy,
+    started_at: i64,
+    now: i64,
+) -> AttemptWrite {
     let decision = &leased.decision;
     let verdict = classify(&attempt.end);
     let (stage, reply) = match &attempt.end {
@@ -129,7 +180,10 @@ pub fn attempt_write(leased: &LeasedDecision, attempt: Attempt, policy: &RetryPo
         Verdict::RelayRejected => (Status::Failed, Some("relay_rejected"), None),
         Verdict::DomainUnroutable => (Status::Failed, Some("domain_unroutable"), None),
     };
-    let suppression = match (verdict, decision.recipient.as_deref().map(EmailAddress::parse)) {
+    let suppression = match (
+        verdict,
+        decision.recipient.as_deref().map(EmailAddress::parse),
+    ) {
         (Verdict::Bounced, Some(Ok(email))) => Some(NewSuppression {
             email,
             reason: SuppressionReason::HardBounce,

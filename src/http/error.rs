@@ -110,7 +110,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid { field, message } => ApiError::Invalid { field, message },
             StoreError::WriterGone => ApiError::Unavailable,
-            e @ (StoreError::Sqlite(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.to_string()),
+            e @ (StoreError::Sqlite(_) | StoreError::Corrupt(_)) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -155,7 +157,10 @@ impl IntoResponse for ApiError {
         if let ApiError::TooLarge(_) = self {
             // The rest of the body is not read, so the connection cannot carry another
             // request: say so, rather than let a keep-alive client find out.
-            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -175,7 +180,11 @@ mod tests {
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (ApiError::Conflict("x".into()), 409, "conflict"),
             (ApiError::TooLarge("1 MiB"), 413, "body_too_large"),
-            (ApiError::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported_media_type",
+            ),
             (ApiError::invalid("emails", "x"), 422, "validation_failed"),
             (ApiError::Internal("boom".into()), 500, "internal"),
             (ApiError::Unavailable, 503, "unavailable"),
@@ -188,6 +197,9 @@ mod tests {
 
     #[test]
     fn internal_causes_are_not_sent() {
-        assert_eq!(ApiError::Internal("disk on fire".into()).to_string(), "internal error");
+        assert_eq!(
+            ApiError::Internal("disk on fire".into()).to_string(),
+            "internal error"
+        );
     }
 }

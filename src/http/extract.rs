@@ -65,7 +65,10 @@ impl FromRequestParts<AppState> for Caller {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Compares secrets without leaking where they differ through timing.
@@ -76,14 +79,26 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The media type of a request, lowercased, without parameters.
 pub fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Reads a body up to `limit` bytes; 413 beyond.
-pub async fn read_body(body: Body, limit: usize, limit_name: &'static str) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    limit_name: &'static str,
+) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports both "too large" and transport errors; only the first is 413.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util_limited::LengthLimitError>())
+        if std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util_limited::LengthLimitError>())
             || e.to_string().contains("length limit")
         {
             ApiError::TooLarge(limit_name)
@@ -107,8 +122,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        ApiError::invalid(field, strip_position(&e.into_inner().to_string()))
+        let message = strip_position(&e.into_inner().to_string());
+        // serde reports a missing field at its parent's path; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_owned(),
+            (_, Some(name)) => format!("{path}.{name}"),
+            (".", None) => "body".to_owned(),
+            (_, None) => path,
+        };
+        ApiError::invalid(field, message)
     })
 }
 
@@ -142,7 +167,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// The `Idempotency-Key` header, scoped to the caller and the endpoint.
-pub fn idempotency_key(headers: &HeaderMap, caller: &Caller, endpoint: &str) -> Result<Option<IdempotencyKey>, ApiError> {
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    caller: &Caller,
+    endpoint: &str,
+) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -151,7 +180,12 @@ pub fn idempotency_key(headers: &HeaderMap, caller: &Caller, endpoint: &str) -> 
         .ok()
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters"))?;
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })?;
     Ok(Some(IdempotencyKey {
         scope: format!("{} {endpoint}", caller.0.name),
         key: key.to_owned(),

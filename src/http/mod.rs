@@ -43,7 +43,10 @@ impl AppState {
 
     /// Wakes the worker if any of `outcomes` was queued.
     pub fn after_decisions(&self, outcomes: &[Outcome]) {
-        if outcomes.iter().any(|o| o.status == crate::model::Status::Queued) {
+        if outcomes
+            .iter()
+            .any(|o| o.status == crate::model::Status::Queued)
+        {
             self.wake.notify_waiters();
         }
     }
@@ -56,7 +59,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The peer address lets the dashboard throttle failed logins per client address.
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -25,12 +25,38 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
 /// The API routes and their OpenAPI document.
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = api_routes();
+    // The document describes itself too (served below, outside the bearer-token routes).
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    let operation = OperationBuilder::new()
+        .tag("meta")
+        .summary(Some(
+            "This OpenAPI 3.1 description of every /api/v1 call (no token needed)",
+        ))
+        .response(
+            "200",
+            utoipa::openapi::ResponseBuilder::new()
+                .description("The OpenAPI document")
+                .build(),
+        )
+        .build();
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".to_owned(),
+        PathItem::new(HttpMethod::Get, operation),
+    );
+    (router, doc)
+}
+
+fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ingest::add_customers))
         .routes(routes!(ingest::email_request))
@@ -51,7 +77,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(delivery::bounces))
         .routes(routes!(delivery::resend_skipped))
         .routes(routes!(admin::list_projects))
-        .routes(routes!(admin::get_project, admin::put_project, admin::patch_project))
+        .routes(routes!(
+            admin::get_project,
+            admin::put_project,
+            admin::patch_project
+        ))
         .routes(routes!(admin::get_site, admin::patch_site))
         .routes(routes!(meta::healthz))
         .split_for_parts()
@@ -63,7 +93,10 @@ pub fn router(state: AppState) -> Router {
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(api)
-        .route("/api/v1/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { axum::Json(doc.as_ref().clone()) }),
+        )
         .route("/metrics", get(meta::metrics))
         .merge(super::dashboard::routes())
         .fallback(not_found)
@@ -87,7 +120,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed();
     state.metrics.http_request.observe(elapsed);
-    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), ms = elapsed.as_millis() as u64, "answered"));
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            ms = elapsed.as_millis() as u64,
+            "answered"
+        )
+    });
     response
 }
 

@@ -9,7 +9,8 @@ mod project;
 
 pub use address::{AddressError, EmailAddress, ParsedMailbox, RAW_INPUT_LIMIT};
 pub use project::{
-    CopyTo, FieldError, Project, ProjectPatch, ProjectSettings, Site, SitePatch, TEMPLATE_SETS, validate_name,
+    CopyTo, FieldError, Project, ProjectPatch, ProjectSettings, Site, SitePatch, TEMPLATE_SETS,
+    validate_name,
 };
 
 use serde::{Deserialize, Serialize};

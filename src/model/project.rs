@@ -264,7 +264,8 @@ impl SitePatch {
     /// Checks `from` (one mailbox) and `portal_base_url` (http or https URL).
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(from) = &self.from {
-            super::ParsedMailbox::parse(from).map_err(|e| FieldError::new("from", e.to_string()))?;
+            super::ParsedMailbox::parse(from)
+                .map_err(|e| FieldError::new("from", e.to_string()))?;
         }
         if let Some(url) = &self.portal_base_url {
             let ok = (url.starts_with("https://") || url.starts_with("http://"))

@@ -26,6 +26,8 @@ enum Flip {
 /// The outcome of the rules for `channel` with `flips` applied to the baseline.
 fn run(channel: Channel, flips: &[Flip]) -> Decision {
     let address = EmailAddress::parse("alice@example.test").expect("valid test address");
+    let deny = Regex::new(r"@example\.test$").expect("valid pattern");
+    let allow_other = Regex::new(r"@corp\.test$").expect("valid pattern");
     let mut settings = RuleSettings {
         public_signup: true,
         share_with_anyone: true,
@@ -42,8 +44,8 @@ fn run(channel: Channel, flips: &[Flip]) -> Decision {
             Flip::OutgoingOff => outgoing_mail = false,
             Flip::PublicSignupOff => settings.public_signup = false,
             Flip::ShareOff => settings.share_with_anyone = false,
-            Flip::Deny => settings.deny_patterns = vec![Regex::new(r"@example\.test$").unwrap()],
-            Flip::AllowOther => settings.allow_patterns = vec![Regex::new(r"@corp\.test$").unwrap()],
+            Flip::Deny => settings.deny_patterns = vec![deny.clone()],
+            Flip::AllowOther => settings.allow_patterns = vec![allow_other.clone()],
             Flip::Exists => customer_exists = true,
             Flip::NoInvite => invite = false,
             Flip::NotifyAutoOff => settings.notify_auto_created = false,
@@ -80,9 +82,11 @@ fn check(flips: &[Flip], expected: &[(Channel, &[ReasonCode])]) {
     }
 }
 
-/// The rows of the table: (flips, channels that skip and why). Kept as data so the
-/// coverage test below can walk it.
-fn rows() -> Vec<(&'static [Flip], Vec<(Channel, &'static [ReasonCode])>)> {
+/// One row: the facts flipped, and the channels that skip with their reasons.
+type Row = (&'static [Flip], Vec<(Channel, &'static [ReasonCode])>);
+
+/// The rows of the table. Kept as data so the coverage test below can walk it.
+fn rows() -> Vec<Row> {
     use Channel::*;
     vec![
         (&[], vec![]),
@@ -163,21 +167,42 @@ fn rows() -> Vec<(&'static [Flip], Vec<(Channel, &'static [ReasonCode])>)> {
             &[Flip::Suppressed, Flip::OutgoingOff, Flip::Exists],
             vec![
                 (Agent, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
-                (EmailRequest, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
-                (EmailCc, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
-                (Signup, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
-                (Automation, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
+                (
+                    EmailRequest,
+                    &[OutgoingMailDisabled, ExistingCustomer, Suppressed],
+                ),
+                (
+                    EmailCc,
+                    &[OutgoingMailDisabled, ExistingCustomer, Suppressed],
+                ),
+                (
+                    Signup,
+                    &[OutgoingMailDisabled, ExistingCustomer, Suppressed],
+                ),
+                (
+                    Automation,
+                    &[OutgoingMailDisabled, ExistingCustomer, Suppressed],
+                ),
                 (Api, &[OutgoingMailDisabled, ExistingCustomer, Suppressed]),
                 (Resend, &[OutgoingMailDisabled, Suppressed]),
             ],
         ),
         (
-            &[Flip::PublicSignupOff, Flip::ShareOff, Flip::Deny, Flip::VerificationOff],
+            &[
+                Flip::PublicSignupOff,
+                Flip::ShareOff,
+                Flip::Deny,
+                Flip::VerificationOff,
+            ],
             vec![
                 (Agent, &[VerificationEmailsDisabled]),
                 (
                     EmailRequest,
-                    &[PublicSignupDisabled, BlockedByRule, VerificationEmailsDisabled],
+                    &[
+                        PublicSignupDisabled,
+                        BlockedByRule,
+                        VerificationEmailsDisabled,
+                    ],
                 ),
                 (
                     EmailCc,
@@ -190,18 +215,31 @@ fn rows() -> Vec<(&'static [Flip], Vec<(Channel, &'static [ReasonCode])>)> {
                 ),
                 (
                     Signup,
-                    &[PublicSignupDisabled, BlockedByRule, VerificationEmailsDisabled],
+                    &[
+                        PublicSignupDisabled,
+                        BlockedByRule,
+                        VerificationEmailsDisabled,
+                    ],
                 ),
                 (Automation, &[BlockedByRule]),
                 (Api, &[BlockedByRule]),
             ],
         ),
         (
-            &[Flip::NoInvite, Flip::InviteNotificationOff, Flip::VerificationOff, Flip::NotifyAutoOff],
+            &[
+                Flip::NoInvite,
+                Flip::InviteNotificationOff,
+                Flip::VerificationOff,
+                Flip::NotifyAutoOff,
+            ],
             vec![
                 (
                     Agent,
-                    &[AgentOptedOut, InviteNotificationDisabled, VerificationEmailsDisabled],
+                    &[
+                        AgentOptedOut,
+                        InviteNotificationDisabled,
+                        VerificationEmailsDisabled,
+                    ],
                 ),
                 (EmailRequest, &[VerificationEmailsDisabled]),
                 (EmailCc, &[VerificationEmailsDisabled]),
@@ -212,7 +250,12 @@ fn rows() -> Vec<(&'static [Flip], Vec<(Channel, &'static [ReasonCode])>)> {
         ),
         // Known customers are not subject to signup rules or patterns: they already exist.
         (
-            &[Flip::Exists, Flip::PublicSignupOff, Flip::ShareOff, Flip::Deny],
+            &[
+                Flip::Exists,
+                Flip::PublicSignupOff,
+                Flip::ShareOff,
+                Flip::Deny,
+            ],
             vec![
                 (Agent, &[ExistingCustomer]),
                 (EmailRequest, &[ExistingCustomer]),

@@ -5,8 +5,8 @@
 //! blocking thread. Session ids are stored hashed too, so a copy of the database
 //! opens no session.
 
-use super::time::{Micros, now_micros};
 use super::queries::audit;
+use super::time::{Micros, now_micros};
 use super::{Store, StoreError};
 use crate::model::{Role, new_id};
 use rusqlite::{OptionalExtension, params};
@@ -59,7 +59,12 @@ pub fn new_secret(prefix: &str) -> String {
 
 impl Store {
     /// Creates a token and returns its secret (shown once).
-    pub async fn create_token(&self, role: Role, name: Option<String>, who: String) -> Result<String, StoreError> {
+    pub async fn create_token(
+        &self,
+        role: Role,
+        name: Option<String>,
+        who: String,
+    ) -> Result<String, StoreError> {
         let secret = new_secret("mt_");
         let hash = hash_secret(&secret);
         self.write(move |conn| {
@@ -81,15 +86,33 @@ impl Store {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached("SELECT id, name, role FROM tokens WHERE token_hash = ?1")?
-                .query_row([hash], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?)))
+                .query_row([hash], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .optional()?;
-            Ok(row.and_then(|(id, name, role)| Some(TokenRecord { id, name, role: role.parse().ok()? })))
+            Ok(row.and_then(|(id, name, role)| {
+                Some(TokenRecord {
+                    id,
+                    name,
+                    role: role.parse().ok()?,
+                })
+            }))
         })
         .await
     }
 
     /// Adds or replaces a user (`mailtrail user add`).
-    pub async fn put_user(&self, name: String, role: Role, password_hash: String, who: String) -> Result<(), StoreError> {
+    pub async fn put_user(
+        &self,
+        name: String,
+        role: Role,
+        password_hash: String,
+        who: String,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
                 "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -98,7 +121,14 @@ impl Store {
             )?;
             // A changed password or role ends the user's sessions.
             conn.execute("DELETE FROM sessions WHERE user_name = ?1", [&name])?;
-            audit(conn, &who, "user.put", Some(&name), None, Some(&serde_json::json!({"role": role})))?;
+            audit(
+                conn,
+                &who,
+                "user.put",
+                Some(&name),
+                None,
+                Some(&serde_json::json!({"role": role})),
+            )?;
             Ok(())
         })
         .await
@@ -106,7 +136,8 @@ impl Store {
 
     /// The number of users (to create the first admin on first start).
     pub async fn user_count(&self) -> Result<i64, StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)).await
+        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?))
+            .await
     }
 
     /// A user by name.
@@ -114,9 +145,21 @@ impl Store {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached("SELECT name, role, password_hash FROM users WHERE name = ?1")?
-                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .query_row([name], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .optional()?;
-            Ok(row.and_then(|(name, role, password_hash)| Some(UserRecord { name, role: role.parse().ok()?, password_hash })))
+            Ok(row.and_then(|(name, role, password_hash)| {
+                Some(UserRecord {
+                    name,
+                    role: role.parse().ok()?,
+                    password_hash,
+                })
+            }))
         })
         .await
     }
@@ -139,7 +182,11 @@ impl Store {
     }
 
     /// The session for `secret` if it was seen within `idle`; touches it.
-    pub async fn session(&self, secret: &str, idle: Micros) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn session(
+        &self,
+        secret: &str,
+        idle: Micros,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let hash = hash_secret(secret);
         let found = self
             .read({
@@ -150,10 +197,22 @@ impl Store {
                             "SELECT s.user_name, u.role, s.csrf, s.last_seen_at FROM sessions s
                              JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?1",
                         )?
-                        .query_row([hash], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)))
+                        .query_row([hash], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                            ))
+                        })
                         .optional()?;
                     Ok(row.and_then(|(user, role, csrf, last_seen_at)| {
-                        Some(SessionRecord { user, role: role.parse().ok()?, csrf, last_seen_at })
+                        Some(SessionRecord {
+                            user,
+                            role: role.parse().ok()?,
+                            csrf,
+                            last_seen_at,
+                        })
                     }))
                 }
             })
@@ -164,7 +223,10 @@ impl Store {
                 // Touch at most once a minute: a page view should not always cost a write.
                 if now - s.last_seen_at > 60_000_000 {
                     self.write(move |conn| {
-                        conn.execute("UPDATE sessions SET last_seen_at = ?1 WHERE id_hash = ?2", params![now, hash])?;
+                        conn.execute(
+                            "UPDATE sessions SET last_seen_at = ?1 WHERE id_hash = ?2",
+                            params![now, hash],
+                        )?;
                         Ok(())
                     })
                     .await?;

@@ -80,7 +80,10 @@ pub struct ReportAction {
 #[derive(Clone, Debug)]
 pub enum ReportEffect {
     /// Suppress (bounce_report or complaint), and mark the decision bounced when `bounce`.
-    Suppress { suppression: NewSuppression, bounce: bool },
+    Suppress {
+        suppression: NewSuppression,
+        bounce: bool,
+    },
     /// Sender-side failure: the decision is failed/policy_rejected, the address is fine.
     PolicyRejected { reply: String },
     /// Delayed, 4.x.x, delivered: recorded, nothing changes.
@@ -99,7 +102,10 @@ pub struct ReportOutcome {
 }
 
 /// The attempts of a decision, oldest first.
-pub(crate) fn attempts_of(conn: &Connection, decision_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+pub(crate) fn attempts_of(
+    conn: &Connection,
+    decision_id: &str,
+) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome
          FROM attempts WHERE decision_id = ?1 ORDER BY id",
@@ -123,7 +129,11 @@ impl Store {
     /// Leases up to `limit` due decisions (queued, deferred, or sending with an expired
     /// lease), re-checking the delivery-time guards: with outgoing mail off or the address
     /// suppressed, the row is marked skipped instead (SPEC §4).
-    pub async fn lease_due(&self, lease: Lease, limit: usize) -> Result<Vec<LeasedDecision>, StoreError> {
+    pub async fn lease_due(
+        &self,
+        lease: Lease,
+        limit: usize,
+    ) -> Result<Vec<LeasedDecision>, StoreError> {
         self.write(move |conn| {
             let now = now_micros();
             let site = load_site(conn)?;
@@ -227,25 +237,52 @@ impl Store {
 
     /// Applies a bounce or complaint report, all addresses in one transaction; the raw
     /// report is recorded either way.
-    pub async fn apply_report(&self, kind: String, actions: Vec<ReportAction>, raw: String, who: String) -> Result<Vec<ReportOutcome>, StoreError> {
+    pub async fn apply_report(
+        &self,
+        kind: String,
+        actions: Vec<ReportAction>,
+        raw: String,
+        who: String,
+    ) -> Result<Vec<ReportOutcome>, StoreError> {
         self.write(move |conn| {
             let now = now_micros();
             let mut outcomes = Vec::new();
             for a in &actions {
                 let decision_id = find_reported_decision(conn, a)?;
                 let result = match &a.effect {
-                    ReportEffect::Suppress { suppression, bounce } => {
+                    ReportEffect::Suppress {
+                        suppression,
+                        bounce,
+                    } => {
                         let mut s = suppression.clone();
                         s.decision_id = decision_id.clone().or(s.decision_id);
                         let added = insert_suppression(conn, &s, now)?;
                         if *bounce && let Some(id) = &decision_id {
-                            set_final(conn, id, Status::Bounced, "bounce_report", s.response.as_deref(), now)?;
+                            set_final(
+                                conn,
+                                id,
+                                Status::Bounced,
+                                "bounce_report",
+                                s.response.as_deref(),
+                                now,
+                            )?;
                         }
-                        if added { "suppressed" } else { "already_suppressed" }
+                        if added {
+                            "suppressed"
+                        } else {
+                            "already_suppressed"
+                        }
                     }
                     ReportEffect::PolicyRejected { reply } => {
                         if let Some(id) = &decision_id {
-                            set_final(conn, id, Status::Failed, "policy_rejected", Some(reply), now)?;
+                            set_final(
+                                conn,
+                                id,
+                                Status::Failed,
+                                "policy_rejected",
+                                Some(reply),
+                                now,
+                            )?;
                         }
                         "policy_rejected"
                     }
@@ -260,7 +297,14 @@ impl Store {
                 });
             }
             let summary = serde_json::to_value(&outcomes)?;
-            audit(conn, &who, &format!("report.{kind}"), None, None, Some(&serde_json::json!({"recipients": summary, "bytes": raw.len()})))?;
+            audit(
+                conn,
+                &who,
+                &format!("report.{kind}"),
+                None,
+                None,
+                Some(&serde_json::json!({"recipients": summary, "bytes": raw.len()})),
+            )?;
             Ok(outcomes)
         })
         .await
@@ -281,16 +325,31 @@ impl Store {
             with_idempotency(conn, idempotency.as_ref(), |conn| {
                 let pattern = format!("%,{reason},%");
                 let mut stmt = conn.prepare(
-                    "SELECT DISTINCT project, recipient FROM decisions
-                     WHERE status = 'skipped' AND recipient IS NOT NULL AND customer_id IS NOT NULL
-                       AND created_at >= ?1 AND created_at < ?2 AND (?3 IS NULL OR project = ?3)
-                       AND ((',' || reasons || ',') LIKE ?4 OR status_reason = ?5)",
+                    "SELECT project, recipient, reasons FROM decisions
+                     WHERE status = 'skipped' AND email_kind = 'invitation' AND recipient IS NOT NULL
+                       AND customer_id IS NOT NULL AND created_at >= ?1 AND created_at < ?2
+                       AND (?3 IS NULL OR project = ?3)
+                       AND ((',' || reasons || ',') LIKE ?4 OR status_reason = ?5)
+                     ORDER BY seq",
                 )?;
-                let targets = stmt
+                let rows = stmt
                     .query_map(params![since, until, project.as_ref().map(|p| p.to_string()), pattern, reason.as_str()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
+                // Only invitations that `reason` kept back: one skipped because the agent
+                // opted out, or because the customer already existed, stays skipped.
+                let mut targets: Vec<(String, String)> = Vec::new();
+                for (key, recipient, reasons) in rows {
+                    let only_this = reasons
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .all(|r| r == reason.as_str() || r == ReasonCode::Suppressed.as_str());
+                    let target = (key, recipient);
+                    if only_this && !targets.contains(&target) {
+                        targets.push(target);
+                    }
+                }
                 let now = now_micros();
                 let mut outcome = ResendSkippedOutcome { queued: 0, still_blocked: BTreeMap::new() };
                 for (key, recipient) in targets {
@@ -321,7 +380,11 @@ impl Store {
 
     /// How many decisions were skipped for `reason` since `since` (the site page's
     /// "while outgoing mail was off" count).
-    pub async fn skipped_count(&self, reason: ReasonCode, since: Micros) -> Result<i64, StoreError> {
+    pub async fn skipped_count(
+        &self,
+        reason: ReasonCode,
+        since: Micros,
+    ) -> Result<i64, StoreError> {
         self.read(move |conn| {
             Ok(conn.query_row(
                 "SELECT count(*) FROM decisions WHERE status = 'skipped' AND created_at >= ?1
@@ -336,7 +399,10 @@ impl Store {
 
 /// The decision a report is about: the one it names (VERP or Message-ID) when its
 /// recipient matches, else the newest sent decision to that address.
-fn find_reported_decision(conn: &Connection, a: &ReportAction) -> Result<Option<String>, StoreError> {
+fn find_reported_decision(
+    conn: &Connection,
+    a: &ReportAction,
+) -> Result<Option<String>, StoreError> {
     if let Some(id) = &a.decision_hint {
         let named: Option<String> = conn
             .prepare_cached("SELECT id FROM decisions WHERE id = ?1 AND recipient = ?2")?
@@ -352,7 +418,14 @@ fn find_reported_decision(conn: &Connection, a: &ReportAction) -> Result<Option<
         .optional()?)
 }
 
-fn set_final(conn: &Connection, id: &str, status: Status, reason: &str, reply: Option<&str>, now: Micros) -> Result<(), StoreError> {
+fn set_final(
+    conn: &Connection,
+    id: &str,
+    status: Status,
+    reason: &str,
+    reply: Option<&str>,
+    now: Micros,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE decisions SET status = ?2, status_reason = ?3, last_reply = coalesce(?4, last_reply),
              next_attempt_at = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",

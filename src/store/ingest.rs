@@ -99,7 +99,10 @@ pub(crate) struct NewDecision<'a> {
 
 /// Inserts a decision and returns its id. A send is queued, due now, and gets its
 /// stable Message-ID (SPEC §4); a skip is final, its primary reason as `status_reason`.
-pub(crate) fn insert_decision(conn: &Connection, d: &NewDecision<'_>) -> Result<String, StoreError> {
+pub(crate) fn insert_decision(
+    conn: &Connection,
+    d: &NewDecision<'_>,
+) -> Result<String, StoreError> {
     let id = new_id();
     let send = d.reasons.is_empty();
     let (status, status_reason, next_attempt_at, message_id) = if send {
@@ -110,9 +113,19 @@ pub(crate) fn insert_decision(conn: &Connection, d: &NewDecision<'_>) -> Result<
             Some(format!("<{id}@{}>", d.from_domain)),
         )
     } else {
-        (Status::Skipped, d.reasons.first().map(|r| r.as_str()), None, None)
+        (
+            Status::Skipped,
+            d.reasons.first().map(|r| r.as_str()),
+            None,
+            None,
+        )
     };
-    let reasons = d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+    let reasons = d
+        .reasons
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     conn.prepare_cached(
         "INSERT INTO decisions (id, created_at, project, recipient, input, display_name,
              customer_id, channel, email_kind, decision, reasons, status, status_reason,
@@ -153,14 +166,20 @@ pub(crate) fn find_customer(
     let row = conn
         .prepare_cached("SELECT id, created_at, created_via FROM customers WHERE email = ?1")?
         .query_row([email], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })
         .optional()?;
     row.map(|(id, created_at, via)| {
         Ok(CustomerRow {
             id,
             created_at,
-            created_via: via.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+            created_via: via
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
         })
     })
     .transpose()
@@ -228,7 +247,13 @@ fn ingest_tx(conn: &Connection, request: &IngestRequest) -> Result<Vec<Outcome>,
             continue;
         }
         let outcome = match &recipient.mailbox {
-            Err(_) => record_invalid(conn, recipient, &project.key.to_string(), &project.name, now)?,
+            Err(_) => record_invalid(
+                conn,
+                recipient,
+                &project.key.to_string(),
+                &project.name,
+                now,
+            )?,
             Ok(mailbox) => {
                 let email = mailbox.address.as_str();
                 let existing = find_customer(conn, email)?;
@@ -489,7 +514,9 @@ pub(crate) fn with_idempotency<T: Serialize + DeserializeOwned>(
         .prepare_cached(
             "SELECT body FROM idempotency WHERE principal = ?1 AND key = ?2 AND created_at > ?3",
         )?
-        .query_row(params![key.scope, key.key, now - IDEMPOTENCY_WINDOW], |r| r.get(0))
+        .query_row(params![key.scope, key.key, now - IDEMPOTENCY_WINDOW], |r| {
+            r.get(0)
+        })
         .optional()?;
     if let Some(body) = stored {
         return Ok(serde_json::from_str(&body)?);
@@ -499,6 +526,11 @@ pub(crate) fn with_idempotency<T: Serialize + DeserializeOwned>(
         "INSERT OR REPLACE INTO idempotency (principal, key, created_at, status, body)
          VALUES (?1, ?2, ?3, 0, ?4)",
     )?
-    .execute(params![key.scope, key.key, now, serde_json::to_string(&answer)?])?;
+    .execute(params![
+        key.scope,
+        key.key,
+        now,
+        serde_json::to_string(&answer)?
+    ])?;
     Ok(answer)
 }

@@ -20,20 +20,21 @@ mod schema;
 mod suppressions;
 mod time;
 
-pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
+pub use auth::{hash_secret, new_secret};
+pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
 pub use delivery::{
     AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
 };
-pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
+pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use queries::{
-    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, MetricsSnapshot, Page,
-    ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,
+    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership,
+    MetricsSnapshot, Page, ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter,
+    SuppressionRecord, WhyFacts,
 };
-pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use queries::{parse_cursor, parse_query_time};
-pub use auth::{hash_secret, new_secret};
+pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use time::{Micros, format_time, now_micros, parse_time};
 
 use rusqlite::{Connection, OpenFlags};

@@ -114,7 +114,8 @@ pub struct DecisionRecord {
     pub seq: i64,
 }
 
-pub(crate) const DECISION_COLUMNS: &str = "seq, id, created_at, project, recipient, input, customer_id, channel,
+pub(crate) const DECISION_COLUMNS: &str =
+    "seq, id, created_at, project, recipient, input, customer_id, channel,
     email_kind, decision, reasons, status, status_reason, attempts_count, next_attempt_at,
     last_reply, sent_at, message_id, display_name";
 
@@ -324,7 +325,8 @@ impl Store {
     /// All projects, by key.
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT key, name, settings FROM projects ORDER BY key")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT key, name, settings FROM projects ORDER BY key")?;
             let rows = stmt.query_map([], project_from_row)?;
             rows.map(|r| r?).collect()
         })
@@ -333,7 +335,8 @@ impl Store {
 
     /// One project.
     pub async fn project(&self, key: ProjectKey) -> Result<Project, StoreError> {
-        self.read(move |conn| load_project(conn, key.as_str())).await
+        self.read(move |conn| load_project(conn, key.as_str()))
+            .await
     }
 
     /// Creates or updates a project. `replace` (PUT) resets missing fields to defaults;
@@ -346,10 +349,12 @@ impl Store {
         who: String,
     ) -> Result<Project, StoreError> {
         self.write(move |conn| {
-            let existing = load_project(conn, key.as_str()).map(Some).or_else(|e| match e {
-                StoreError::NotFound(_) => Ok(None),
-                e => Err(e),
-            })?;
+            let existing = load_project(conn, key.as_str())
+                .map(Some)
+                .or_else(|e| match e {
+                    StoreError::NotFound(_) => Ok(None),
+                    e => Err(e),
+                })?;
             if existing.is_none() && !replace {
                 return Err(StoreError::NotFound("project"));
             }
@@ -368,10 +373,30 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (key) DO UPDATE SET name = ?2, settings = ?3, updated_at = ?4",
             )?
-            .execute(params![key.as_str(), name, serde_json::to_string(&settings)?, now])?;
-            let project = Project { key: key.clone(), name, settings };
-            let what = if existing.is_some() { "project.update" } else { "project.create" };
-            audit(conn, &who, what, Some(key.as_str()), None, Some(&serde_json::to_value(&project)?))?;
+            .execute(params![
+                key.as_str(),
+                name,
+                serde_json::to_string(&settings)?,
+                now
+            ])?;
+            let project = Project {
+                key: key.clone(),
+                name,
+                settings,
+            };
+            let what = if existing.is_some() {
+                "project.update"
+            } else {
+                "project.create"
+            };
+            audit(
+                conn,
+                &who,
+                what,
+                Some(key.as_str()),
+                None,
+                Some(&serde_json::to_value(&project)?),
+            )?;
             Ok(project)
         })
         .await
@@ -412,7 +437,10 @@ impl Store {
     }
 
     /// A page of decisions, newest first.
-    pub async fn decisions(&self, filter: DecisionFilter) -> Result<Page<DecisionRecord>, StoreError> {
+    pub async fn decisions(
+        &self,
+        filter: DecisionFilter,
+    ) -> Result<Page<DecisionRecord>, StoreError> {
         self.read(move |conn| list_decisions(conn, &filter)).await
     }
 
@@ -420,7 +448,9 @@ impl Store {
     pub async fn decision(&self, id: String) -> Result<DecisionRecord, StoreError> {
         self.read(move |conn| {
             let mut decision = conn
-                .prepare_cached(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"))?
+                .prepare_cached(&format!(
+                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"
+                ))?
                 .query_row([&id], decision_from_row)
                 .optional()?
                 .ok_or(StoreError::NotFound("decision"))?;
@@ -449,7 +479,11 @@ impl Store {
     }
 
     /// The audit log, newest first.
-    pub async fn audit_log(&self, limit: usize, before: Option<i64>) -> Result<Page<AuditEntry>, StoreError> {
+    pub async fn audit_log(
+        &self,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Page<AuditEntry>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, who, what, target, note, at, detail FROM audit
@@ -476,16 +510,29 @@ impl Store {
 
     /// Whether the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
-            .await
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
     }
 
     /// Counts of a few tables, for tests and the CLI (`mailtrail stats --counts`).
     pub async fn row_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
         self.read(|conn| {
             let mut counts = std::collections::BTreeMap::new();
-            for table in ["customers", "memberships", "decisions", "attempts", "suppressions", "audit", "projects"] {
-                let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+            for table in [
+                "customers",
+                "memberships",
+                "decisions",
+                "attempts",
+                "suppressions",
+                "audit",
+                "projects",
+            ] {
+                let n: i64 =
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
                 counts.insert(table.to_owned(), n);
             }
             Ok(counts)
@@ -516,7 +563,8 @@ impl Filter {
     /// Adds `clause`, in which every `$` stands for `value`.
     pub(crate) fn push(&mut self, clause: &str, value: Box<dyn ToSql>) {
         self.args.push(value);
-        self.clauses.push(clause.replace('$', &format!("?{}", self.args.len())));
+        self.clauses
+            .push(clause.replace('$', &format!("?{}", self.args.len())));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -546,10 +594,16 @@ impl Filter {
     }
 }
 
-fn list_decisions(conn: &Connection, f: &DecisionFilter) -> Result<Page<DecisionRecord>, StoreError> {
+fn list_decisions(
+    conn: &Connection,
+    f: &DecisionFilter,
+) -> Result<Page<DecisionRecord>, StoreError> {
     let mut w = Filter::default();
     if let Some(email) = &f.email {
-        w.push("(recipient = $ OR (recipient IS NULL AND input = $))", Box::new(email.clone()));
+        w.push(
+            "(recipient = $ OR (recipient IS NULL AND input = $))",
+            Box::new(email.clone()),
+        );
     }
     if let Some(project) = &f.project {
         w.push("project = $", Box::new(project.clone()));
@@ -558,7 +612,10 @@ fn list_decisions(conn: &Connection, f: &DecisionFilter) -> Result<Page<Decision
         w.push("status = $", Box::new(status.as_str()));
     }
     if let Some(reason) = f.reason {
-        w.push("(',' || reasons || ',') LIKE $", Box::new(format!("%,{reason},%")));
+        w.push(
+            "(',' || reasons || ',') LIKE $",
+            Box::new(format!("%,{reason},%")),
+        );
     }
     if let Some(channel) = f.channel {
         w.push("channel = $", Box::new(channel.as_str()));
@@ -592,18 +649,28 @@ fn why_tx(
     project: Option<&ProjectKey>,
 ) -> Result<WhyFacts, StoreError> {
     let site = load_site(conn)?;
-    let customer = if valid { customer_view(conn, key)? } else { None };
+    let customer = if valid {
+        customer_view(conn, key)?
+    } else {
+        None
+    };
     let suppression = if valid {
-        conn.prepare_cached(&format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"))?
-            .query_row([key], suppression_from_row)
-            .optional()?
+        conn.prepare_cached(&format!(
+            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"
+        ))?
+        .query_row([key], suppression_from_row)
+        .optional()?
     } else {
         None
     };
     let sql = if valid {
-        format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE recipient = ?1 ORDER BY seq DESC LIMIT 50")
+        format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE recipient = ?1 ORDER BY seq DESC LIMIT 50"
+        )
     } else {
-        format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE recipient IS NULL AND input = ?1 ORDER BY seq DESC LIMIT 50")
+        format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE recipient IS NULL AND input = ?1 ORDER BY seq DESC LIMIT 50"
+        )
     };
     let mut decisions = conn
         .prepare_cached(&sql)?
@@ -629,7 +696,13 @@ fn why_tx(
             Err(e) => return Err(e),
         }
     }
-    Ok(WhyFacts { customer, suppression, site, decisions, projects })
+    Ok(WhyFacts {
+        customer,
+        suppression,
+        site,
+        decisions,
+        projects,
+    })
 }
 
 fn customer_view(conn: &Connection, email: &str) -> Result<Option<CustomerView>, StoreError> {

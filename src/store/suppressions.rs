@@ -3,7 +3,9 @@
 //! Every change is audited in the same transaction, and every add or removal is also
 //! logged in `suppression_events` so the overview can chart suppression growth.
 
-use super::queries::{Filter, SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row};
+use super::queries::{
+    Filter, SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row,
+};
 use super::time::{Micros, format_time, now_micros};
 use super::{Incident, Page, Store, StoreError, SuppressionRecord};
 use crate::model::{EmailAddress, SuppressionReason};
@@ -57,7 +59,11 @@ pub struct BulkRemoveFilter {
 
 /// Inserts a suppression unless the address is already suppressed; returns whether it
 /// was added.
-pub(crate) fn insert_suppression(conn: &Connection, s: &NewSuppression, now: Micros) -> Result<bool, StoreError> {
+pub(crate) fn insert_suppression(
+    conn: &Connection,
+    s: &NewSuppression,
+    now: Micros,
+) -> Result<bool, StoreError> {
     let added = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO suppressions (email, domain, reason, smtp_code, enhanced_code, response,
@@ -85,25 +91,41 @@ pub(crate) fn insert_suppression(conn: &Connection, s: &NewSuppression, now: Mic
     Ok(added)
 }
 
-fn log_event(conn: &Connection, email: &str, added: bool, reason: &str, now: Micros) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO suppression_events (email, added, reason, at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![email, added, reason, now])?;
+fn log_event(
+    conn: &Connection,
+    email: &str,
+    added: bool,
+    reason: &str,
+    now: Micros,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO suppression_events (email, added, reason, at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![email, added, reason, now])?;
     Ok(())
 }
 
 fn get(conn: &Connection, email: &str) -> Result<Option<SuppressionRecord>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"
+        ))?
         .query_row([email], suppression_from_row)
         .optional()?)
 }
 
 impl Store {
     /// A page of suppressions, newest first, optionally matching `q` in the address.
-    pub async fn suppressions(&self, filter: SuppressionFilter) -> Result<Page<SuppressionRecord>, StoreError> {
+    pub async fn suppressions(
+        &self,
+        filter: SuppressionFilter,
+    ) -> Result<Page<SuppressionRecord>, StoreError> {
         self.read(move |conn| {
             let (at, email) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
-            let q = filter.q.as_deref().map(|q| format!("%{}%", q.to_lowercase().replace(['%', '_'], "")));
+            let q = filter
+                .q
+                .as_deref()
+                .map(|q| format!("%{}%", q.to_lowercase().replace(['%', '_'], "")));
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SUPPRESSION_COLUMNS} FROM suppressions
                  WHERE (?1 IS NULL OR email LIKE ?1)
@@ -111,32 +133,59 @@ impl Store {
                  ORDER BY suppressed_at DESC, email LIMIT ?4"
             ))?;
             let items = stmt
-                .query_map(params![q, at, email, filter.limit as i64 + 1], suppression_from_row)?
+                .query_map(
+                    params![q, at, email, filter.limit as i64 + 1],
+                    suppression_from_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(page(items, filter.limit, |s| format!("{}|{}", s.suppressed_at_micros, s.email)))
+            Ok(page(items, filter.limit, |s| {
+                format!("{}|{}", s.suppressed_at_micros, s.email)
+            }))
         })
         .await
     }
 
     /// One suppression.
-    pub async fn suppression(&self, email: EmailAddress) -> Result<Option<SuppressionRecord>, StoreError> {
+    pub async fn suppression(
+        &self,
+        email: EmailAddress,
+    ) -> Result<Option<SuppressionRecord>, StoreError> {
         self.read(move |conn| get(conn, email.as_str())).await
     }
 
     /// Adds a suppression by hand (or from the CLI); `Conflict` if already suppressed.
-    pub async fn suppress(&self, s: NewSuppression, who: String) -> Result<SuppressionRecord, StoreError> {
+    pub async fn suppress(
+        &self,
+        s: NewSuppression,
+        who: String,
+    ) -> Result<SuppressionRecord, StoreError> {
         self.write(move |conn| {
             if !insert_suppression(conn, &s, now_micros())? {
-                return Err(StoreError::Conflict(format!("{} is already suppressed", s.email)));
+                return Err(StoreError::Conflict(format!(
+                    "{} is already suppressed",
+                    s.email
+                )));
             }
-            audit(conn, &who, "suppression.add", Some(s.email.as_str()), s.note.as_deref(), Some(&serde_json::json!({"reason": s.reason})))?;
+            audit(
+                conn,
+                &who,
+                "suppression.add",
+                Some(s.email.as_str()),
+                s.note.as_deref(),
+                Some(&serde_json::json!({"reason": s.reason})),
+            )?;
             get(conn, s.email.as_str())?.ok_or(StoreError::NotFound("suppression"))
         })
         .await
     }
 
     /// Removes a suppression (unsuppress); audited with its note.
-    pub async fn unsuppress(&self, email: EmailAddress, note: String, who: String) -> Result<SuppressionRecord, StoreError> {
+    pub async fn unsuppress(
+        &self,
+        email: EmailAddress,
+        note: String,
+        who: String,
+    ) -> Result<SuppressionRecord, StoreError> {
         self.write(move |conn| {
             let record = get(conn, email.as_str())?.ok_or(StoreError::NotFound("suppression"))?;
             conn.execute("DELETE FROM suppressions WHERE email = ?1", [email.as_str()])?;
@@ -151,7 +200,11 @@ impl Store {
     }
 
     /// Imports rows all-or-none; returns (added, already_suppressed).
-    pub async fn import_suppressions(&self, rows: Vec<NewSuppression>, who: String) -> Result<(i64, i64), StoreError> {
+    pub async fn import_suppressions(
+        &self,
+        rows: Vec<NewSuppression>,
+        who: String,
+    ) -> Result<(i64, i64), StoreError> {
         self.write(move |conn| {
             let now = now_micros();
             let (mut added, mut already) = (0, 0);
@@ -162,7 +215,14 @@ impl Store {
                     already += 1;
                 }
             }
-            audit(conn, &who, "suppression.import", None, None, Some(&serde_json::json!({"added": added, "already_suppressed": already})))?;
+            audit(
+                conn,
+                &who,
+                "suppression.import",
+                None,
+                None,
+                Some(&serde_json::json!({"added": added, "already_suppressed": already})),
+            )?;
             Ok((added, already))
         })
         .await
@@ -170,33 +230,66 @@ impl Store {
 
     /// Unsuppresses every match in one transaction; audited as one action listing the
     /// addresses.
-    pub async fn bulk_unsuppress(&self, filter: BulkRemoveFilter, note: String, who: String) -> Result<Vec<String>, StoreError> {
+    pub async fn bulk_unsuppress(
+        &self,
+        filter: BulkRemoveFilter,
+        note: String,
+        who: String,
+    ) -> Result<Vec<String>, StoreError> {
         self.write(move |conn| {
             let mut w = Filter::default();
-            if let Some(r) = filter.reason { w.push("reason = $", Box::new(r.as_str())); }
-            if let Some(c) = filter.smtp_code { w.push("smtp_code = $", Box::new(c)); }
-            if let Some(e) = &filter.enhanced_code { w.push("enhanced_code = $", Box::new(e.clone())); }
-            if let Some(d) = &filter.domain { w.push("domain = $", Box::new(d.clone())); }
-            if let Some(h) = &filter.remote_host { w.push("remote_host = $", Box::new(h.clone())); }
-            if let Some(s) = filter.since { w.push("suppressed_at >= $", Box::new(s)); }
-            if let Some(u) = filter.until { w.push("suppressed_at < $", Box::new(u)); }
+            if let Some(r) = filter.reason {
+                w.push("reason = $", Box::new(r.as_str()));
+            }
+            if let Some(c) = filter.smtp_code {
+                w.push("smtp_code = $", Box::new(c));
+            }
+            if let Some(e) = &filter.enhanced_code {
+                w.push("enhanced_code = $", Box::new(e.clone()));
+            }
+            if let Some(d) = &filter.domain {
+                w.push("domain = $", Box::new(d.clone()));
+            }
+            if let Some(h) = &filter.remote_host {
+                w.push("remote_host = $", Box::new(h.clone()));
+            }
+            if let Some(s) = filter.since {
+                w.push("suppressed_at >= $", Box::new(s));
+            }
+            if let Some(u) = filter.until {
+                w.push("suppressed_at < $", Box::new(u));
+            }
             if w.is_empty() {
                 return Err(StoreError::invalid("filter", "name at least one filter"));
             }
             let filter_sql = w.sql();
             let emails = conn
-                .prepare(&format!("SELECT email, reason FROM suppressions {filter_sql} ORDER BY email"))?
-                .query_map(w.params(), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .prepare(&format!(
+                    "SELECT email, reason FROM suppressions {filter_sql} ORDER BY email"
+                ))?
+                .query_map(w.params(), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            conn.execute(&format!("DELETE FROM suppressions {filter_sql}"), w.params())?;
+            conn.execute(
+                &format!("DELETE FROM suppressions {filter_sql}"),
+                w.params(),
+            )?;
             let now = now_micros();
             for (email, reason) in &emails {
                 log_event(conn, email, false, reason, now)?;
             }
             let addresses: Vec<&String> = emails.iter().map(|(e, _)| e).collect();
-            audit(conn, &who, "suppression.bulk_remove", None, Some(&note), Some(&serde_json::json!({
-                "removed": addresses.len(), "addresses": addresses,
-            })))?;
+            audit(
+                conn,
+                &who,
+                "suppression.bulk_remove",
+                None,
+                Some(&note),
+                Some(&serde_json::json!({
+                    "removed": addresses.len(), "addresses": addresses,
+                })),
+            )?;
             Ok(emails.into_iter().map(|(e, _)| e).collect())
         })
         .await
@@ -222,19 +315,36 @@ impl Store {
     }
 }
 
-type IncidentRow = (String, String, String, Option<String>, Option<String>, Option<i64>, Micros);
+type IncidentRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Micros,
+);
 
-/// Groups suppressions by (host or domain, enhanced status, reason); a group is split
+/// Groups suppressions by (host or domain, enhanced status); a group is split
 /// where more than an hour passes between one suppression and the group's first.
 fn group_incidents(rows: Vec<IncidentRow>) -> Vec<Incident> {
     const HOUR: Micros = 3600 * 1_000_000;
-    struct Open { incident: Incident, first: Micros }
+    struct Open {
+        incident: Incident,
+        first: Micros,
+    }
     let mut open: BTreeMap<String, Open> = BTreeMap::new();
     let mut done = Vec::new();
-    for (email, domain, reason, host, enhanced, code, at) in rows {
-        let place = host.clone().map(|h| format!("host {h}")).unwrap_or_else(|| format!("domain {domain}"));
-        let status = enhanced.clone().or(code.map(|c| c.to_string())).unwrap_or_else(|| "no status".into());
-        let cause = format!("{reason} from {place}, {status}");
+    for (email, domain, _reason, host, enhanced, code, at) in rows {
+        let place = host
+            .clone()
+            .map(|h| format!("host {h}"))
+            .unwrap_or_else(|| format!("domain {domain}"));
+        let status = enhanced
+            .clone()
+            .or(code.map(|c| c.to_string()))
+            .unwrap_or_else(|| "no status".into());
+        let cause = format!("{place}, {status}");
         if let Some(current) = open.get(&cause)
             && at - current.first > HOUR
             && let Some(finished) = open.remove(&cause)
@@ -242,11 +352,23 @@ fn group_incidents(rows: Vec<IncidentRow>) -> Vec<Incident> {
             done.push(finished.incident);
         }
         let entry = open.entry(cause.clone()).or_insert_with(|| {
-            let mut filter = serde_json::json!({"reason": reason, "since": format_time(at)});
-            match &host { Some(h) => filter["remote_host"] = h.clone().into(), None => filter["domain"] = domain.clone().into() }
-            if let Some(e) = &enhanced { filter["enhanced_code"] = e.clone().into(); }
+            let mut filter = serde_json::json!({"since": format_time(at)});
+            match &host {
+                Some(h) => filter["remote_host"] = h.clone().into(),
+                None => filter["domain"] = domain.clone().into(),
+            }
+            if let Some(e) = &enhanced {
+                filter["enhanced_code"] = e.clone().into();
+            }
             Open {
-                incident: Incident { cause, count: 0, first_at: format_time(at), last_at: String::new(), sample: Vec::new(), filter },
+                incident: Incident {
+                    cause,
+                    count: 0,
+                    first_at: format_time(at),
+                    last_at: String::new(),
+                    sample: Vec::new(),
+                    filter,
+                },
                 first: at,
             }
         });

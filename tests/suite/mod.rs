@@ -1,13 +1,13 @@
 //! The test modules, one per area.
 
-mod peers_smoke;
 mod api_admin;
 mod api_hostile;
 mod api_ingest;
-mod cli;
-mod durability;
 mod bounces;
+mod cli;
 mod crash;
+mod dashboard;
 mod delivery;
 mod delivery_direct;
-mod dashboard;
+mod durability;
+mod peers_smoke;

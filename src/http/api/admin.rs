@@ -18,16 +18,25 @@ pub struct ProjectList {
 /// Every project with its settings.
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     responses((status = 200, body = ProjectList)), security(("bearer" = [])))]
-pub async fn list_projects(State(state): State<AppState>, caller: Caller) -> Result<Json<ProjectList>, ApiError> {
+pub async fn list_projects(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ProjectList>, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(Json(ProjectList { items: state.store.projects().await? }))
+    Ok(Json(ProjectList {
+        items: state.store.projects().await?,
+    }))
 }
 
 /// One project, flat: `{key, name, <settings>}`.
 #[utoipa::path(get, path = "/api/v1/projects/{key}", tag = "projects",
     params(("key" = String, Path)),
     responses((status = 200, body = Project), (status = 404, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn get_project(State(state): State<AppState>, caller: Caller, Path(key): Path<String>) -> Result<Json<Project>, ApiError> {
+pub async fn get_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> Result<Json<Project>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(state.store.project(path_project(&key)?).await?))
 }
@@ -36,25 +45,48 @@ pub async fn get_project(State(state): State<AppState>, caller: Caller, Path(key
 #[utoipa::path(put, path = "/api/v1/projects/{key}", tag = "projects",
     params(("key" = String, Path)), request_body = ProjectPatch,
     responses((status = 200, body = Project), (status = 422, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn put_project(State(state): State<AppState>, caller: Caller, Path(key): Path<String>, JsonBody(patch): JsonBody<ProjectPatch>) -> Result<Json<Project>, ApiError> {
+pub async fn put_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    JsonBody(patch): JsonBody<ProjectPatch>,
+) -> Result<Json<Project>, ApiError> {
     caller.require(Role::Admin)?;
     let key = crate::model::ProjectKey::parse(&key).map_err(|m| ApiError::invalid("key", m))?;
-    Ok(Json(state.store.put_project(key, patch, true, caller.name()).await?))
+    Ok(Json(
+        state
+            .store
+            .put_project(key, patch, true, caller.name())
+            .await?,
+    ))
 }
 
 /// Changes some settings of a project.
 #[utoipa::path(patch, path = "/api/v1/projects/{key}", tag = "projects",
     params(("key" = String, Path)), request_body = ProjectPatch,
     responses((status = 200, body = Project), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn patch_project(State(state): State<AppState>, caller: Caller, Path(key): Path<String>, JsonBody(patch): JsonBody<ProjectPatch>) -> Result<Json<Project>, ApiError> {
+pub async fn patch_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    JsonBody(patch): JsonBody<ProjectPatch>,
+) -> Result<Json<Project>, ApiError> {
     caller.require(Role::Admin)?;
-    Ok(Json(state.store.put_project(path_project(&key)?, patch, false, caller.name()).await?))
+    Ok(Json(
+        state
+            .store
+            .put_project(path_project(&key)?, patch, false, caller.name())
+            .await?,
+    ))
 }
 
 /// The site settings.
 #[utoipa::path(get, path = "/api/v1/site", tag = "site",
     responses((status = 200, body = Site)), security(("bearer" = [])))]
-pub async fn get_site(State(state): State<AppState>, caller: Caller) -> Result<Json<Site>, ApiError> {
+pub async fn get_site(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Site>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(state.store.site().await?))
 }
@@ -63,7 +95,11 @@ pub async fn get_site(State(state): State<AppState>, caller: Caller) -> Result<J
 #[utoipa::path(patch, path = "/api/v1/site", tag = "site",
     request_body = SitePatch,
     responses((status = 200, body = Site), (status = 422, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn patch_site(State(state): State<AppState>, caller: Caller, JsonBody(patch): JsonBody<SitePatch>) -> Result<Json<Site>, ApiError> {
+pub async fn patch_site(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(patch): JsonBody<SitePatch>,
+) -> Result<Json<Site>, ApiError> {
     caller.require(Role::Admin)?;
     let site = state.store.patch_site(patch, caller.name()).await?;
     if site.outgoing_mail {

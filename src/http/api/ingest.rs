@@ -5,7 +5,9 @@
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, parse_json, read_body};
+use crate::http::extract::{
+    Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, parse_json, read_body,
+};
 use crate::model::{Channel, EmailAddress, ParsedMailbox, ProjectKey, Role};
 use crate::store::{IngestRequest, Outcome, Recipient, ResendOutcome, StoreError};
 use axum::Json;
@@ -14,6 +16,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+/// Who may call the creation endpoints. SPEC §6 gives support "look up, resend", so the
+/// service desk's integration uses an admin token.
+pub const CREATE_ROLE: Role = Role::Admin;
 
 /// Most addresses in one agent add (SPEC §3).
 pub const MAX_AGENT_ADDRESSES: usize = 1000;
@@ -74,18 +80,32 @@ pub fn path_project(key: &str) -> Result<ProjectKey, ApiError> {
     ProjectKey::parse(key).map_err(|_| ApiError::NotFound("project".into()))
 }
 
-fn recipient(input: String, channel: Channel, display_name: Option<&str>) -> Result<Recipient, ApiError> {
+fn recipient(
+    input: String,
+    channel: Channel,
+    display_name: Option<&str>,
+) -> Result<Recipient, ApiError> {
     let mut mailbox = ParsedMailbox::parse(&input);
     if let Some(name) = display_name {
-        if name.contains(['\r', '\n']) || name.chars().any(char::is_control) || name.chars().count() > 200 {
-            return Err(ApiError::invalid("display_name", "must be at most 200 characters without line breaks or control characters"));
+        if name.contains(['\r', '\n'])
+            || name.chars().any(char::is_control)
+            || name.chars().count() > 200
+        {
+            return Err(ApiError::invalid(
+                "display_name",
+                "must be at most 200 characters without line breaks or control characters",
+            ));
         }
         if let Ok(m) = &mut mailbox {
             let name = name.trim();
             m.display_name = (!name.is_empty()).then(|| name.to_owned());
         }
     }
-    Ok(Recipient { input, channel, mailbox })
+    Ok(Recipient {
+        input,
+        channel,
+        mailbox,
+    })
 }
 
 async fn ingest(
@@ -97,8 +117,19 @@ async fn ingest(
     recipients: Vec<Recipient>,
     invite: bool,
 ) -> Result<Response, StoreError> {
-    let idempotency = idempotency_key(headers, caller, &endpoint).map_err(|e| StoreError::invalid("Idempotency-Key", e.to_string()))?;
-    let results = state.store.ingest(IngestRequest { project, recipients, invite }, idempotency).await?;
+    let idempotency = idempotency_key(headers, caller, &endpoint)
+        .map_err(|e| StoreError::invalid("Idempotency-Key", e.to_string()))?;
+    let results = state
+        .store
+        .ingest(
+            IngestRequest {
+                project,
+                recipients,
+                invite,
+            },
+            idempotency,
+        )
+        .await?;
     state.after_decisions(&results);
     Ok((StatusCode::OK, Json(Results { results })).into_response())
 }
@@ -116,16 +147,35 @@ pub async fn add_customers(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AddCustomers>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Support)?;
+    caller.require(CREATE_ROLE)?;
     let project = path_project(&key)?;
     if body.emails.is_empty() {
         return Err(ApiError::invalid("emails", "name at least one address"));
     }
     if body.emails.len() > MAX_AGENT_ADDRESSES {
-        return Err(ApiError::invalid("emails", format!("at most {MAX_AGENT_ADDRESSES} addresses per request (got {})", body.emails.len())));
+        return Err(ApiError::invalid(
+            "emails",
+            format!(
+                "at most {MAX_AGENT_ADDRESSES} addresses per request (got {})",
+                body.emails.len()
+            ),
+        ));
     }
-    let recipients = body.emails.into_iter().map(|e| recipient(e, Channel::Agent, None)).collect::<Result<_, _>>()?;
-    Ok(ingest(&state, &caller, &headers, format!("POST /projects/{key}/customers"), project, recipients, body.invite).await?)
+    let recipients = body
+        .emails
+        .into_iter()
+        .map(|e| recipient(e, Channel::Agent, None))
+        .collect::<Result<_, _>>()?;
+    Ok(ingest(
+        &state,
+        &caller,
+        &headers,
+        format!("POST /projects/{key}/customers"),
+        project,
+        recipients,
+        body.invite,
+    )
+    .await?)
 }
 
 /// A customer raised a request by email (sender `email_request`, each CC `email_cc`).
@@ -141,7 +191,7 @@ pub async fn email_request(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Support)?;
+    caller.require(CREATE_ROLE)?;
     let project = path_project(&key)?;
     let (from, cc) = match media_type(&headers).as_deref() {
         Some("application/json") => {
@@ -166,13 +216,25 @@ pub async fn email_request(
         }
     };
     if cc.len() > MAX_AGENT_ADDRESSES {
-        return Err(ApiError::invalid("cc", format!("at most {MAX_AGENT_ADDRESSES} addresses")));
+        return Err(ApiError::invalid(
+            "cc",
+            format!("at most {MAX_AGENT_ADDRESSES} addresses"),
+        ));
     }
     let mut recipients = vec![recipient(from, Channel::EmailRequest, None)?];
     for c in cc {
         recipients.push(recipient(c, Channel::EmailCc, None)?);
     }
-    Ok(ingest(&state, &caller, &headers, format!("POST /projects/{key}/email-requests"), project, recipients, true).await?)
+    Ok(ingest(
+        &state,
+        &caller,
+        &headers,
+        format!("POST /projects/{key}/email-requests"),
+        project,
+        recipients,
+        true,
+    )
+    .await?)
 }
 
 /// Reads From and Cc of a raw message with a real MIME parser.
@@ -183,7 +245,9 @@ fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
     let show = |a: &mail_parser::Addr<'_>| -> Option<String> {
         let address = a.address.as_deref()?;
         Some(match a.name.as_deref() {
-            Some(name) if !name.trim().is_empty() => format!("\"{}\" <{address}>", name.replace(['"', '\\'], "")),
+            Some(name) if !name.trim().is_empty() => {
+                format!("\"{}\" <{address}>", name.replace(['"', '\\'], ""))
+            }
             _ => address.to_owned(),
         })
     };
@@ -192,7 +256,10 @@ fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
         .and_then(|a| a.first())
         .and_then(show)
         .ok_or_else(|| ApiError::invalid("From", "the message has no From address"))?;
-    let cc = message.cc().map(|a| a.iter().filter_map(show).collect()).unwrap_or_default();
+    let cc = message
+        .cc()
+        .map(|a| a.iter().filter_map(show).collect())
+        .unwrap_or_default();
     Ok((from, cc))
 }
 
@@ -209,10 +276,19 @@ pub async fn signup(
     headers: HeaderMap,
     JsonBody(body): JsonBody<OneCustomer>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Support)?;
+    caller.require(CREATE_ROLE)?;
     let project = path_project(&key)?;
     let r = recipient(body.email, Channel::Signup, body.display_name.as_deref())?;
-    Ok(ingest(&state, &caller, &headers, format!("POST /projects/{key}/signups"), project, vec![r], true).await?)
+    Ok(ingest(
+        &state,
+        &caller,
+        &headers,
+        format!("POST /projects/{key}/signups"),
+        project,
+        vec![r],
+        true,
+    )
+    .await?)
 }
 
 /// An automation rule added a customer (channel `automation`).
@@ -228,10 +304,23 @@ pub async fn automation(
     headers: HeaderMap,
     JsonBody(body): JsonBody<OneCustomer>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Support)?;
+    caller.require(CREATE_ROLE)?;
     let project = path_project(&key)?;
-    let r = recipient(body.email, Channel::Automation, body.display_name.as_deref())?;
-    Ok(ingest(&state, &caller, &headers, format!("POST /projects/{key}/automation/customers"), project, vec![r], true).await?)
+    let r = recipient(
+        body.email,
+        Channel::Automation,
+        body.display_name.as_deref(),
+    )?;
+    Ok(ingest(
+        &state,
+        &caller,
+        &headers,
+        format!("POST /projects/{key}/automation/customers"),
+        project,
+        vec![r],
+        true,
+    )
+    .await?)
 }
 
 /// The REST API created a customer (channel `api`).
@@ -245,11 +334,24 @@ pub async fn api_customer(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ApiCustomer>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Support)?;
+    caller.require(CREATE_ROLE)?;
     let project = ProjectKey::parse(&body.project).map_err(|m| ApiError::invalid("project", m))?;
     let r = recipient(body.email, Channel::Api, body.display_name.as_deref())?;
-    match ingest(&state, &caller, &headers, "POST /customers".into(), project, vec![r], true).await {
-        Err(StoreError::NotFound("project")) => Err(ApiError::invalid("project", format!("no project with key `{}`", body.project))),
+    match ingest(
+        &state,
+        &caller,
+        &headers,
+        "POST /customers".into(),
+        project,
+        vec![r],
+        true,
+    )
+    .await
+    {
+        Err(StoreError::NotFound("project")) => Err(ApiError::invalid(
+            "project",
+            format!("no project with key `{}`", body.project),
+        )),
         other => Ok(other?),
     }
 }
@@ -268,13 +370,32 @@ pub async fn resend(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Support)?;
     let project = path_project(&key)?;
-    let address = EmailAddress::parse(&email).map_err(|_| ApiError::NotFound(format!("customer {} in {key}", crate::model::truncate(&email, 80))))?;
-    let idempotency = idempotency_key(&headers, &caller, &format!("POST /projects/{key}/customers/{address}/resend"))?;
-    match state.store.resend(project, address.clone(), idempotency).await? {
-        ResendOutcome::NotMember => Err(ApiError::NotFound(format!("customer {address} in project {key}"))),
+    let address = EmailAddress::parse(&email).map_err(|_| {
+        ApiError::NotFound(format!(
+            "customer {} in {key}",
+            crate::model::truncate(&email, 80)
+        ))
+    })?;
+    let idempotency = idempotency_key(
+        &headers,
+        &caller,
+        &format!("POST /projects/{key}/customers/{address}/resend"),
+    )?;
+    match state
+        .store
+        .resend(project, address.clone(), idempotency)
+        .await?
+    {
+        ResendOutcome::NotMember => Err(ApiError::NotFound(format!(
+            "customer {address} in project {key}"
+        ))),
         ResendOutcome::Recorded(outcome) => {
             state.after_decisions(std::slice::from_ref(&outcome));
-            let status = if outcome.decision == crate::model::Verdict::Send { StatusCode::ACCEPTED } else { StatusCode::CONFLICT };
+            let status = if outcome.decision == crate::model::Verdict::Send {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::CONFLICT
+            };
             Ok((status, Json(outcome)).into_response())
         }
     }

@@ -20,11 +20,15 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if !state.config.metrics {
-        return crate::http::error::ApiError::NotFound("metrics (turned off)".into()).into_response();
+        return crate::http::error::ApiError::NotFound("metrics (turned off)".into())
+            .into_response();
     }
     match state.store.metrics_snapshot().await {
         Ok(snapshot) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             crate::http::metrics::render(&snapshot, &state.metrics),
         )
             .into_response(),

@@ -30,24 +30,36 @@ pub fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {max}"))),
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("must be a whole number from 1 to {max}"))
+            }),
     }
 }
 
-fn parsed<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T>, ApiError>
+fn parsed<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError>
 where
     T::Err: std::fmt::Display,
 {
     q.get(name)
         .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<T>().map_err(|e| ApiError::invalid(name, e.to_string())))
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|e| ApiError::invalid(name, e.to_string()))
+        })
         .transpose()
 }
 
 fn time(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     q.get(name)
         .filter(|v| !v.is_empty())
-        .map(|v| parse_query_time(v).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")))
+        .map(|v| {
+            parse_query_time(v).ok_or_else(|| {
+                ApiError::invalid(name, "must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")
+            })
+        })
         .transpose()
 }
 
@@ -56,7 +68,12 @@ fn time(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError
     params(("email" = String, Path, description = "The address"), ("project" = Option<String>, Query, description = "Preview this project too")),
     responses((status = 200, body = WhyAnswer), (status = 404, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn why(State(state): State<AppState>, caller: Caller, Path(email): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<WhyAnswer>, ApiError> {
+pub async fn why(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(email): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<WhyAnswer>, ApiError> {
     caller.require(Role::Viewer)?;
     let q = query_map(raw)?;
     let project = match q.get("project").filter(|p| !p.is_empty()) {
@@ -72,14 +89,22 @@ pub async fn why(State(state): State<AppState>, caller: Caller, Path(email): Pat
 
 /// The why answer for any input: a valid address is normalized; anything else is
 /// looked up as the raw input of invalid-address decisions.
-pub async fn why_answer(state: &AppState, input: &str, project: Option<ProjectKey>) -> Result<WhyAnswer, ApiError> {
+pub async fn why_answer(
+    state: &AppState,
+    input: &str,
+    project: Option<ProjectKey>,
+) -> Result<WhyAnswer, ApiError> {
     match EmailAddress::parse(input) {
         Ok(address) => {
-            let facts = state.store.why_facts(address.as_str().to_owned(), true, project).await?;
+            let facts = state
+                .store
+                .why_facts(address.as_str().to_owned(), true, project)
+                .await?;
             Ok(explain(address.as_str(), Some(&address), facts))
         }
         Err(_) => {
-            let raw = crate::model::truncate(input.trim(), crate::model::RAW_INPUT_LIMIT).to_owned();
+            let raw =
+                crate::model::truncate(input.trim(), crate::model::RAW_INPUT_LIMIT).to_owned();
             let facts = state.store.why_facts(raw.clone(), false, None).await?;
             Ok(explain(&raw, None, facts))
         }
@@ -88,12 +113,18 @@ pub async fn why_answer(state: &AppState, input: &str, project: Option<ProjectKe
 
 /// Builds a decision filter from query parameters.
 pub fn decision_filter(q: &HashMap<String, String>) -> Result<DecisionFilter, ApiError> {
-    let email = q.get("email").filter(|e| !e.is_empty()).map(|e| match EmailAddress::parse(e) {
-        Ok(a) => a.as_str().to_owned(),
-        Err(_) => crate::model::truncate(e.trim(), crate::model::RAW_INPUT_LIMIT).to_owned(),
-    });
+    let email = q
+        .get("email")
+        .filter(|e| !e.is_empty())
+        .map(|e| match EmailAddress::parse(e) {
+            Ok(a) => a.as_str().to_owned(),
+            Err(_) => crate::model::truncate(e.trim(), crate::model::RAW_INPUT_LIMIT).to_owned(),
+        });
     let before = match q.get("cursor").filter(|c| !c.is_empty()) {
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
+        Some(c) => Some(
+            parse_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?,
+        ),
         None => None,
     };
     Ok(DecisionFilter {
@@ -115,7 +146,12 @@ pub fn decision_filter(q: &HashMap<String, String>) -> Result<DecisionFilter, Ap
            ("channel" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<DecisionRecord>, content_type = "application/json"), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn decisions(State(state): State<AppState>, caller: Caller, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn decisions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let filter = decision_filter(&query_map(raw)?)?;
     if wants_csv(&headers) {
@@ -139,8 +175,23 @@ pub fn csv_decisions(state: AppState, mut filter: DecisionFilter) -> Response {
     tokio::spawn(async move {
         let mut writer = csv::Writer::from_writer(Vec::new());
         let _ = writer.write_record([
-            "id", "created_at", "project", "recipient", "input", "customer_id", "channel", "email_kind", "decision", "reasons",
-            "status", "status_reason", "attempts_count", "next_attempt_at", "last_reply", "sent_at", "message_id",
+            "id",
+            "created_at",
+            "project",
+            "recipient",
+            "input",
+            "customer_id",
+            "channel",
+            "email_kind",
+            "decision",
+            "reasons",
+            "status",
+            "status_reason",
+            "attempts_count",
+            "next_attempt_at",
+            "last_reply",
+            "sent_at",
+            "message_id",
         ]);
         filter.limit = 500;
         loop {
@@ -152,12 +203,29 @@ pub fn csv_decisions(state: AppState, mut filter: DecisionFilter) -> Response {
                 }
             };
             for d in &page.items {
-                let reasons = d.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" ");
+                let reasons = d
+                    .reasons
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let _ = writer.write_record([
-                    d.id.as_str(), &d.created_at, &d.project, &csv_safe(d.recipient.as_deref().unwrap_or("")), &csv_safe(&d.input),
-                    d.customer_id.as_deref().unwrap_or(""), d.channel.as_str(), d.email_kind.as_str(), d.decision.as_str(), &reasons,
-                    d.status.as_str(), d.status_reason.as_deref().unwrap_or(""), &d.attempts_count.to_string(),
-                    d.next_attempt_at.as_deref().unwrap_or(""), d.last_reply.as_deref().unwrap_or(""), d.sent_at.as_deref().unwrap_or(""),
+                    d.id.as_str(),
+                    &d.created_at,
+                    &d.project,
+                    &csv_safe(d.recipient.as_deref().unwrap_or("")),
+                    &csv_safe(&d.input),
+                    d.customer_id.as_deref().unwrap_or(""),
+                    d.channel.as_str(),
+                    d.email_kind.as_str(),
+                    d.decision.as_str(),
+                    &reasons,
+                    d.status.as_str(),
+                    d.status_reason.as_deref().unwrap_or(""),
+                    &d.attempts_count.to_string(),
+                    d.next_attempt_at.as_deref().unwrap_or(""),
+                    d.last_reply.as_deref().unwrap_or(""),
+                    d.sent_at.as_deref().unwrap_or(""),
                     d.message_id.as_deref().unwrap_or(""),
                 ]);
             }
@@ -177,8 +245,12 @@ pub fn csv_decisions(state: AppState, mut filter: DecisionFilter) -> Response {
 /// Takes what `writer` has buffered so far, leaving it empty for the next page.
 pub fn take_csv(writer: &mut csv::Writer<Vec<u8>>) -> Vec<u8> {
     let _ = writer.flush();
-    let next = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    std::mem::replace(writer, next).into_inner().unwrap_or_default()
+    let next = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    std::mem::replace(writer, next)
+        .into_inner()
+        .unwrap_or_default()
 }
 
 /// A cell that a spreadsheet would run as a formula gets a leading quote (CSV injection).
@@ -201,7 +273,10 @@ pub fn tokio_stream_from(
 pub fn csv_response(body: Body, filename: &str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -213,7 +288,11 @@ pub fn csv_response(body: Body, filename: &str) -> Response {
     params(("id" = String, Path)),
     responses((status = 200, body = DecisionRecord), (status = 404, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn decision(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<DecisionRecord>, ApiError> {
+pub async fn decision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DecisionRecord>, ApiError> {
     caller.require(Role::Viewer)?;
     if id.len() > 64 {
         return Err(ApiError::NotFound("decision".into()));
@@ -238,7 +317,11 @@ pub fn window(q: &HashMap<String, String>) -> Result<(String, i64), ApiError> {
     params(("window" = Option<String>, Query, description = "24h, 7d or 30d")),
     responses((status = 200, body = Stats), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn stats(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Stats>, ApiError> {
     caller.require(Role::Viewer)?;
     let (name, hours) = window(&query_map(raw)?)?;
     Ok(Json(state.store.stats(name, hours).await?))
@@ -249,12 +332,21 @@ pub async fn stats(State(state): State<AppState>, caller: Caller, RawQuery(raw):
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<AuditEntry>)),
     security(("bearer" = [])))]
-pub async fn audit(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> Result<Json<Page<AuditEntry>>, ApiError> {
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
     caller.require(Role::Viewer)?;
     let q = query_map(raw)?;
     let before = match q.get("cursor").filter(|c| !c.is_empty()) {
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?),
+        Some(c) => Some(
+            parse_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?,
+        ),
         None => None,
     };
-    Ok(Json(state.store.audit_log(limit(&q, 50, 500)?, before).await?))
+    Ok(Json(
+        state.store.audit_log(limit(&q, 50, 500)?, before).await?,
+    ))
 }

@@ -6,7 +6,10 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, media_type, read_body};
 use crate::model::{EmailAddress, Role, SuppressionReason};
-use crate::store::{BulkRemoveFilter, Incident, NewSuppression, Page, SuppressionFilter, SuppressionRecord, parse_query_time};
+use crate::store::{
+    BulkRemoveFilter, Incident, NewSuppression, Page, SuppressionFilter, SuppressionRecord,
+    parse_query_time,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -29,26 +32,38 @@ pub fn check_note(note: Option<&str>, required: bool) -> Result<Option<String>, 
     match note.map(str::trim).filter(|n| !n.is_empty()) {
         None if required => Err(ApiError::invalid("note", "a note is required: say why")),
         None => Ok(None),
-        Some(n) if n.chars().count() > 1000 => Err(ApiError::invalid("note", "at most 1,000 characters")),
-        Some(n) if n.chars().any(|c| c.is_control() && c != '\n' && c != '\r') => Err(ApiError::invalid("note", "must not contain control characters")),
+        Some(n) if n.chars().count() > 1000 => {
+            Err(ApiError::invalid("note", "at most 1,000 characters"))
+        }
+        Some(n) if n.chars().any(|c| c.is_control() && c != '\n' && c != '\r') => Err(
+            ApiError::invalid("note", "must not contain control characters"),
+        ),
         Some(n) => Ok(Some(n.to_owned())),
     }
 }
 
 fn address(field: &str, input: &str) -> Result<EmailAddress, ApiError> {
-    EmailAddress::parse(input).map_err(|e| ApiError::invalid(field, format!("not a valid address: {e}")))
+    EmailAddress::parse(input)
+        .map_err(|e| ApiError::invalid(field, format!("not a valid address: {e}")))
 }
 
 fn suppression_filter(q: &HashMap<String, String>) -> Result<SuppressionFilter, ApiError> {
-    let after = match q.get("cursor").filter(|c| !c.is_empty()) {
-        Some(c) => {
-            let parsed = c.split_once('|').and_then(|(t, e)| Some((t.parse::<i64>().ok()?, e.to_owned())));
-            Some(parsed.ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?)
-        }
-        None => None,
-    };
+    let after =
+        match q.get("cursor").filter(|c| !c.is_empty()) {
+            Some(c) => {
+                let parsed = c
+                    .split_once('|')
+                    .and_then(|(t, e)| Some((t.parse::<i64>().ok()?, e.to_owned())));
+                Some(parsed.ok_or_else(|| {
+                    ApiError::invalid("cursor", "not a cursor from a previous page")
+                })?)
+            }
+            None => None,
+        };
     Ok(SuppressionFilter {
-        q: q.get("q").filter(|s| !s.trim().is_empty()).map(|s| crate::model::truncate(s.trim(), 320).to_owned()),
+        q: q.get("q")
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| crate::model::truncate(s.trim(), 320).to_owned()),
         limit: limit(q, 50, 500)?,
         after,
     })
@@ -59,14 +74,30 @@ fn suppression_filter(q: &HashMap<String, String>) -> Result<SuppressionFilter, 
     params(("q" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<SuppressionRecord>)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let mut filter = suppression_filter(&query_map(raw)?)?;
     if wants_csv(&headers) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
         tokio::spawn(async move {
             let mut writer = csv::Writer::from_writer(Vec::new());
-            let _ = writer.write_record(["email", "reason", "note", "smtp_code", "enhanced_code", "response", "remote_host", "stage", "suppressed_at", "decision_id"]);
+            let _ = writer.write_record([
+                "email",
+                "reason",
+                "note",
+                "smtp_code",
+                "enhanced_code",
+                "response",
+                "remote_host",
+                "stage",
+                "suppressed_at",
+                "decision_id",
+            ]);
             filter.limit = 500;
             loop {
                 let page = match state.store.suppressions(filter.clone()).await {
@@ -78,22 +109,38 @@ pub async fn list(State(state): State<AppState>, caller: Caller, headers: Header
                 };
                 for s in &page.items {
                     let _ = writer.write_record([
-                        &csv_safe(&s.email), s.reason.as_str(), &csv_safe(s.note.as_deref().unwrap_or("")),
-                        &s.smtp_code.map(|c| c.to_string()).unwrap_or_default(), s.enhanced_code.as_deref().unwrap_or(""),
-                        &csv_safe(s.response.as_deref().unwrap_or("")), s.remote_host.as_deref().unwrap_or(""),
-                        s.stage.as_deref().unwrap_or(""), &s.suppressed_at, s.decision_id.as_deref().unwrap_or(""),
+                        &csv_safe(&s.email),
+                        s.reason.as_str(),
+                        &csv_safe(s.note.as_deref().unwrap_or("")),
+                        &s.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
+                        s.enhanced_code.as_deref().unwrap_or(""),
+                        &csv_safe(s.response.as_deref().unwrap_or("")),
+                        s.remote_host.as_deref().unwrap_or(""),
+                        s.stage.as_deref().unwrap_or(""),
+                        &s.suppressed_at,
+                        s.decision_id.as_deref().unwrap_or(""),
                     ]);
                 }
-                if tx.send(Ok(super::read::take_csv(&mut writer))).await.is_err() {
+                if tx
+                    .send(Ok(super::read::take_csv(&mut writer)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                match page.next_cursor.and_then(|c| c.split_once('|').and_then(|(t, e)| Some((t.parse().ok()?, e.to_owned())))) {
+                match page.next_cursor.and_then(|c| {
+                    c.split_once('|')
+                        .and_then(|(t, e)| Some((t.parse().ok()?, e.to_owned())))
+                }) {
                     Some(after) => filter.after = Some(after),
                     None => return,
                 }
             }
         });
-        return Ok(csv_response(Body::from_stream(super::read::tokio_stream_from(rx)), "suppressions.csv"));
+        return Ok(csv_response(
+            Body::from_stream(super::read::tokio_stream_from(rx)),
+            "suppressions.csv",
+        ));
     }
     Ok(Json(state.store.suppressions(filter).await?).into_response())
 }
@@ -103,11 +150,21 @@ pub async fn list(State(state): State<AppState>, caller: Caller, headers: Header
     request_body = AddSuppression,
     responses((status = 201, body = SuppressionRecord), (status = 409, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn add(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<AddSuppression>) -> Result<Response, ApiError> {
+pub async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<AddSuppression>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
     let email = address("email", &body.email)?;
     let note = check_note(body.note.as_deref(), false)?;
-    let record = state.store.suppress(NewSuppression::plain(email, SuppressionReason::Manual, note), caller.name()).await?;
+    let record = state
+        .store
+        .suppress(
+            NewSuppression::plain(email, SuppressionReason::Manual, note),
+            caller.name(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -116,12 +173,24 @@ pub async fn add(State(state): State<AppState>, caller: Caller, JsonBody(body): 
     params(("email" = String, Path), ("note" = String, Query, description = "Why (required)")),
     responses((status = 200, body = SuppressionRecord), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove(State(state): State<AppState>, caller: Caller, Path(email): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<SuppressionRecord>, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(email): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SuppressionRecord>, ApiError> {
     caller.require(Role::Admin)?;
     let q = query_map(raw)?;
-    let email = EmailAddress::parse(&email).map_err(|_| ApiError::NotFound("suppression".into()))?;
+    let email =
+        EmailAddress::parse(&email).map_err(|_| ApiError::NotFound("suppression".into()))?;
+    // An address that is not suppressed is 404 whatever the note says.
+    if state.store.suppression(email.clone()).await?.is_none() {
+        return Err(ApiError::NotFound("suppression".into()));
+    }
     let note = check_note(q.get("note").map(String::as_str), true)?.unwrap_or_default();
-    Ok(Json(state.store.unsuppress(email, note, caller.name()).await?))
+    Ok(Json(
+        state.store.unsuppress(email, note, caller.name()).await?,
+    ))
 }
 
 /// `{added, already_suppressed}`.
@@ -136,43 +205,73 @@ pub struct ImportResult {
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = ImportResult), (status = 415, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn import(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Json<ImportResult>, ApiError> {
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ImportResult>, ApiError> {
     caller.require(Role::Admin)?;
     if media_type(&headers).as_deref() != Some("text/csv") {
-        return Err(ApiError::UnsupportedMediaType("send Content-Type: text/csv".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "send Content-Type: text/csv".into(),
+        ));
     }
     let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
     let rows = parse_import(&bytes)?;
     let (added, already_suppressed) = state.store.import_suppressions(rows, caller.name()).await?;
-    Ok(Json(ImportResult { added, already_suppressed }))
+    Ok(Json(ImportResult {
+        added,
+        already_suppressed,
+    }))
 }
 
 /// Parses an import file; the first bad line rejects the whole file (SPEC §9).
 pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::Malformed("the CSV is not UTF-8".into()))?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::Malformed("the CSV is not UTF-8".into()))?;
     let mut rows = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, record) in reader.records().enumerate() {
+    // Line numbers count every line of the file from 1, blank ones and the header too
+    // (SPEC §9), so each line is read on its own: no field of this format spans lines.
+    for (i, raw_line) in text.split('\n').enumerate() {
         let line = i + 1;
-        let record = record.map_err(|e| ApiError::invalid(format!("line {line}"), format!("not valid CSV: {e}")))?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(line);
-        let cells: Vec<&str> = record.iter().map(str::trim).collect();
-        if cells.iter().all(|c| c.is_empty()) {
+        let raw_line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        if raw_line.trim().is_empty() {
             continue;
         }
-        if i == 0 && cells.first().is_some_and(|c| c.eq_ignore_ascii_case("email")) {
+        let at = |message: String| ApiError::invalid(format!("line {line}"), message);
+        let record = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(raw_line.as_bytes())
+            .records()
+            .next()
+            .transpose()
+            .map_err(|e| at(format!("not valid CSV: {e}")))?
+            .unwrap_or_default();
+        let cells: Vec<&str> = record.iter().map(str::trim).collect();
+        if line == 1
+            && cells
+                .first()
+                .is_some_and(|c| c.eq_ignore_ascii_case("email"))
+        {
             continue;
         }
         if cells.len() > 3 {
-            return Err(ApiError::invalid(format!("line {line}"), "at most three columns: email,reason,note"));
+            return Err(at("at most three columns: email,reason,note".into()));
         }
-        let email = EmailAddress::parse(cells[0]).map_err(|e| ApiError::invalid(format!("line {line}"), format!("`{}` is not a valid address: {e}", crate::model::truncate(cells[0], 80))))?;
+        let first = cells.first().copied().unwrap_or("");
+        let email = EmailAddress::parse(first).map_err(|e| {
+            at(format!(
+                "`{}` is not a valid address: {e}",
+                crate::model::truncate(first, 80)
+            ))
+        })?;
         let reason = match cells.get(1).copied().unwrap_or("") {
             "" => SuppressionReason::Import,
-            r => r.parse().map_err(|_| ApiError::invalid(format!("line {line}"), format!("unknown reason `{}`; use hard_bounce, bounce_report, complaint, manual or import", crate::model::truncate(r, 40))))?,
+            r => r.parse().map_err(|_| at(format!("unknown reason `{}`; use hard_bounce, bounce_report, complaint, manual or import", crate::model::truncate(r, 40))))?,
         };
-        let note = check_note(cells.get(2).copied(), false).map_err(|e| ApiError::invalid(format!("line {line}"), e.to_string()))?;
+        let note = check_note(cells.get(2).copied(), false).map_err(|e| at(e.to_string()))?;
         if seen.insert(email.clone()) {
             rows.push(NewSuppression::plain(email, reason, note));
         }
@@ -185,12 +284,21 @@ pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
     params(("window" = Option<String>, Query, description = "24h, 7d or 30d")),
     responses((status = 200, body = IncidentList)),
     security(("bearer" = [])))]
-pub async fn incidents(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> Result<Json<IncidentList>, ApiError> {
+pub async fn incidents(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<IncidentList>, ApiError> {
     caller.require(Role::Viewer)?;
     let q = query_map(raw)?;
-    let (_, hours) = super::read::window(&HashMap::from([("window".to_owned(), q.get("window").cloned().unwrap_or_else(|| "7d".into()))]))?;
+    let (_, hours) = super::read::window(&HashMap::from([(
+        "window".to_owned(),
+        q.get("window").cloned().unwrap_or_else(|| "7d".into()),
+    )]))?;
     let since = crate::store::now_micros() - hours * 3_600_000_000;
-    Ok(Json(IncidentList { items: state.store.incidents(since).await? }))
+    Ok(Json(IncidentList {
+        items: state.store.incidents(since).await?,
+    }))
 }
 
 /// `{items}`.
@@ -224,34 +332,57 @@ pub struct BulkRemoveResult {
     request_body = BulkRemove,
     responses((status = 200, body = BulkRemoveResult), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn bulk_remove(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<BulkRemove>) -> Result<Json<BulkRemoveResult>, ApiError> {
+pub async fn bulk_remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<BulkRemove>,
+) -> Result<Json<BulkRemoveResult>, ApiError> {
     caller.require(Role::Admin)?;
     let note = check_note(Some(&body.note), true)?.unwrap_or_default();
     let filter = bulk_filter(body)?;
-    let removed = state.store.bulk_unsuppress(filter, note, caller.name()).await?;
-    Ok(Json(BulkRemoveResult { removed: removed.len() }))
+    let removed = state
+        .store
+        .bulk_unsuppress(filter, note, caller.name())
+        .await?;
+    Ok(Json(BulkRemoveResult {
+        removed: removed.len(),
+    }))
 }
 
 /// Checks bulk-remove filters; at least one is needed.
 pub fn bulk_filter(body: BulkRemove) -> Result<BulkRemoveFilter, ApiError> {
     let time = |name: &str, v: Option<String>| {
         v.filter(|s| !s.is_empty())
-            .map(|s| parse_query_time(&s).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time")))
+            .map(|s| {
+                parse_query_time(&s)
+                    .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time"))
+            })
             .transpose()
     };
     let filter = BulkRemoveFilter {
         reason: body.reason,
         smtp_code: body.smtp_code,
         enhanced_code: body.enhanced_code.filter(|s| !s.is_empty()),
-        domain: body.domain.filter(|s| !s.is_empty()).map(|d| d.to_ascii_lowercase()),
+        domain: body
+            .domain
+            .filter(|s| !s.is_empty())
+            .map(|d| d.to_ascii_lowercase()),
         remote_host: body.remote_host.filter(|s| !s.is_empty()),
         since: time("since", body.since)?,
         until: time("until", body.until)?,
     };
-    let any = filter.reason.is_some() || filter.smtp_code.is_some() || filter.enhanced_code.is_some() || filter.domain.is_some()
-        || filter.remote_host.is_some() || filter.since.is_some() || filter.until.is_some();
+    let any = filter.reason.is_some()
+        || filter.smtp_code.is_some()
+        || filter.enhanced_code.is_some()
+        || filter.domain.is_some()
+        || filter.remote_host.is_some()
+        || filter.since.is_some()
+        || filter.until.is_some();
     if !any {
-        return Err(ApiError::invalid("filter", "name at least one filter (reason, smtp_code, enhanced_code, domain, remote_host, since, until)"));
+        return Err(ApiError::invalid(
+            "filter",
+            "name at least one filter (reason, smtp_code, enhanced_code, domain, remote_host, since, until)",
+        ));
     }
     Ok(filter)
 }

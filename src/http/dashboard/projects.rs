@@ -454,7 +454,7 @@ pub fn split_addresses(text: &str) -> Vec<String> {
     out
 }
 
-/// `POST /projects/{key}/customers` (support): adds customers as an agent would, with
+/// `POST /projects/{key}/customers` (admin, as the API's creation endpoints): adds customers as an agent would, with
 /// or without an invitation, and shows each address's result.
 pub async fn add_customers(
     State(state): State<AppState>,
@@ -463,7 +463,7 @@ pub async fn add_customers(
     posted: Posted,
 ) -> Result<Response, PageError> {
     let Posted { user, form } = posted;
-    user.require(Role::Support)?;
+    user.require(crate::http::api::ingest::CREATE_ROLE)?;
     let project = load(&state, &key).await?;
     let back = format!("/projects/{}", project.key);
     let inputs = split_addresses(form.get("emails"));
