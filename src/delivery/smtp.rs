@@ -96,20 +96,41 @@ fn reply_of(response: &lettre::transport::smtp::response::Response) -> Reply {
 
 /// Connects, greets, secures and authenticates.
 pub async fn connect(target: &Target) -> Result<AsyncSmtpConnection, TryEnd> {
-    let implicit = match target.tls {
-        SmtpTls::Implicit => Some(target.tls_parameters()?),
-        _ => None,
-    };
     let hello = hello();
-    let mut conn = AsyncSmtpConnection::connect_tokio1(
-        (target.connect_to.as_str(), target.port),
-        Some(target.timeout),
-        &hello,
-        implicit,
-        None,
-    )
-    .await
-    .map_err(|e| end_of(Stage::Connect, &e))?;
+    let mut conn = match target.tls {
+        SmtpTls::Implicit => {
+            let tls = Some(target.tls_parameters()?);
+            AsyncSmtpConnection::connect_tokio1(
+                (target.connect_to.as_str(), target.port),
+                Some(target.timeout),
+                &hello,
+                tls,
+                None,
+            )
+            .await
+            .map_err(|e| end_of(Stage::Connect, &e))?
+        }
+        SmtpTls::None | SmtpTls::StartTls => {
+            // Our own socket, for TCP_NODELAY: lettre writes a message's body and its
+            // final "." separately, and with Nagle's algorithm the second write waits
+            // for the server's delayed ACK (40 ms) on every message.
+            let tcp = tokio::time::timeout(
+                target.timeout,
+                tokio::net::TcpStream::connect((target.connect_to.as_str(), target.port)),
+            )
+            .await
+            .map_err(|_| TryEnd::NoReply(Stage::Connect, "connection timed out".into()))?
+            .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("cannot connect: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            tokio::time::timeout(
+                target.timeout,
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
+            )
+            .await
+            .map_err(|_| TryEnd::NoReply(Stage::Connect, "no greeting in time".into()))?
+            .map_err(|e| end_of(Stage::Connect, &e))?
+        }
+    };
     if target.tls == SmtpTls::StartTls {
         conn.starttls(target.tls_parameters()?, &hello)
             .await
@@ -124,6 +145,26 @@ pub async fn connect(target: &Target) -> Result<AsyncSmtpConnection, TryEnd> {
         .map_err(|e| end_of(Stage::Connect, &e))?;
     }
     Ok(conn)
+}
+
+/// [`transact`] with a deadline: lettre's async connection has none after connecting, so
+/// a server that stops answering would hold the try forever.
+pub async fn transact_within(
+    conn: &mut AsyncSmtpConnection,
+    message: &Prepared,
+    deadline: Duration,
+) -> Transaction {
+    match tokio::time::timeout(deadline, transact(conn, message)).await {
+        Ok(t) => t,
+        Err(_) => Transaction {
+            end: TryEnd::NoReply(
+                Stage::Data,
+                format!("the server did not answer within {}s", deadline.as_secs()),
+            ),
+            copy: None,
+            reusable: false,
+        },
+    }
 }
 
 /// MAIL, RCPT (customer, then copy), DATA, message. A refused customer RCPT ends the
@@ -240,8 +281,9 @@ impl Pool {
     /// the server closed meanwhile gets one retry on a fresh connection.
     pub async fn send(&self, message: &Prepared) -> Transaction {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let deadline = self.target.timeout * 4;
         if let Some(mut conn) = pooled {
-            let t = transact(&mut conn, message).await;
+            let t = transact_within(&mut conn, message, deadline).await;
             let stale = matches!(&t.end, TryEnd::NoReply(Stage::MailFrom, _));
             if !stale {
                 self.give_back(conn, t.reusable);
@@ -250,7 +292,7 @@ impl Pool {
         }
         match connect(&self.target).await {
             Ok(mut conn) => {
-                let t = transact(&mut conn, message).await;
+                let t = transact_within(&mut conn, message, deadline).await;
                 self.give_back(conn, t.reusable);
                 t
             }

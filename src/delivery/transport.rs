@@ -208,8 +208,8 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
             last_server = Some(format!("{host} [{ip}]:{port}"));
             match smtp::connect(&target).await {
                 Ok(mut conn) => {
-                    let t = smtp::transact(&mut conn, message).await;
-                    let _ = conn.quit().await;
+                    let t = smtp::transact_within(&mut conn, message, TIMEOUT * 4).await;
+                    let _ = tokio::time::timeout(TIMEOUT, conn.quit()).await;
                     return Attempt {
                         end: t.end,
                         server: last_server,

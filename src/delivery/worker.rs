@@ -29,29 +29,109 @@ pub fn spawn_worker(state: AppState, stop: watch::Receiver<bool>) -> tokio::task
     })
 }
 
+/// A leased decision with the settings it is rendered with.
+struct Job {
+    leased: LeasedDecision,
+    /// When the lease (and its guard check) was taken.
+    leased_at: Instant,
+    projects: Arc<HashMap<String, Project>>,
+    site: Arc<Site>,
+}
+
 async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiver<bool>) {
     let concurrency = state.config.concurrency.max(1);
+    // Leases are taken in batches ahead of the sends, so one write transaction (one
+    // fsync) leases many messages; a batch is at most four rounds of sends deep.
+    let batch = (concurrency * 4).max(16);
+    let (jobs_tx, mut jobs) = tokio::sync::mpsc::channel::<Job>(batch);
+    let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
     let slots = Arc::new(Semaphore::new(concurrency));
     let policy = Arc::new(RetryPolicy {
         delays: state.config.retry_schedule.clone(),
         give_up_after: state.config.give_up_after,
     });
+    let mut in_flight = JoinSet::new();
+    tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
+    loop {
+        while in_flight.try_join_next().is_some() {}
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            _ = stop.changed() => None,
+        };
+        let Some(job) = job else { break };
+        if *stop.borrow() {
+            jobs.close();
+            release(&state, vec![job]).await;
+            break;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (state, transport, policy) = (state.clone(), transport.clone(), policy.clone());
+        in_flight.spawn(async move {
+            let recheck = job.leased_at.elapsed() > GUARD_FRESHNESS;
+            deliver(
+                &state,
+                &transport,
+                &policy,
+                &job.projects,
+                &job.site,
+                job.leased,
+                recheck,
+            )
+            .await;
+            drop(permit);
+        });
+    }
+    // Leases taken but not started go back at once rather than waiting out the lease.
+    jobs.close();
+    let mut unstarted = Vec::new();
+    while let Ok(job) = jobs.try_recv() {
+        unstarted.push(job);
+    }
+    release(&state, unstarted).await;
+    let _ = leaser.await;
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "delivery worker stopping; finishing tries in flight"
+    );
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn release(state: &AppState, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let leases = jobs
+        .iter()
+        .map(|j| (j.leased.decision.id.clone(), j.leased.lease_until))
+        .collect();
+    if let Err(e) = state.store.release(leases).await {
+        tracing::warn!(error = %e, "cannot release leases; they expire on their own");
+    }
+}
+
+/// Keeps the job channel filled with leased decisions until `stop`.
+async fn lease_ahead(
+    state: AppState,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    batch: usize,
+    mut stop: watch::Receiver<bool>,
+) {
     let lease = Lease {
         micros: state.config.lease.as_micros() as i64,
     };
-    let mut in_flight = JoinSet::new();
-    tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
     while !*stop.borrow() {
-        while in_flight.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        if free == 0 {
+        // Lease again once half the channel has drained.
+        let room = jobs.capacity();
+        if room < batch / 2 {
             tokio::select! {
-                _ = in_flight.join_next() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(2)) => {}
                 _ = stop.changed() => {}
             }
             continue;
         }
-        let leased = match state.store.lease_due(lease, free).await {
+        let leased = match state.store.lease_due(lease, room).await {
             Ok(leased) => leased,
             Err(e) => {
                 tracing::error!(error = %e, "cannot lease due decisions");
@@ -63,7 +143,6 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
                 _ = state.wake.notified() => {}
                 _ = tokio::time::sleep(state.config.poll_interval) => {}
                 _ = stop.changed() => {}
-                Some(_) = in_flight.join_next() => {}
             }
             continue;
         }
@@ -91,30 +170,33 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
             }
         };
         for leased in leased {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
+            let job = Job {
+                leased,
+                leased_at: Instant::now(),
+                projects: projects.clone(),
+                site: site.clone(),
             };
-            let (state, transport, policy, projects, site) = (
-                state.clone(),
-                transport.clone(),
-                policy.clone(),
-                projects.clone(),
-                site.clone(),
-            );
-            in_flight.spawn(async move {
-                deliver(&state, &transport, &policy, &projects, &site, leased).await;
-                drop(permit);
-            });
+            if let Err(unsent) = jobs.send(job).await {
+                // The dispatcher has stopped: give the lease back.
+                let job = unsent.0;
+                let _ = state
+                    .store
+                    .release(vec![(
+                        job.leased.decision.id.clone(),
+                        job.leased.lease_until,
+                    )])
+                    .await;
+            }
         }
     }
-    tracing::info!(
-        in_flight = in_flight.len(),
-        "delivery worker stopping; finishing tries in flight"
-    );
-    while in_flight.join_next().await.is_some() {}
 }
 
+/// A lease's guard check (outgoing mail, suppression) is trusted this long; a job that
+/// waited longer for a free slot checks again right before its send.
+const GUARD_FRESHNESS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One try of one decision, from render to record.
+#[allow(clippy::too_many_arguments)] // The worker's shared parts, passed rather than bundled for one call site.
 #[tracing::instrument(skip_all, fields(decision_id = %leased.decision.id, domain = leased.decision.recipient.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("")))]
 async fn deliver(
     state: &AppState,
@@ -123,10 +205,36 @@ async fn deliver(
     projects: &HashMap<String, Project>,
     site: &Site,
     leased: LeasedDecision,
+    recheck: bool,
 ) {
+    let decision = &leased.decision;
+    // SPEC §4: the guards hold at delivery time, which may be a while after the lease.
+    let guard = if recheck {
+        state
+            .store
+            .guard(decision.recipient.clone().unwrap_or_default())
+            .await
+    } else {
+        Ok(None)
+    };
+    match guard {
+        Ok(Some(reason)) => {
+            if let Err(e) = state
+                .store
+                .skip_leased(decision.id.clone(), leased.lease_until, reason)
+                .await
+            {
+                tracing::error!(error = %e, "cannot mark the decision skipped");
+            }
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-check the delivery guards; the lease-time check stands")
+        }
+    }
     let started = Instant::now();
     let started_at = now_micros();
-    let decision = &leased.decision;
     let attempt = match projects
         .get(&decision.project)
         .ok_or_else(|| format!("project {} not found", decision.project))
@@ -141,7 +249,7 @@ async fn deliver(
     };
     state.metrics.delivery_attempt.observe(started.elapsed());
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
-    tracing::info!(outcome = %write.outcome, status = %write.status, "delivery try finished");
+    tracing::debug!(outcome = %write.outcome, status = %write.status, "delivery try finished");
     if let Err(e) = state.store.record_attempt(write).await {
         // The lease expires and the decision is tried again: at-least-once (SPEC §4).
         tracing::error!(error = %e, "cannot record the attempt");

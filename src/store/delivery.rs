@@ -219,6 +219,45 @@ impl Store {
         .await
     }
 
+    /// The delivery-time guard for a leased decision, checked again right before the
+    /// send (a lease may be taken a little ahead): outgoing mail off, or the address
+    /// suppressed since.
+    pub async fn guard(&self, recipient: String) -> Result<Option<ReasonCode>, StoreError> {
+        self.read(move |conn| {
+            let outgoing: bool = conn
+                .prepare_cached("SELECT outgoing_mail FROM site WHERE id = 1")?
+                .query_row([], |r| r.get(0))?;
+            if !outgoing {
+                return Ok(Some(ReasonCode::OutgoingMailDisabled));
+            }
+            let suppressed = conn
+                .prepare_cached("SELECT 1 FROM suppressions WHERE email = ?1")?
+                .query_row([recipient], |_| Ok(()))
+                .optional()?
+                .is_some();
+            Ok(suppressed.then_some(ReasonCode::Suppressed))
+        })
+        .await
+    }
+
+    /// Marks a leased decision skipped by a delivery-time guard.
+    pub async fn skip_leased(
+        &self,
+        id: String,
+        lease_until: Micros,
+        reason: ReasonCode,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE decisions SET status = 'skipped', status_reason = ?3, next_attempt_at = NULL,
+                     lease_until = NULL, updated_at = ?4 WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",
+            )?
+            .execute(params![id, lease_until, reason.as_str(), now_micros()])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Gives back leases without a try (graceful shutdown): the rows are due again now.
     pub async fn release(&self, leases: Vec<(String, Micros)>) -> Result<(), StoreError> {
         self.write(move |conn| {
