@@ -168,78 +168,105 @@ pub fn wants_csv(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().contains("text/csv"))
 }
 
-/// Streams every decision matching `filter` as RFC 4180 CSV, page by page, so a
-/// million rows never sit in memory at once.
-pub fn csv_decisions(state: AppState, mut filter: DecisionFilter) -> Response {
+/// Streams a paged listing as RFC 4180 CSV: `header`, then `row` of every item of every
+/// page, fetched page by page so a million rows never sit in memory at once.
+pub fn stream_csv<T, F, Fut>(
+    filename: &'static str,
+    header: &'static [&'static str],
+    mut page: F,
+    row: fn(&T) -> Vec<String>,
+) -> Response
+where
+    T: Send + 'static,
+    F: FnMut(Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Page<T>, crate::store::StoreError>> + Send,
+{
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let _ = writer.write_record([
-            "id",
-            "created_at",
-            "project",
-            "recipient",
-            "input",
-            "customer_id",
-            "channel",
-            "email_kind",
-            "decision",
-            "reasons",
-            "status",
-            "status_reason",
-            "attempts_count",
-            "next_attempt_at",
-            "last_reply",
-            "sent_at",
-            "message_id",
-        ]);
-        filter.limit = 500;
+        let _ = writer.write_record(header);
+        let mut cursor = None;
         loop {
-            let page = match state.store.decisions(filter.clone()).await {
+            let current = match page(cursor.take()).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;
                 }
             };
-            for d in &page.items {
-                let reasons = d
-                    .reasons
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let _ = writer.write_record([
-                    d.id.as_str(),
-                    &d.created_at,
-                    &d.project,
-                    &csv_safe(d.recipient.as_deref().unwrap_or("")),
-                    &csv_safe(&d.input),
-                    d.customer_id.as_deref().unwrap_or(""),
-                    d.channel.as_str(),
-                    d.email_kind.as_str(),
-                    d.decision.as_str(),
-                    &reasons,
-                    d.status.as_str(),
-                    d.status_reason.as_deref().unwrap_or(""),
-                    &d.attempts_count.to_string(),
-                    d.next_attempt_at.as_deref().unwrap_or(""),
-                    d.last_reply.as_deref().unwrap_or(""),
-                    d.sent_at.as_deref().unwrap_or(""),
-                    d.message_id.as_deref().unwrap_or(""),
-                ]);
+            for item in &current.items {
+                let _ = writer.write_record(row(item));
             }
-            let chunk = take_csv(&mut writer);
-            if tx.send(Ok(chunk)).await.is_err() {
+            if tx.send(Ok(take_csv(&mut writer))).await.is_err() {
                 return;
             }
-            match page.next_cursor.and_then(|c| parse_cursor(&c)) {
-                Some(before) => filter.before = Some(before),
+            match current.next_cursor {
+                Some(next) => cursor = Some(next),
                 None => return,
             }
         }
     });
-    csv_response(Body::from_stream(tokio_stream_from(rx)), "decisions.csv")
+    csv_response(Body::from_stream(tokio_stream_from(rx)), filename)
+}
+
+/// Every decision matching `filter`, as CSV.
+pub fn csv_decisions(state: AppState, filter: DecisionFilter) -> Response {
+    const HEADER: &[&str] = &[
+        "id",
+        "created_at",
+        "project",
+        "recipient",
+        "input",
+        "customer_id",
+        "channel",
+        "email_kind",
+        "decision",
+        "reasons",
+        "status",
+        "status_reason",
+        "attempts_count",
+        "next_attempt_at",
+        "last_reply",
+        "sent_at",
+        "message_id",
+    ];
+    let page = move |cursor: Option<String>| {
+        let mut filter = DecisionFilter {
+            limit: 500,
+            ..filter.clone()
+        };
+        filter.before = cursor.as_deref().and_then(parse_cursor).or(filter.before);
+        let store = state.store.clone();
+        async move { store.decisions(filter).await }
+    };
+    stream_csv("decisions.csv", HEADER, page, |d: &DecisionRecord| {
+        let reasons = d
+            .reasons
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = |s: &Option<String>| s.clone().unwrap_or_default();
+        vec![
+            d.id.clone(),
+            d.created_at.clone(),
+            d.project.clone(),
+            csv_safe(d.recipient.as_deref().unwrap_or("")),
+            csv_safe(&d.input),
+            text(&d.customer_id),
+            d.channel.to_string(),
+            d.email_kind.to_string(),
+            d.decision.to_string(),
+            reasons,
+            d.status.to_string(),
+            text(&d.status_reason),
+            d.attempts_count.to_string(),
+            text(&d.next_attempt_at),
+            csv_safe(d.last_reply.as_deref().unwrap_or("")),
+            text(&d.sent_at),
+            text(&d.message_id),
+        ]
+    })
 }
 
 /// Takes what `writer` has buffered so far, leaving it empty for the next page.

@@ -1,7 +1,7 @@
 //! The suppression list over HTTP: list (JSON or CSV), add, remove, import, incidents,
 //! bulk removal.
 
-use super::read::{csv_response, csv_safe, limit, query_map, wants_csv};
+use super::read::{csv_safe, limit, query_map, stream_csv, wants_csv};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, media_type, read_body};
@@ -81,68 +81,58 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    let mut filter = suppression_filter(&query_map(raw)?)?;
+    let filter = suppression_filter(&query_map(raw)?)?;
     if wants_csv(&headers) {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-        tokio::spawn(async move {
-            let mut writer = csv::Writer::from_writer(Vec::new());
-            let _ = writer.write_record([
-                "email",
-                "reason",
-                "note",
-                "smtp_code",
-                "enhanced_code",
-                "response",
-                "remote_host",
-                "stage",
-                "suppressed_at",
-                "decision_id",
-            ]);
-            filter.limit = 500;
-            loop {
-                let page = match state.store.suppressions(filter.clone()).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
-                };
-                for s in &page.items {
-                    let _ = writer.write_record([
-                        &csv_safe(&s.email),
-                        s.reason.as_str(),
-                        &csv_safe(s.note.as_deref().unwrap_or("")),
-                        &s.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
-                        s.enhanced_code.as_deref().unwrap_or(""),
-                        &csv_safe(s.response.as_deref().unwrap_or("")),
-                        s.remote_host.as_deref().unwrap_or(""),
-                        s.stage.as_deref().unwrap_or(""),
-                        &s.suppressed_at,
-                        s.decision_id.as_deref().unwrap_or(""),
-                    ]);
-                }
-                if tx
-                    .send(Ok(super::read::take_csv(&mut writer)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                match page.next_cursor.and_then(|c| {
-                    c.split_once('|')
-                        .and_then(|(t, e)| Some((t.parse().ok()?, e.to_owned())))
-                }) {
-                    Some(after) => filter.after = Some(after),
-                    None => return,
-                }
-            }
-        });
-        return Ok(csv_response(
-            Body::from_stream(super::read::tokio_stream_from(rx)),
-            "suppressions.csv",
-        ));
+        return Ok(csv_suppressions(state, filter));
     }
     Ok(Json(state.store.suppressions(filter).await?).into_response())
+}
+
+/// Every suppression matching `filter`, as CSV; the first three columns are what the
+/// import reads back (SPEC §9).
+pub fn csv_suppressions(state: AppState, filter: SuppressionFilter) -> Response {
+    const HEADER: &[&str] = &[
+        "email",
+        "reason",
+        "note",
+        "smtp_code",
+        "enhanced_code",
+        "response",
+        "remote_host",
+        "stage",
+        "suppressed_at",
+        "decision_id",
+    ];
+    let page = move |cursor: Option<String>| {
+        let mut filter = SuppressionFilter {
+            limit: 500,
+            ..filter.clone()
+        };
+        if let Some(after) = cursor
+            .as_deref()
+            .and_then(|c| c.split_once('|'))
+            .and_then(|(t, e)| Some((t.parse().ok()?, e.to_owned())))
+        {
+            filter.after = Some(after);
+        }
+        let store = state.store.clone();
+        async move { store.suppressions(filter).await }
+    };
+    stream_csv("suppressions.csv", HEADER, page, |s: &SuppressionRecord| {
+        let text = |v: &Option<String>| csv_safe(v.as_deref().unwrap_or(""));
+        vec![
+            csv_safe(&s.email),
+            s.reason.to_string(),
+            text(&s.note),
+            s.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
+            text(&s.enhanced_code),
+            text(&s.response),
+            text(&s.remote_host),
+            text(&s.stage),
+            s.suppressed_at.clone(),
+            text(&s.decision_id),
+        ]
+    })
 }
 
 /// Suppresses an address by hand (201); 409 when already suppressed.

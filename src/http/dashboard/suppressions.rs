@@ -8,13 +8,11 @@ use super::overview::IncidentView;
 use super::session::{Flash, User, safe_path};
 use super::{Ctx, Dash, FormState, query, render, reshow, short_time};
 use crate::http::AppState;
-use crate::http::api::read::{csv_response, csv_safe, take_csv, tokio_stream_from};
 use crate::http::api::suppressions::{BulkRemove, bulk_filter, check_note, parse_import};
 use crate::http::error::ApiError;
 use crate::model::{EmailAddress, Role, SuppressionReason};
 use crate::store::{NewSuppression, StoreError, SuppressionFilter, SuppressionRecord};
 use askama::Template;
-use axum::body::Body;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -157,7 +155,7 @@ pub async fn csv(
 ) -> Result<Response, PageError> {
     let q: HashMap<String, String> =
         serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
-    let mut filter = SuppressionFilter {
+    let filter = SuppressionFilter {
         q: q.get("q")
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
@@ -165,56 +163,8 @@ pub async fn csv(
         limit: 500,
         after: None,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    tokio::spawn(async move {
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        // The first three columns are what the import reads back (SPEC §9).
-        let _ = writer.write_record([
-            "email",
-            "reason",
-            "note",
-            "smtp_code",
-            "enhanced_code",
-            "response",
-            "remote_host",
-            "stage",
-            "suppressed_at",
-            "decision_id",
-        ]);
-        loop {
-            let page = match state.store.suppressions(filter.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            for s in &page.items {
-                let _ = writer.write_record([
-                    s.email.as_str(),
-                    s.reason.as_str(),
-                    &csv_safe(s.note.as_deref().unwrap_or("")),
-                    &s.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
-                    s.enhanced_code.as_deref().unwrap_or(""),
-                    &csv_safe(s.response.as_deref().unwrap_or("")),
-                    s.remote_host.as_deref().unwrap_or(""),
-                    s.stage.as_deref().unwrap_or(""),
-                    &s.suppressed_at,
-                    s.decision_id.as_deref().unwrap_or(""),
-                ]);
-            }
-            if tx.send(Ok(take_csv(&mut writer))).await.is_err() {
-                return;
-            }
-            match page.next_cursor.as_deref().and_then(parse_cursor) {
-                Some(after) => filter.after = Some(after),
-                None => return,
-            }
-        }
-    });
-    Ok(csv_response(
-        Body::from_stream(tokio_stream_from(rx)),
-        "suppressions.csv",
+    Ok(crate::http::api::suppressions::csv_suppressions(
+        state, filter,
     ))
 }
 
