@@ -508,6 +508,16 @@ impl Store {
         .await
     }
 
+    /// How many decisions have `status` (an index range count).
+    pub async fn count_status(&self, status: Status) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT count(*) FROM decisions WHERE status = ?1")?
+                .query_row([status.as_str()], |r| r.get(0))?)
+        })
+        .await
+    }
+
     /// Whether the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
