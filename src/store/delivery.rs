@@ -6,7 +6,9 @@
 //! and a suppression are never half there.
 
 use super::ingest::{ResendOutcome, resend_tx, with_idempotency};
-use super::queries::{DECISION_COLUMNS, ResendSkippedOutcome, audit, decision_from_row, load_site};
+use super::queries::{
+    DECISION_COLUMNS, ResendSkippedOutcome, audit, decision_from_row, load_site, suppression_reason,
+};
 use super::suppressions::{NewSuppression, insert_suppression};
 use super::time::{Micros, format_time, now_micros};
 use super::{DecisionRecord, Store, StoreError};
@@ -147,21 +149,7 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut leased = Vec::with_capacity(due.len());
             for (decision, queued_at) in due {
-                let suppressed = match &decision.recipient {
-                    Some(r) => conn
-                        .prepare_cached("SELECT 1 FROM suppressions WHERE email = ?1")?
-                        .query_row([r], |_| Ok(()))
-                        .optional()?
-                        .is_some(),
-                    None => true,
-                };
-                let guard = if !site.outgoing_mail {
-                    Some(ReasonCode::OutgoingMailDisabled)
-                } else if suppressed {
-                    Some(ReasonCode::Suppressed)
-                } else {
-                    None
-                };
+                let guard = delivery_guard(conn, site.outgoing_mail, decision.recipient.as_deref())?;
                 if let Some(reason) = guard {
                     conn.prepare_cached(
                         "UPDATE decisions SET status = 'skipped', status_reason = ?2, next_attempt_at = NULL,
@@ -224,18 +212,7 @@ impl Store {
     /// suppressed since.
     pub async fn guard(&self, recipient: String) -> Result<Option<ReasonCode>, StoreError> {
         self.read(move |conn| {
-            let outgoing: bool = conn
-                .prepare_cached("SELECT outgoing_mail FROM site WHERE id = 1")?
-                .query_row([], |r| r.get(0))?;
-            if !outgoing {
-                return Ok(Some(ReasonCode::OutgoingMailDisabled));
-            }
-            let suppressed = conn
-                .prepare_cached("SELECT 1 FROM suppressions WHERE email = ?1")?
-                .query_row([recipient], |_| Ok(()))
-                .optional()?
-                .is_some();
-            Ok(suppressed.then_some(ReasonCode::Suppressed))
+            delivery_guard(conn, load_site(conn)?.outgoing_mail, Some(&recipient))
         })
         .await
     }
@@ -434,6 +411,23 @@ impl Store {
         })
         .await
     }
+}
+
+/// The delivery-time guards of SPEC §4, in the reason table's order: outgoing mail
+/// off, then the address suppressed (or missing: an invalid input is never sent).
+fn delivery_guard(
+    conn: &Connection,
+    outgoing_mail: bool,
+    recipient: Option<&str>,
+) -> Result<Option<ReasonCode>, StoreError> {
+    if !outgoing_mail {
+        return Ok(Some(ReasonCode::OutgoingMailDisabled));
+    }
+    let suppressed = match recipient {
+        Some(r) => suppression_reason(conn, r)?.is_some(),
+        None => true,
+    };
+    Ok(suppressed.then_some(ReasonCode::Suppressed))
 }
 
 /// The decision a report is about: the one it names (VERP or Message-ID) when its
