@@ -248,7 +248,7 @@ impl Store {
 
     async fn end_session_hash(&self, hash: String) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [hash])?;
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [&hash])?;
             Ok(())
         })
         .await

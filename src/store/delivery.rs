@@ -239,7 +239,7 @@ impl Store {
     pub async fn release(&self, leases: Vec<(String, Micros)>) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = now_micros();
-            for (id, lease_until) in leases {
+            for (id, lease_until) in &leases {
                 conn.prepare_cached(
                     "UPDATE decisions SET status = CASE WHEN attempts_count = 0 THEN 'queued' ELSE 'deferred' END,
                          next_attempt_at = ?3, lease_until = NULL WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",

@@ -366,7 +366,7 @@ impl Store {
             if replace && patch.name.is_none() && existing.is_none() {
                 name = validate_name(key.as_str())?;
             }
-            let settings = patch.apply(&mut name, base)?;
+            let settings = patch.clone().apply(&mut name, base)?;
             let now = now_micros();
             conn.prepare_cached(
                 "INSERT INTO projects (key, name, settings, created_at, updated_at)
