@@ -254,7 +254,7 @@ async fn naive(
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {
                 let t = smtp::transact(&mut conn, &message).await;
-                let _ = conn.quit().await;
+                conn.quit().await;
                 t.end
             }
             Err(end) => end,

@@ -78,9 +78,9 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
                 &job.site,
                 job.leased,
                 recheck,
+                permit,
             )
             .await;
-            drop(permit);
         });
     }
     // Leases taken but not started go back at once rather than waiting out the lease.
@@ -206,6 +206,7 @@ async fn deliver(
     site: &Site,
     leased: LeasedDecision,
     recheck: bool,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let decision = &leased.decision;
     // SPEC §4: the guards hold at delivery time, which may be a while after the lease.
@@ -248,6 +249,11 @@ async fn deliver(
         },
     };
     state.metrics.delivery_attempt.observe(started.elapsed());
+    // The slot bounds tries talking to servers; the record below waits for a commit
+    // (an fsync shared with other writes), and holding the slot through it left the
+    // connections idle for as long as the disk took. The lease stays until recorded,
+    // so a crash in between means one more try, as for any crash (SPEC §4).
+    drop(slot);
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
     tracing::debug!(outcome = %write.outcome, status = %write.status, "delivery try finished");
     if let Err(e) = state.store.record_attempt(write).await {

@@ -206,7 +206,8 @@ impl SmtpPeer {
         SmtpPeer::start_with_mode("accept")
     }
 
-    /// Starts the peer in a whole-server mode: `accept`, `reject-greeting` (554 at
+    /// Starts the peer in a whole-server mode: `accept`, `accept-no-pipelining` (the
+    /// same policy, without PIPELINING in its EHLO reply), `reject-greeting` (554 at
     /// connect), `reject-mail` (550 5.7.1 to MAIL FROM), `defer-mail` (421 to MAIL FROM).
     pub fn start_with_mode(mode: &str) -> SmtpPeer {
         let dir = tempfile::Builder::new()

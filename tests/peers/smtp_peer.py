@@ -17,7 +17,10 @@ Per recipient, by local part (case-insensitive prefix), in --mode accept:
   anything else       250 2.1.5 OK
 
 Whole-server modes (--mode):
-  accept            the policy above (default)
+  accept            the policy above (default); EHLO offers PIPELINING (RFC 2920),
+                    as Postfix and Exim do, and aiosmtpd answers pipelined commands
+                    in order
+  accept-no-pipelining  the same policy, without PIPELINING in the EHLO reply
   reject-greeting   greeting "554 5.3.2 no service"; then 503 to everything but QUIT
   reject-mail       MAIL FROM -> 550 5.7.1 relay access denied
   defer-mail        MAIL FROM -> 421 4.7.0 try again later, then the server closes
@@ -42,7 +45,7 @@ import uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-MODES = ("accept", "reject-greeting", "reject-mail", "defer-mail")
+MODES = ("accept", "accept-no-pipelining", "reject-greeting", "reject-mail", "defer-mail")
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 
 # Local-part prefix -> RCPT reply. Checked in this order; the first match wins.
@@ -82,6 +85,13 @@ class PolicyHandler:
     def __init__(self, maildir, mode="accept"):
         self.maildir = maildir
         self.mode = mode
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.mode == "accept-no-pipelining":
+            return responses
+        # The last line ("250 HELP") ends the reply; PIPELINING goes before it.
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.mode == "reject-mail":

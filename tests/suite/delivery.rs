@@ -16,7 +16,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{App, ReceivedMessage, SmtpPeer, TlsSmtpPeer, free_tcp_port};
+use crate::common::{App, ReceivedMessage, SmtpPeer, SmtpSink, TlsSmtpPeer, free_tcp_port};
 
 /// The project every test here creates.
 pub(crate) const PROJECT: &str = "HELP";
@@ -1124,6 +1124,141 @@ fn smarthost_connections_are_reused() {
         (1..20).contains(&connections),
         "20 messages took {connections} connections"
     );
+}
+
+/// Refusals in the middle of a pipelined transaction (RFC 2920: MAIL, RCPT and DATA in
+/// one write) leave the session in step: after RSET it carries the next message.
+#[test]
+fn pipelined_refusals_keep_the_connection_for_the_next_message() {
+    let peer = SmtpPeer::start();
+    let proxy = TcpProxy::start(peer.port());
+    let app = App::builder().transport(proxy.url()).start();
+    setup(&app);
+    // One at a time, so each message finds the connection the previous one left.
+    for (n, recipient, status) in [
+        (0, "bounce-p@example.test", "bounced"),
+        (1, "policy-p@example.test", "failed"),
+        (2, "defer-p@example.test", "deferred"),
+        (3, "datareject-p@example.test", "failed"),
+        (4, "alice@example.test", "sent"),
+    ] {
+        let id = add(&app, PROJECT, recipient);
+        let decision = wait_status(&app, &id, status);
+        let attempt = &attempts(&decision)[0];
+        assert!(
+            attempt["reply"]
+                .as_str()
+                .is_some_and(|r| !r.contains("503")),
+            "message {n}: the refusal is the refused command's own reply, not a 503 that followed: {attempt:#}"
+        );
+    }
+    assert_eq!(peer.wait_for_messages(1, WAIT).len(), 1);
+    assert_eq!(
+        proxy.connections(),
+        1,
+        "every message used the first connection"
+    );
+}
+
+/// Without PIPELINING in the EHLO reply the transaction goes command by command, and the
+/// outcome table reads the same as with it.
+#[test]
+fn without_pipelining_the_outcome_table_reads_the_same() {
+    let peer = SmtpPeer::start_with_mode("accept-no-pipelining");
+    let app = app_for(&peer);
+    let rows = [
+        (
+            "alice@example.test",
+            Expect {
+                status: "sent",
+                reason: None,
+                stage: "data",
+                code: Some(250),
+                enhanced: Some("2.0.0"),
+                outcome: "sent",
+                suppressed: false,
+            },
+        ),
+        (
+            "bounce-np@example.test",
+            Expect {
+                status: "bounced",
+                reason: Some("hard_bounce"),
+                stage: "rcpt",
+                code: Some(550),
+                enhanced: Some("5.1.1"),
+                outcome: "bounced",
+                suppressed: true,
+            },
+        ),
+        (
+            "datareject-np@example.test",
+            Expect {
+                status: "failed",
+                reason: Some("policy_rejected"),
+                stage: "data",
+                code: Some(554),
+                enhanced: Some("5.6.0"),
+                outcome: "policy_rejected",
+                suppressed: false,
+            },
+        ),
+        (
+            "drop-np@example.test",
+            Expect {
+                status: "deferred",
+                reason: None,
+                stage: "rcpt",
+                code: None,
+                enhanced: None,
+                outcome: "deferred",
+                suppressed: false,
+            },
+        ),
+    ];
+    for (recipient, expect) in &rows {
+        check(&app, &peer.addr(), recipient, expect);
+    }
+    assert_eq!(peer.wait_for_messages(1, WAIT).len(), 1);
+}
+
+/// Postfix's smtp-sink offers PIPELINING too; a server that answers RCPT with 421 and
+/// hangs up mid-pipeline defers the message, blamed on RCPT.
+#[test]
+fn smtp_sink_closing_at_rcpt_defers_the_pipelined_message() {
+    let sink = SmtpSink::start_with_args(&["-Q", "rcpt"]);
+    let app = App::builder().transport(sink.url()).start();
+    check(
+        &app,
+        &sink.addr(),
+        "alice@example.test",
+        &Expect {
+            status: "deferred",
+            reason: None,
+            stage: "rcpt",
+            code: Some(421),
+            enhanced: Some("4.0.0"),
+            outcome: "deferred",
+            suppressed: false,
+        },
+    );
+}
+
+/// A batch through smtp-sink, the benchmark's server: every message sent, on reused,
+/// pipelined connections.
+#[test]
+fn smtp_sink_takes_a_batch_of_pipelined_messages() {
+    let sink = SmtpSink::start();
+    let app = App::builder().transport(sink.url()).start();
+    setup(&app);
+    let emails: Vec<String> = (0..50).map(|n| format!("user{n}@example.test")).collect();
+    let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+    for result in add_all(&app, PROJECT, &emails) {
+        let decision = wait_status(&app, result["decision_id"].as_str().expect("an id"), "sent");
+        let attempt = &attempts(&decision)[0];
+        assert_eq!(attempt["server"], sink.addr(), "{attempt:#}");
+        assert_eq!(attempt["smtp_code"], 250, "{attempt:#}");
+    }
 }
 
 #[test]
