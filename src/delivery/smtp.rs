@@ -291,7 +291,8 @@ async fn transact_pipelined(
 ) -> Transaction {
     const STAGES: [Stage; 3] = [Stage::MailFrom, Stage::Rcpt, Stage::Data];
     let mut replies = vec![conn.command(format!("{mail}{rcpt}{Data}")).await];
-    while replies.len() < STAGES.len() && !replies.iter().any(is_network_error) {
+    // After a network error nothing more can be read.
+    while replies.len() < STAGES.len() && !replies.last().is_some_and(is_network_error) {
         replies.push(conn.read_response().await);
     }
     let refused = replies
