@@ -23,7 +23,7 @@ pub struct RawSettings {
     /// Address to listen on [default: 127.0.0.1:8040]
     #[arg(long, env = "MAILTRAIL_LISTEN", global = true)]
     pub listen: Option<String>,
-    /// SQLite database file [default: ./data/mailtrail.db]
+    /// SQLite database file or postgres:// URL [default: ./data/mailtrail.db]
     #[arg(long, env = "MAILTRAIL_DB", global = true)]
     pub db: Option<PathBuf>,
     /// file:DIR, smtp://host:port, smtps://host:465 or direct [default: file:./data/outgoing]
@@ -63,6 +63,11 @@ pub enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
+    /// Work on whole databases (SPEC §10).
+    Db {
+        #[command(subcommand)]
+        action: DbCommand,
+    },
     /// Explain why an address got (or did not get) an email. Exits 0 when the newest
     /// email was sent or is on its way, 3 when the address would get no email.
     Why {
@@ -109,6 +114,19 @@ pub enum Command {
         /// Smaller sizes, for a quick look (the figures are not the targets' sizes).
         #[arg(long)]
         quick: bool,
+    },
+}
+
+/// `mailtrail db …`
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy a whole store into an empty one, SQLite to PostgreSQL or back; prints the
+    /// row count of every table on both sides and exits 0 only when they match.
+    Copy {
+        /// The store to read: a SQLite path or a postgres:// URL.
+        src: String,
+        /// The empty store to fill: a SQLite path or a postgres:// URL.
+        dst: String,
     },
 }
 

@@ -2,11 +2,13 @@
 //! the result into an exit code: 0 ok, 1 runtime failure, 2 usage or config error,
 //! 3 "no email" for `why` and `resend` (SPEC §7).
 
-use crate::cli::{Cli, Command, SuppressionsCommand, TokenCommand, UserCommand};
+use crate::cli::{Cli, Command, DbCommand, SuppressionsCommand, TokenCommand, UserCommand};
 use crate::config::{Config, ConfigError};
 use crate::http::AppState;
 use crate::model::{EmailAddress, ProjectKey, Role, SuppressionReason, Verdict};
-use crate::store::{NewSuppression, ResendOutcome, Store, StoreOptions, SuppressionFilter};
+use crate::store::{
+    DbLocation, NewSuppression, ResendOutcome, Store, StoreError, StoreOptions, SuppressionFilter,
+};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -60,11 +62,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
         Command::Serve { demo } => serve(config, demo).await,
         Command::Worker => worker(config).await,
         Command::Migrate => {
-            let (before, after) = Store::migrate_only(&config.db).map_err(anyhow::Error::from)?;
-            outln!(
-                "schema version {after} (was {before}) in {}",
-                config.db.display()
-            );
+            let db = config.db.clone();
+            let (before, after) = tokio::task::spawn_blocking(move || Store::migrate_only(&db))
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(|e| open_error(&config.db, e))?;
+            outln!("schema version {after} (was {before}) in {}", config.db);
             Ok(ExitCode::SUCCESS)
         }
         Command::Why {
@@ -81,7 +84,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
             action: TokenCommand::Create { role, name },
         } => {
             let role = parse_role(&role)?;
-            let store = open(&config)?;
+            let store = open(&config).await?;
             let token = store
                 .create_token(role, name, "cli".into())
                 .await
@@ -90,6 +93,53 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { what, json, quick } => crate::bench::run(config, &what, json, quick).await,
+        Command::Db {
+            action: DbCommand::Copy { src, dst },
+        } => db_copy(src, dst).await,
+    }
+}
+
+/// A store that cannot be opened at start-up: a wrong URL, password or unreachable
+/// server is a configuration error naming `db` (exit 2); anything else a failure.
+fn open_error(db: &DbLocation, e: StoreError) -> RunError {
+    match e {
+        StoreError::Invalid { message, .. } => RunError::Usage(format!("db ({db}): {message}")),
+        StoreError::Unavailable(message) => {
+            RunError::Usage(format!("db ({db}): cannot reach the database: {message}"))
+        }
+        e => RunError::Runtime(anyhow::anyhow!("cannot open {db}: {e}")),
+    }
+}
+
+/// `mailtrail db copy SRC DST`: prints every table's row count on both sides.
+async fn db_copy(src: String, dst: String) -> Result<ExitCode, RunError> {
+    let src = DbLocation::parse(&src).map_err(|m| RunError::Usage(format!("SRC: {m}")))?;
+    let dst = DbLocation::parse(&dst).map_err(|m| RunError::Usage(format!("DST: {m}")))?;
+    let (from, to) = (src.clone(), dst.clone());
+    let report = tokio::task::spawn_blocking(move || crate::store::copy(&from, &to))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => RunError::Usage(format!("DST ({dst}): {m}")),
+            e => open_error(&src, e),
+        })?;
+    outln!(
+        "{:<20} {:>12} {:>12}",
+        "table",
+        src.engine().as_str(),
+        dst.engine().as_str()
+    );
+    for (table, (a, b)) in &report.tables {
+        let mark = if a == b { "" } else { "  MISMATCH" };
+        outln!("{table:<20} {a:>12} {b:>12}{mark}");
+    }
+    if report.matches() {
+        outln!("copied: every table has the same row count on both sides");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(RunError::Runtime(anyhow::anyhow!(
+            "the row counts differ; the destination is not a faithful copy"
+        )))
     }
 }
 
@@ -107,7 +157,7 @@ fn init_logging(json: bool) {
     };
 }
 
-fn open(config: &Config) -> Result<Store, RunError> {
+async fn open(config: &Config) -> Result<Store, RunError> {
     let options = StoreOptions {
         max_batch: if config.group_commit {
             StoreOptions::default().max_batch
@@ -116,8 +166,9 @@ fn open(config: &Config) -> Result<Store, RunError> {
         },
         ..StoreOptions::default()
     };
-    Store::open(&config.db, options)
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("cannot open {}: {e}", config.db.display())))
+    Store::connect(&config.db, options)
+        .await
+        .map_err(|e| open_error(&config.db, e))
 }
 
 fn parse_role(role: &str) -> Result<Role, RunError> {
@@ -134,7 +185,7 @@ fn parse_address(input: &str) -> Result<EmailAddress, RunError> {
 }
 
 async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
-    let store = open(&config)?;
+    let store = open(&config).await?;
     ensure_first_admin(&store, &config, demo).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -148,7 +199,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     }
     outln!("mailtrail: listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    tracing::info!(%addr, db = %state.config.db.display(), transport = %state.config.transport, "serving");
+    tracing::info!(%addr, db = %state.config.db, transport = %state.config.transport, "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = state
         .config
@@ -168,7 +219,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
 }
 
 async fn worker(config: Config) -> Result<ExitCode, RunError> {
-    let store = open(&config)?;
+    let store = open(&config).await?;
     let state = AppState::new(store, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = crate::delivery::spawn_worker(state, stop_rx);
@@ -244,7 +295,7 @@ async fn why(
     project: Option<String>,
     json: bool,
 ) -> Result<ExitCode, RunError> {
-    let store = open(&config)?;
+    let store = open(&config).await?;
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
         .transpose()?;
@@ -270,7 +321,7 @@ async fn why(
 async fn resend(config: Config, project: String, email: String) -> Result<ExitCode, RunError> {
     let project = ProjectKey::parse(&project).map_err(RunError::Usage)?;
     let address = parse_address(&email)?;
-    let store = open(&config)?;
+    let store = open(&config).await?;
     match store.resend(project.clone(), address.clone(), None).await {
         Ok(ResendOutcome::NotMember) => {
             eprintln!("{address} is not a customer of {project}");
@@ -294,7 +345,7 @@ async fn resend(config: Config, project: String, email: String) -> Result<ExitCo
 }
 
 async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<ExitCode, RunError> {
-    let store = open(&config)?;
+    let store = open(&config).await?;
     match action {
         SuppressionsCommand::List { q, json, limit } => {
             let page = store
@@ -398,7 +449,7 @@ async fn user_add(config: Config, name: String, role: String) -> Result<ExitCode
             "the password must be at least 8 characters".into(),
         ));
     }
-    let store = open(&config)?;
+    let store = open(&config).await?;
     let hash = crate::password::hash_blocking(password)
         .await
         .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;

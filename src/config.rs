@@ -6,6 +6,7 @@
 
 use crate::cli::RawSettings;
 use crate::delivery::TransportSpec;
+use crate::store::DbLocation;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +16,8 @@ use std::time::Duration;
 pub struct Config {
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// SQLite database file.
-    pub db: PathBuf,
+    /// The database: a SQLite file or a PostgreSQL URL (SPEC §10).
+    pub db: DbLocation,
     /// Where emails go.
     pub transport: TransportSpec,
     /// Delays between delivery tries.
@@ -156,12 +157,9 @@ impl Config {
         };
         let db_flag = raw.db.as_ref().map(|p| p.display().to_string());
         let db = match pick(&db_flag, "db", "MAILTRAIL_DB") {
-            Some(f) if f.value.trim().is_empty() => {
-                return Err(err("db", &f, "an empty path".into()));
-            }
-            Some(f) => PathBuf::from(f.value),
-            None if demo => PathBuf::from("./data/demo.db"),
-            None => PathBuf::from("./data/mailtrail.db"),
+            Some(f) => DbLocation::parse(&f.value).map_err(|m| err("db", &f, m))?,
+            None if demo => DbLocation::Sqlite(PathBuf::from("./data/demo.db")),
+            None => DbLocation::Sqlite(PathBuf::from("./data/mailtrail.db")),
         };
         let transport = match pick(&raw.transport, "transport", "MAILTRAIL_TRANSPORT") {
             Some(f) => TransportSpec::parse(&f.value).map_err(|m| err("transport", &f, m))?,

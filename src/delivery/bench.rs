@@ -16,7 +16,7 @@ use super::{SmtpTls, TransportSpec};
 use crate::config::Config;
 use crate::http::AppState;
 use crate::model::{Channel, ParsedMailbox, ProjectKey, ProjectPatch};
-use crate::store::{IngestRequest, Lease, Recipient, Store, StoreOptions, now_micros};
+use crate::store::{DbLocation, IngestRequest, Lease, Recipient, Store, StoreOptions, now_micros};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::process::{Child, Command, Stdio};
@@ -121,7 +121,11 @@ fn sink_raw_rate(port: u16, messages: usize) -> anyhow::Result<f64> {
 }
 
 async fn queued_store(dir: &std::path::Path, name: &str, messages: usize) -> anyhow::Result<Store> {
-    let store = Store::open(&dir.join(format!("{name}.db")), StoreOptions::default())?;
+    let store = Store::connect(
+        &DbLocation::Sqlite(dir.join(format!("{name}.db"))),
+        StoreOptions::default(),
+    )
+    .await?;
     let key = ProjectKey::parse("BENCH").map_err(anyhow::Error::msg)?;
     let patch: ProjectPatch =
         serde_json::from_value(serde_json::json!({"name": "Bench", "email_format": "text"}))?;
@@ -161,7 +165,7 @@ async fn sent_count(store: &Store) -> anyhow::Result<i64> {
 
 fn config_for(base: &Config, port: u16, db: std::path::PathBuf, concurrency: usize) -> Config {
     let mut config = base.clone();
-    config.db = db;
+    config.db = DbLocation::Sqlite(db);
     config.transport = TransportSpec::Smtp {
         host: "127.0.0.1".into(),
         port,

@@ -46,9 +46,12 @@ pub enum ApiError {
     /// 500: our fault; the cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
-    /// 503: shutting down or the database is unavailable.
+    /// 503: shutting down.
     #[error("the service is unavailable")]
     Unavailable,
+    /// 503: the database cannot be reached now (SPEC §10); the cause is logged.
+    #[error("the database is unavailable; try again shortly")]
+    DatabaseUnavailable(String),
 }
 
 impl ApiError {
@@ -73,7 +76,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "validation_failed",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable => "unavailable",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
         }
     }
 
@@ -110,7 +116,8 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid { field, message } => ApiError::Invalid { field, message },
             StoreError::WriterGone => ApiError::Unavailable,
-            e @ (StoreError::Sqlite(_) | StoreError::Corrupt(_)) => {
+            StoreError::Unavailable(cause) => ApiError::DatabaseUnavailable(cause),
+            e @ (StoreError::Database(_) | StoreError::Corrupt(_)) => {
                 ApiError::Internal(e.to_string())
             }
         }
@@ -143,8 +150,12 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "internal error");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::DatabaseUnavailable(cause) => {
+                tracing::warn!(%cause, "the database is unavailable")
+            }
+            _ => {}
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -154,6 +165,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::DatabaseUnavailable(_) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
         if let ApiError::TooLarge(_) = self {
             // The rest of the body is not read, so the connection cannot carry another
             // request: say so, rather than let a keep-alive client find out.
@@ -188,6 +205,11 @@ mod tests {
             (ApiError::invalid("emails", "x"), 422, "validation_failed"),
             (ApiError::Internal("boom".into()), 500, "internal"),
             (ApiError::Unavailable, 503, "unavailable"),
+            (
+                ApiError::DatabaseUnavailable("down".into()),
+                503,
+                "database_unavailable",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status);

@@ -34,9 +34,9 @@ impl AppState {
     /// A state over `store` and `config`.
     pub fn new(store: Store, config: Config) -> Self {
         AppState {
+            wake: store.wake(),
             store,
             config: Arc::new(config),
-            wake: Arc::new(Notify::new()),
             metrics: Arc::new(metrics::Metrics::default()),
         }
     }

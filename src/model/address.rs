@@ -73,10 +73,12 @@ impl EmailAddress {
 
     /// The input as recorded for an invalid address (SPEC §3): trimmed and cut to
     /// [`RAW_INPUT_LIMIT`] bytes on a character boundary. It may still hold anything,
-    /// CR/LF included, so it is for storage and display only, never for SMTP.
+    /// CR/LF included, so it is for storage and display only, never for SMTP. A NUL
+    /// byte, which PostgreSQL cannot store in text, is recorded as U+FFFD on both
+    /// engines alike.
     pub fn raw_input(input: &str) -> String {
         let input = input.trim();
-        input[..input.floor_char_boundary(RAW_INPUT_LIMIT)].to_owned()
+        input[..input.floor_char_boundary(RAW_INPUT_LIMIT)].replace('\0', "\u{FFFD}")
     }
 }
 

@@ -5,11 +5,11 @@
 //! blocking thread. Session ids are stored hashed too, so a copy of the database
 //! opens no session.
 
+use super::db::{OptionalExtension, params};
 use super::queries::audit;
 use super::time::{Micros, now_micros};
 use super::{Store, StoreError};
 use crate::model::{Role, new_id};
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 /// Who is calling: a token or a user, with a role.
@@ -86,7 +86,7 @@ impl Store {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached("SELECT id, name, role FROM tokens WHERE token_hash = ?1")?
-                .query_row([hash], |r| {
+                .query_row(params![hash], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Option<String>>(1)?,
@@ -120,7 +120,7 @@ impl Store {
                 params![name, role.as_str(), password_hash, now_micros()],
             )?;
             // A changed password or role ends the user's sessions.
-            conn.execute("DELETE FROM sessions WHERE user_name = ?1", [&name])?;
+            conn.execute("DELETE FROM sessions WHERE user_name = ?1", params![&name])?;
             audit(
                 conn,
                 &who,
@@ -136,7 +136,7 @@ impl Store {
 
     /// The number of users (to create the first admin on first start).
     pub async fn user_count(&self) -> Result<i64, StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?))
+        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM users", params![], |r| r.get(0))?))
             .await
     }
 
@@ -145,7 +145,7 @@ impl Store {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached("SELECT name, role, password_hash FROM users WHERE name = ?1")?
-                .query_row([name], |r| {
+                .query_row(params![name], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -197,7 +197,7 @@ impl Store {
                             "SELECT s.user_name, u.role, s.csrf, s.last_seen_at FROM sessions s
                              JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?1",
                         )?
-                        .query_row([hash], |r| {
+                        .query_row(params![hash], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 r.get::<_, String>(1)?,
@@ -248,7 +248,7 @@ impl Store {
 
     async fn end_session_hash(&self, hash: String) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [&hash])?;
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?1", params![&hash])?;
             Ok(())
         })
         .await

@@ -5,6 +5,8 @@
 //! this module only writes it, one transaction per try, so the attempt, the new status
 //! and a suppression are never half there.
 
+use super::db::Engine;
+use super::db::{Db, OptionalExtension, params};
 use super::ingest::{ResendOutcome, resend_tx, with_idempotency};
 use super::queries::{
     DECISION_COLUMNS, ResendSkippedOutcome, audit, decision_from_row, load_site, suppression_reason,
@@ -13,7 +15,6 @@ use super::suppressions::{NewSuppression, insert_suppression};
 use super::time::{Micros, format_time, now_micros};
 use super::{DecisionRecord, Store, StoreError};
 use crate::model::{EmailAddress, ProjectKey, ReasonCode, Status};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -104,15 +105,12 @@ pub struct ReportOutcome {
 }
 
 /// The attempts of a decision, oldest first.
-pub(crate) fn attempts_of(
-    conn: &Connection,
-    decision_id: &str,
-) -> Result<Vec<AttemptRecord>, StoreError> {
+pub(crate) fn attempts_of(conn: &Db, decision_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome
          FROM attempts WHERE decision_id = ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([decision_id], |r| {
+    let rows = stmt.query_map(params![decision_id], |r| {
         Ok(AttemptRecord {
             at: format_time(r.get(0)?),
             server: r.get(1)?,
@@ -139,10 +137,16 @@ impl Store {
         self.write(move |conn| {
             let now = now_micros();
             let site = load_site(conn)?;
+            // SQLite's one writer already serializes leases; on PostgreSQL the rows
+            // another process is leasing right now are skipped, not waited for.
+            let lock = match conn.engine() {
+                Engine::Sqlite => "",
+                Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+            };
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {DECISION_COLUMNS}, created_at FROM decisions
                  WHERE status IN ('queued', 'deferred', 'sending') AND next_attempt_at <= ?1
-                 ORDER BY next_attempt_at LIMIT ?2"
+                 ORDER BY next_attempt_at LIMIT ?2 {lock}"
             ))?;
             let due = stmt
                 .query_map(params![now, limit as i64], |r| Ok((decision_from_row(r)?, r.get::<_, i64>(19)?)))?
@@ -340,11 +344,11 @@ impl Store {
         self.write(move |conn| {
             with_idempotency(conn, idempotency.as_ref(), |conn| {
                 let pattern = format!("%,{reason},%");
-                let mut stmt = conn.prepare(
+                let mut stmt = conn.prepare_cached(
                     "SELECT project, recipient, reasons FROM decisions
                      WHERE status = 'skipped' AND email_kind = 'invitation' AND recipient IS NOT NULL
                        AND customer_id IS NOT NULL AND created_at >= ?1 AND created_at < ?2
-                       AND (?3 IS NULL OR project = ?3)
+                       AND (CAST(?3 AS TEXT) IS NULL OR project = ?3)
                        AND ((',' || reasons || ',') LIKE ?4 OR status_reason = ?5)
                      ORDER BY seq",
                 )?;
@@ -416,7 +420,7 @@ impl Store {
 /// The delivery-time guards of SPEC §4, in the reason table's order: outgoing mail
 /// off, then the address suppressed (or missing: an invalid input is never sent).
 fn delivery_guard(
-    conn: &Connection,
+    conn: &Db,
     outgoing_mail: bool,
     recipient: Option<&str>,
 ) -> Result<Option<ReasonCode>, StoreError> {
@@ -432,10 +436,7 @@ fn delivery_guard(
 
 /// The decision a report is about: the one it names (VERP or Message-ID) when its
 /// recipient matches, else the newest sent decision to that address.
-fn find_reported_decision(
-    conn: &Connection,
-    a: &ReportAction,
-) -> Result<Option<String>, StoreError> {
+fn find_reported_decision(conn: &Db, a: &ReportAction) -> Result<Option<String>, StoreError> {
     if let Some(id) = &a.decision_hint {
         let named: Option<String> = conn
             .prepare_cached("SELECT id FROM decisions WHERE id = ?1 AND recipient = ?2")?
@@ -447,12 +448,12 @@ fn find_reported_decision(
     }
     Ok(conn
         .prepare_cached("SELECT id FROM decisions WHERE recipient = ?1 AND status = 'sent' ORDER BY seq DESC LIMIT 1")?
-        .query_row([a.email.as_str()], |r| r.get(0))
+        .query_row(params![a.email.as_str()], |r| r.get(0))
         .optional()?)
 }
 
 fn set_final(
-    conn: &Connection,
+    conn: &Db,
     id: &str,
     status: Status,
     reason: &str,

@@ -5,16 +5,16 @@
 //! transaction. Two concurrent adds of the same new address are two jobs of the one
 //! writer: the second sees the customer the first created.
 
+use super::db::{Db, OptionalExtension, params};
 use super::queries::{load_project, load_site, suppression_reason};
 use super::time::{Micros, format_time, now_micros};
 use super::{Store, StoreError};
 use crate::messages::{MessageFacts, result_message};
 use crate::model::{
     AddressError, Channel, CustomerOutcome, EmailAddress, EmailKind, ParsedMailbox, ProjectKey,
-    RAW_INPUT_LIMIT, ReasonCode, Status, Verdict, new_id,
+    ReasonCode, Status, Verdict, new_id,
 };
 use crate::rules::{self, Facts};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
 
@@ -99,10 +99,7 @@ pub(crate) struct NewDecision<'a> {
 
 /// Inserts a decision and returns its id. A send is queued, due now, and gets its
 /// stable Message-ID (SPEC §4); a skip is final, its primary reason as `status_reason`.
-pub(crate) fn insert_decision(
-    conn: &Connection,
-    d: &NewDecision<'_>,
-) -> Result<String, StoreError> {
+pub(crate) fn insert_decision(conn: &Db, d: &NewDecision<'_>) -> Result<String, StoreError> {
     let id = new_id();
     let send = d.reasons.is_empty();
     let (status, status_reason, next_attempt_at, message_id) = if send {
@@ -159,13 +156,10 @@ pub(crate) struct CustomerRow {
     pub created_via: Channel,
 }
 
-pub(crate) fn find_customer(
-    conn: &Connection,
-    email: &str,
-) -> Result<Option<CustomerRow>, StoreError> {
+pub(crate) fn find_customer(conn: &Db, email: &str) -> Result<Option<CustomerRow>, StoreError> {
     let row = conn
         .prepare_cached("SELECT id, created_at, created_via FROM customers WHERE email = ?1")?
-        .query_row([email], |r| {
+        .query_row(params![email], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
@@ -224,7 +218,7 @@ impl Store {
     }
 }
 
-fn ingest_tx(conn: &Connection, request: &IngestRequest) -> Result<Vec<Outcome>, StoreError> {
+fn ingest_tx(conn: &Db, request: &IngestRequest) -> Result<Vec<Outcome>, StoreError> {
     let project = load_project(conn, request.project.as_str())?;
     let site = load_site(conn)?;
     let settings = project.settings.rule_settings();
@@ -341,13 +335,13 @@ fn ingest_tx(conn: &Connection, request: &IngestRequest) -> Result<Vec<Outcome>,
 /// An input that is not an address: a skip decision holding the raw input, so a later
 /// search finds it (SPEC §3).
 fn record_invalid(
-    conn: &Connection,
+    conn: &Db,
     recipient: &Recipient,
     project_key: &str,
     project_name: &str,
     now: Micros,
 ) -> Result<Outcome, StoreError> {
-    let raw = crate::model::truncate(recipient.input.trim(), RAW_INPUT_LIMIT).to_owned();
+    let raw = EmailAddress::raw_input(&recipient.input);
     let reasons = [ReasonCode::InvalidAddress];
     let email_kind = recipient.channel.email_kind();
     let decision_id = insert_decision(
@@ -390,7 +384,7 @@ fn record_invalid(
 }
 
 fn create_customer(
-    conn: &Connection,
+    conn: &Db,
     email: &str,
     display_name: Option<&str>,
     channel: Channel,
@@ -406,15 +400,15 @@ fn create_customer(
 }
 
 fn add_membership(
-    conn: &Connection,
+    conn: &Db,
     customer_id: &str,
     project: &str,
     channel: Channel,
     now: Micros,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO memberships (customer_id, project, added_at, added_via)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO memberships (customer_id, project, added_at, added_via)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?
     .execute(params![customer_id, project, now, channel.as_str()])?;
     Ok(())
@@ -422,7 +416,7 @@ fn add_membership(
 
 /// A resend as one write: membership check, rules, decision row.
 pub(crate) fn resend_tx(
-    conn: &Connection,
+    conn: &Db,
     project: &ProjectKey,
     email: &EmailAddress,
     now: Micros,
@@ -452,7 +446,7 @@ pub(crate) fn resend_tx(
     });
     let display_name: Option<String> = conn
         .prepare_cached("SELECT display_name FROM customers WHERE id = ?1")?
-        .query_row([&customer.id], |r| r.get(0))?;
+        .query_row(params![&customer.id], |r| r.get(0))?;
     let decision_id = insert_decision(
         conn,
         &NewDecision {
@@ -502,9 +496,9 @@ const IDEMPOTENCY_WINDOW: Micros = 24 * 3600 * 1_000_000;
 /// Runs `job` unless the same key was used within 24 h, in which case the first answer
 /// is returned and nothing is written.
 pub(crate) fn with_idempotency<T: Serialize + DeserializeOwned>(
-    conn: &Connection,
+    conn: &Db,
     key: Option<&IdempotencyKey>,
-    job: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    job: impl FnOnce(&Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let Some(key) = key else {
         return job(conn);
@@ -523,8 +517,10 @@ pub(crate) fn with_idempotency<T: Serialize + DeserializeOwned>(
     }
     let answer = job(conn)?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO idempotency (principal, key, created_at, status, body)
-         VALUES (?1, ?2, ?3, 0, ?4)",
+        "INSERT INTO idempotency (principal, key, created_at, status, body)
+         VALUES (?1, ?2, ?3, 0, ?4)
+         ON CONFLICT (principal, key) DO UPDATE
+             SET created_at = excluded.created_at, status = excluded.status, body = excluded.body",
     )?
     .execute(params![
         key.scope,

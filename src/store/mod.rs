@@ -1,26 +1,39 @@
-//! Owns SQLite: the schema, the migrations and every SQL string of mailtrail.
+//! Owns the database: the schema, the migrations and every SQL string of mailtrail,
+//! on either engine (SQLite, the embedded default, or PostgreSQL; SPEC §10).
 //!
-//! One writer thread owns the only write connection. Callers hand it jobs over a
-//! channel; it runs every job that is waiting in one transaction and answers the
-//! callers only after the COMMIT has reached the disk (WAL, `synchronous=FULL`). That
-//! is group commit: one fsync for many requests, so throughput grows with concurrency
-//! instead of being capped by the disk.
+//! The queries are written once, against [`db::Db`], in the SQL both engines speak; an
+//! engine only opens connections, supplies its schema and, where the engines really
+//! differ, its own statement text. The decisions themselves come from pure code
+//! (`rules`, `delivery::classify`, …) shared by both.
+//!
+//! One writer thread owns the only write connection of this process. Callers hand it
+//! jobs over a channel; it runs every job that is waiting in one transaction and answers
+//! the callers only after the COMMIT is durable (SQLite: WAL, `synchronous=FULL`;
+//! PostgreSQL: `synchronous_commit=on`). That is group commit: one flush for many
+//! requests, so throughput grows with concurrency instead of being capped by the disk.
 //!
 //! One job's failure must not spoil the others of its batch. Most failures happen
 //! before a job writes anything (an unknown project, a bad field), and leave nothing to
 //! undo, so the batch runs without per-job savepoints, which cost SQLite a copy of
-//! every page a job touches. Only when a job fails *after* writing is the transaction
-//! rolled back and the batch run again, this time each job in its own savepoint.
+//! every page a job touches. Only when a job fails *after* writing (or, on PostgreSQL,
+//! after any failed statement, which spoils the transaction) is the transaction rolled
+//! back and the batch run again, this time each job in its own savepoint. On
+//! PostgreSQL, where other processes write too, a batch that lost a race (a unique key
+//! taken meanwhile, a serialization failure) runs again and sees the winner's rows.
 //!
-//! Reads use a small pool of read-only connections on tokio's blocking threads. No
-//! rusqlite call ever runs on an async executor thread, and nothing outside this
-//! module sees a rusqlite type.
+//! Reads use a small pool of connections on tokio's blocking threads. No database call
+//! ever runs on an async executor thread, and nothing outside this module sees a driver
+//! type.
 
 mod auth;
 mod bench;
+mod copy;
+pub mod db;
 mod delivery;
 mod ingest;
+mod location;
 mod pages;
+mod postgres;
 mod queries;
 mod schema;
 mod suppressions;
@@ -29,10 +42,13 @@ mod time;
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
+pub use copy::{CopyReport, copy};
+pub use db::Engine;
 pub use delivery::{
     AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
 };
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
+pub use location::DbLocation;
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use queries::{
     AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership,
@@ -43,11 +59,12 @@ pub use queries::{parse_cursor, parse_query_time};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use time::{Micros, format_time, now_micros, parse_time};
 
+use db::{Db, DbError};
 use rusqlite::{Connection, OpenFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// What can go wrong in the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +83,35 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
-    /// SQLite failed (disk full, locked too long, corrupt file, …).
+    /// The database failed (disk full, locked too long, corrupt file, a bad query, …).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(DbError),
+    /// The database cannot be reached now (PostgreSQL is down or restarting); the same
+    /// request may work later, and nothing of it was written.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The writer thread is gone (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(DbError::Sqlite(e))
+    }
 }
 
 impl StoreError {
@@ -84,6 +121,11 @@ impl StoreError {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// Running the same job again may succeed: another process got there first.
+    fn is_contention(&self) -> bool {
+        matches!(self, StoreError::Database(e) if e.is_contention())
     }
 }
 
@@ -126,59 +168,94 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
 
+/// Times a batch that lost a race to another process runs again.
+const CONTENTION_RETRIES: usize = 3;
+
 type Job = Box<dyn WriteJob>;
+
+/// Opens a connection of the store's engine (the writer's, or a reader's).
+type Opener = Arc<dyn Fn(Role) -> Result<Db, StoreError> + Send + Sync>;
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
 
 /// A cheap, cloneable handle on the database.
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
-    path: Arc<PathBuf>,
+    location: Arc<DbLocation>,
+    wake: Arc<Notify>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, applies pending migrations
-    /// and starts the writer thread.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = open_write_connection(path)?;
+    /// Opens (creating if needed) the database at `location`, applies pending
+    /// migrations and starts the writer thread (and, on PostgreSQL, the listener that
+    /// wakes this process's worker when another process queues mail).
+    pub fn open(location: &DbLocation, options: StoreOptions) -> Result<Store, StoreError> {
+        let opener = opener(location)?;
+        let conn = opener(Role::Writer)?;
         schema::migrate(&conn)?;
+        let wake = Arc::new(Notify::new());
+        if let DbLocation::Postgres(url) = location {
+            postgres::listen_for_due(url.clone(), wake.clone())?;
+        }
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let writer_opener = opener.clone();
         std::thread::Builder::new()
             .name("mailtrail-writer".into())
-            .spawn(move || writer_loop(conn, inbox, options.max_batch.max(1)))
+            .spawn(move || writer_loop(conn, writer_opener, inbox, options.max_batch.max(1)))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             jobs,
             readers: Arc::new(ReadPool {
-                path: path.to_owned(),
+                opener,
                 idle: Mutex::new(Vec::new()),
                 keep: options.read_pool,
             }),
-            path: Arc::new(path.to_owned()),
+            location: Arc::new(location.clone()),
+            wake,
         })
     }
 
-    /// Applies the migrations and reports the schema version, without starting a writer.
-    pub fn migrate_only(path: &Path) -> Result<(i64, i64), StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = open_write_connection(path)?;
+    /// [`Store::open`] on a blocking thread, for async callers (the drivers block).
+    pub async fn connect(
+        location: &DbLocation,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || Store::open(&location, options))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("opening the store failed: {e}")))?
+    }
+
+    /// Applies the migrations and reports the schema version before and after, without
+    /// starting a writer.
+    pub fn migrate_only(location: &DbLocation) -> Result<(i64, i64), StoreError> {
+        let conn = opener(location)?(Role::Writer)?;
         let before = schema::version(&conn)?;
         schema::migrate(&conn)?;
         Ok((before, schema::version(&conn)?))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the database is.
+    pub fn location(&self) -> &DbLocation {
+        &self.location
+    }
+
+    /// The engine behind this store.
+    pub fn engine(&self) -> Engine {
+        self.location.engine()
+    }
+
+    /// Notified whenever mail may have become due: by this process's writes (callers
+    /// notify it) and, on PostgreSQL, by any process's (through `LISTEN`).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// Runs `job` in the writer's next transaction and answers once it is durable.
@@ -189,7 +266,7 @@ impl Store {
     pub(crate) async fn write<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Db) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(Pending {
@@ -201,11 +278,11 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Runs `query` on a read-only connection on a blocking thread.
+    /// Runs `query` on a pooled connection on a blocking thread.
     pub(crate) async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     {
         let readers = self.readers.clone();
         let span = tracing::Span::current();
@@ -213,11 +290,37 @@ impl Store {
             let _entered = span.enter();
             let conn = readers.take()?;
             let result = query(&conn);
-            readers.give(conn);
+            if !conn.is_broken() {
+                readers.give(conn);
+            }
             result
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+    }
+}
+
+/// The function that opens connections to `location`.
+fn opener(location: &DbLocation) -> Result<Opener, StoreError> {
+    match location {
+        DbLocation::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let path = path.clone();
+            Ok(Arc::new(move |role| {
+                Ok(Db::sqlite(match role {
+                    Role::Writer => open_write_connection(&path)?,
+                    Role::Reader => open_read_connection(&path)?,
+                }))
+            }))
+        }
+        DbLocation::Postgres(url) => {
+            let url = url.clone();
+            Ok(Arc::new(move |_| postgres::connect(&url)))
+        }
     }
 }
 
@@ -267,6 +370,18 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+fn open_read_connection(path: &Path) -> Result<Connection, StoreError> {
+    configure_sqlite();
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "cache_size", -4096)?;
+    Ok(conn)
+}
+
 /// How a batch isolates its jobs from each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isolation {
@@ -280,7 +395,10 @@ enum Isolation {
 trait WriteJob: Send {
     /// Runs the job and keeps its result. Returns `true` when the job failed after
     /// writing under [`Isolation::Shared`], which leaves its half in the transaction.
-    fn run(&mut self, conn: &Connection, isolation: Isolation) -> bool;
+    fn run(&mut self, conn: &Db, isolation: Isolation) -> bool;
+
+    /// Whether the job's last run lost a race to another process (worth a rerun).
+    fn lost_race(&self) -> bool;
 
     /// Answers the caller with the job's result, once the batch's COMMIT returned.
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>);
@@ -295,17 +413,17 @@ struct Pending<T, F> {
 impl<T, F> WriteJob for Pending<T, F>
 where
     T: Send,
-    F: FnMut(&Connection) -> Result<T, StoreError> + Send,
+    F: FnMut(&Db) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection, isolation: Isolation) -> bool {
+    fn run(&mut self, conn: &Db, isolation: Isolation) -> bool {
         let (result, spoiled) = match isolation {
             Isolation::Savepoint => (in_savepoint(conn, &mut self.work), false),
             Isolation::Shared => {
-                // Rows changed by completed statements: a failed statement undoes
-                // itself, so an unchanged count means the job left nothing behind.
-                let before = conn.total_changes();
+                // Rows changed by completed statements (and, on PostgreSQL, failed
+                // statements): an unchanged count means the job left nothing behind.
+                let before = conn.marks();
                 let result = unwind_guard(|| (self.work)(conn));
-                let spoiled = result.is_err() && conn.total_changes() != before;
+                let spoiled = result.is_err() && conn.marks() != before;
                 (result, spoiled)
             }
         };
@@ -313,10 +431,15 @@ where
         spoiled
     }
 
+    fn lost_race(&self) -> bool {
+        matches!(&self.result, Some(Err(e)) if e.is_contention())
+    }
+
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>) {
         let answer = match (commit, self.result) {
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(StoreError::Corrupt("the write job did not run".into())),
+            (Err(StoreError::Unavailable(e)), _) => Err(StoreError::Unavailable(e.clone())),
             (Err(e), _) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
         };
         // The caller may have gone away (client disconnected); the write stands.
@@ -334,26 +457,34 @@ fn unwind_guard<T>(job: impl FnOnce() -> Result<T, StoreError>) -> Result<T, Sto
 /// Runs `job` between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint on error
 /// or panic so the job's writes are undone and the batch's other jobs stand.
 fn in_savepoint<T>(
-    conn: &Connection,
-    job: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    conn: &Db,
+    job: impl FnOnce(&Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     // Cached statements: parsing these three on every job costs the writer thread
     // about a tenth of an agent add.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    conn.prepare_cached("SAVEPOINT job")?
+        .execute(db::params![])?;
     let result = unwind_guard(|| job(conn));
     match &result {
         Ok(_) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
+            conn.prepare_cached("RELEASE SAVEPOINT job")?
+                .execute(db::params![])?;
         }
         Err(_) => {
-            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            conn.prepare_cached("RELEASE job")?.execute([])?;
+            conn.prepare_cached("ROLLBACK TO SAVEPOINT job")?
+                .execute(db::params![])?;
+            conn.prepare_cached("RELEASE SAVEPOINT job")?
+                .execute(db::params![])?;
         }
     }
     result
 }
 
-fn writer_loop(conn: Connection, inbox: mpsc::Receiver<Job>, max_batch: usize) {
+/// How long the writer waits between tries to reach a database that went away.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+fn writer_loop(conn: Db, opener: Opener, inbox: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut conn = Some(conn);
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -362,11 +493,28 @@ fn writer_loop(conn: Connection, inbox: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        let commit = run_batch(&conn, &mut batch);
+        // A connection that broke (PostgreSQL restarted) is opened again; while that
+        // fails, the batch is answered "unavailable" and nothing of it is written.
+        if conn.as_ref().is_none_or(Db::is_broken) {
+            conn = match opener(Role::Writer) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database is unreachable");
+                    let e = StoreError::Unavailable(e.to_string());
+                    for job in batch {
+                        job.answer(Err(&e));
+                    }
+                    std::thread::sleep(RECONNECT_PAUSE);
+                    continue;
+                }
+            };
+        }
+        let Some(db) = conn.as_ref() else { continue };
+        let commit = run_batch_retrying(db, &mut batch);
         if let Err(error) = &commit {
             tracing::error!(%error, "the write batch is rolled back");
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+            if !db.is_autocommit() || db.engine() == db::Engine::Postgres {
+                let _ = db.rollback();
             }
         }
         for job in batch {
@@ -375,12 +523,36 @@ fn writer_loop(conn: Connection, inbox: mpsc::Receiver<Job>, max_batch: usize) {
     }
 }
 
+/// [`run_batch`], again while a job lost a race to another process (PostgreSQL).
+fn run_batch_retrying(conn: &Db, batch: &mut [Job]) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        let result = run_batch(conn, batch);
+        tries += 1;
+        let lost = batch.iter().any(|job| job.lost_race());
+        if !lost || tries > CONTENTION_RETRIES {
+            return result;
+        }
+        if result.is_ok() {
+            // What committed is in; rerunning would apply it twice. Only a batch whose
+            // every job lost can run again as a whole, which is the lone-job case.
+            if batch.len() > 1 {
+                return result;
+            }
+        }
+        tracing::debug!(
+            tries,
+            "a write lost a race to another process; running it again"
+        );
+    }
+}
+
 /// Runs every job of `batch` in one transaction and commits it: first with the jobs
 /// sharing the transaction, and again with a savepoint each if one of them failed
 /// half-way (a lone job is simply rolled back).
-fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
+fn run_batch(conn: &Db, batch: &mut [Job]) -> Result<(), StoreError> {
     for isolation in [Isolation::Shared, Isolation::Savepoint] {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.begin_write()?;
         let mut spoiled = false;
         for job in batch.iter_mut() {
             spoiled = job.run(conn, isolation);
@@ -388,7 +560,12 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
                 // SQLite rolled the transaction back itself (disk full, I/O error):
                 // what ran is gone, and the next job would commit on its own.
                 return Err(StoreError::Corrupt(
-                    "the transaction was rolled back by SQLite".into(),
+                    "the transaction was rolled back by the database".into(),
+                ));
+            }
+            if conn.is_broken() {
+                return Err(StoreError::Unavailable(
+                    "the connection to the database was lost".into(),
                 ));
             }
             if spoiled {
@@ -396,10 +573,10 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
             }
         }
         if !spoiled {
-            conn.execute_batch("COMMIT")?;
+            conn.commit()?;
             return Ok(());
         }
-        conn.execute_batch("ROLLBACK")?;
+        conn.rollback()?;
         if batch.len() == 1 {
             // Its error is its answer, and nothing else shared the transaction.
             return Ok(());
@@ -414,30 +591,22 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
     ))
 }
 
-/// Read-only connections, opened on demand and kept up to `keep`.
+/// Connections for reads, opened on demand and kept up to `keep`.
 struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    opener: Opener,
+    idle: Mutex<Vec<Db>>,
     keep: usize,
 }
 
 impl ReadPool {
-    fn take(&self) -> Result<Connection, StoreError> {
+    fn take(&self) -> Result<Db, StoreError> {
         if let Some(conn) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
             return Ok(conn);
         }
-        configure_sqlite();
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        conn.pragma_update(None, "cache_size", -4096)?;
-        Ok(conn)
+        (self.opener)(Role::Reader)
     }
 
-    fn give(&self, conn: Connection) {
+    fn give(&self, conn: Db) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.keep
         {
@@ -452,7 +621,7 @@ mod tests {
 
     /// A job for `run_batch`, and the receiver of its answer.
     fn job<T: Send + 'static>(
-        work: impl FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnMut(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> (Job, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(Pending {
@@ -463,27 +632,27 @@ mod tests {
         (job, answer)
     }
 
-    fn insert(conn: &Connection, v: &str) -> Result<(), StoreError> {
-        conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+    fn insert(conn: &Db, v: &str) -> Result<(), StoreError> {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", db::params![v])?;
         Ok(())
     }
 
     /// A job's first step succeeds and its second fails: half of it is written.
-    fn write_then_fail(conn: &Connection) -> Result<(), StoreError> {
+    fn write_then_fail(conn: &Db) -> Result<(), StoreError> {
         insert(conn, "half")?;
         Err(StoreError::Conflict("second step failed".into()))
     }
 
-    fn rows(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
-        stmt.query_map([], |r| r.get(0))
+    fn rows(conn: &Db) -> Vec<String> {
+        let mut stmt = conn.prepare_cached("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map(db::params![], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     }
 
     /// Runs `batch` as the writer does and answers every job.
-    fn run(conn: &Connection, mut batch: Vec<Job>) -> Result<(), String> {
+    fn run(conn: &Db, mut batch: Vec<Job>) -> Result<(), String> {
         let commit = run_batch(conn, &mut batch);
         for job in batch {
             job.answer(commit.as_ref().map(|_| ()));
@@ -491,8 +660,8 @@ mod tests {
         commit.map_err(|e| e.to_string())
     }
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn db() -> Db {
+        let conn = Db::sqlite(Connection::open_in_memory().unwrap());
         conn.execute_batch("CREATE TABLE t (v TEXT PRIMARY KEY)")
             .unwrap();
         conn
@@ -561,7 +730,7 @@ mod tests {
         run(&conn, vec![dup, b]).unwrap();
         assert!(matches!(
             dup_answer.blocking_recv().unwrap(),
-            Err(StoreError::Sqlite(_))
+            Err(StoreError::Database(_))
         ));
         assert_eq!(rows(&conn), ["b", "taken"]);
     }

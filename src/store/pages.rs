@@ -4,9 +4,9 @@
 //! Every query here is bounded by an index range or a `LIMIT`, so a page stays fast
 //! with a million decisions stored (SPEC §6).
 
+use super::db::{OptionalExtension, params};
 use super::time::{Micros, format_time, now_micros};
 use super::{Store, StoreError};
-use rusqlite::{OptionalExtension, params};
 
 /// The overview's figures over one window.
 #[derive(Clone, Debug, Default)]
@@ -87,8 +87,8 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt = conn.prepare_cached(
-                "SELECT at / ?2 * ?2 AS b, count(*), coalesce(sum(reason = 'complaint'), 0)
-                 FROM suppression_events WHERE added = 1 AND at >= ?1 GROUP BY b",
+                "SELECT at / ?2 * ?2 AS b, count(*), coalesce(CAST(sum(CASE WHEN reason = 'complaint' THEN 1 ELSE 0 END) AS BIGINT), 0)
+                 FROM suppression_events WHERE added = TRUE AND at >= ?1 GROUP BY b",
             )?;
             for row in stmt.query_map(params![since, bucket], |r| {
                 Ok((
@@ -102,10 +102,10 @@ impl Store {
                 facts.complaints += complaints;
             }
             facts.suppressions_total =
-                conn.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
+                conn.query_row("SELECT count(*) FROM suppressions", params![], |r| r.get(0))?;
             facts.queue_depth = conn.query_row(
                 "SELECT count(*) FROM decisions WHERE status IN ('queued', 'deferred', 'sending')",
-                [],
+                params![],
                 |r| r.get(0),
             )?;
             // Sender-side failures: counted by the grouped scan above; the newest one of
@@ -132,7 +132,7 @@ impl Store {
                         "SELECT last_reply, created_at FROM decisions
                          WHERE status = 'failed' AND status_reason = ?1 ORDER BY seq DESC LIMIT 1",
                     )?
-                    .query_row([reason], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    .query_row(params![reason], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 facts.sender_side.push(SenderSideGroup {
                     status_reason: reason.to_owned(),
                     reply,
@@ -153,11 +153,17 @@ impl Store {
             // "turned off" is the oldest `false` entry after the newest `true` one before
             // it, so later edits of From while mail was off do not move the start.
             let mut stmt = conn.prepare_cached(
-                "SELECT at, json_extract(detail, '$.outgoing_mail') FROM audit
+                "SELECT at, detail FROM audit
                  WHERE what = 'site.update' ORDER BY id DESC LIMIT 500",
             )?;
             let entries = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<bool>>(1)?)))?
+                .query_map(params![], |r| {
+                    let detail: Option<String> = r.get(1)?;
+                    let on = detail
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                        .and_then(|d| d.get("outgoing_mail").and_then(serde_json::Value::as_bool));
+                    Ok((r.get::<_, i64>(0)?, on))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut history = OutgoingMailHistory::default();
             let mut iter = entries.iter().peekable();
@@ -189,14 +195,14 @@ impl Store {
                      WHERE created_at >= ?1 AND created_at < ?2 AND status = 'skipped'
                        AND recipient IS NOT NULL AND customer_id IS NOT NULL
                        AND ((',' || reasons || ',') LIKE '%,outgoing_mail_disabled,%' OR status_reason = 'outgoing_mail_disabled')
-                     LIMIT ?3)",
+                     LIMIT ?3) AS skipped",
                 )?
                 .query_row(params![off_since, until, SKIPPED_COUNT_CAP], |r| r.get(0))?;
             history.resent_at = conn
                 .prepare_cached(
                     "SELECT at FROM audit WHERE what LIKE '%resend%skipped%' AND at >= ?1 ORDER BY id DESC LIMIT 1",
                 )?
-                .query_row([off_since], |r| r.get::<_, i64>(0))
+                .query_row(params![off_since], |r| r.get::<_, i64>(0))
                 .optional()?
                 .map(format_time);
             Ok(history)

@@ -1,24 +1,23 @@
 //! Reads, and the admin writes that go with them: projects, site, decisions, the `why`
 //! facts, audit and stats.
 
+use super::db::{Db, DbError, OptionalExtension, Param, Row, params};
 use super::time::{Micros, format_time, now_micros, parse_time};
 use super::{Store, StoreError};
 use crate::model::{
     Channel, Project, ProjectKey, ProjectPatch, ProjectSettings, ReasonCode, Site, SitePatch,
     Status, SuppressionReason, validate_name,
 };
-use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-pub(crate) fn load_project(conn: &Connection, key: &str) -> Result<Project, StoreError> {
+pub(crate) fn load_project(conn: &Db, key: &str) -> Result<Project, StoreError> {
     conn.prepare_cached("SELECT key, name, settings FROM projects WHERE key = ?1")?
-        .query_row([key], project_from_row)
+        .query_row(params![key], project_from_row)
         .optional()?
         .ok_or(StoreError::NotFound("project"))?
 }
 
-fn project_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Project, StoreError>> {
+fn project_from_row(row: &Row<'_>) -> Result<Result<Project, StoreError>, DbError> {
     let key: String = row.get(0)?;
     let name: String = row.get(1)?;
     let settings: String = row.get(2)?;
@@ -31,13 +30,13 @@ fn project_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Project, StoreErro
     })())
 }
 
-pub(crate) fn load_site(conn: &Connection) -> Result<Site, StoreError> {
+pub(crate) fn load_site(conn: &Db) -> Result<Site, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT outgoing_mail, from_mailbox, portal_base_url, outgoing_mail_changed_at
              FROM site WHERE id = 1",
         )?
-        .query_row([], |r| {
+        .query_row(params![], |r| {
             Ok(Site {
                 outgoing_mail: r.get(0)?,
                 from: r.get(1)?,
@@ -48,12 +47,12 @@ pub(crate) fn load_site(conn: &Connection) -> Result<Site, StoreError> {
 }
 
 pub(crate) fn suppression_reason(
-    conn: &Connection,
+    conn: &Db,
     email: &str,
 ) -> Result<Option<SuppressionReason>, StoreError> {
     let reason: Option<String> = conn
         .prepare_cached("SELECT reason FROM suppressions WHERE email = ?1")?
-        .query_row([email], |r| r.get(0))
+        .query_row(params![email], |r| r.get(0))
         .optional()?;
     reason
         .map(|r| r.parse().map_err(|e| StoreError::Corrupt(format!("{e}"))))
@@ -62,7 +61,7 @@ pub(crate) fn suppression_reason(
 
 /// Records an admin action (SPEC §5 audit: who, what, when, note).
 pub(crate) fn audit(
-    conn: &Connection,
+    conn: &Db,
     who: &str,
     what: &str,
     target: Option<&str>,
@@ -119,15 +118,12 @@ pub(crate) const DECISION_COLUMNS: &str =
     email_kind, decision, reasons, status, status_reason, attempts_count, next_attempt_at,
     last_reply, sent_at, message_id, display_name";
 
-pub(crate) fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
-    fn parse<T: std::str::FromStr>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+pub(crate) fn decision_from_row(row: &Row<'_>) -> Result<DecisionRecord, DbError> {
+    fn parse<T: std::str::FromStr>(row: &Row<'_>, i: usize) -> Result<T, DbError> {
         let s: String = row.get(i)?;
-        s.parse().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                i,
-                rusqlite::types::Type::Text,
-                format!("unknown value `{s}`").into(),
-            )
+        s.parse().map_err(|_| DbError::Conversion {
+            column: i,
+            message: format!("unknown value `{s}`"),
         })
     }
     let reasons: String = row.get(10)?;
@@ -219,7 +215,7 @@ pub struct SuppressionRecord {
 pub(crate) const SUPPRESSION_COLUMNS: &str = "email, reason, smtp_code, enhanced_code, response,
     remote_host, stage, suppressed_at, decision_id, note, evidence";
 
-pub(crate) fn suppression_from_row(row: &Row<'_>) -> rusqlite::Result<SuppressionRecord> {
+pub(crate) fn suppression_from_row(row: &Row<'_>) -> Result<SuppressionRecord, DbError> {
     let reason: String = row.get(1)?;
     let at: i64 = row.get(7)?;
     Ok(SuppressionRecord {
@@ -327,7 +323,7 @@ impl Store {
         self.read(|conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT key, name, settings FROM projects ORDER BY key")?;
-            let rows = stmt.query_map([], project_from_row)?;
+            let rows = stmt.query_map(params![], project_from_row)?;
             rows.map(|r| r?).collect()
         })
         .await
@@ -422,10 +418,10 @@ impl Store {
                 )?;
             }
             if let Some(from) = &patch.from {
-                conn.execute("UPDATE site SET from_mailbox = ?1 WHERE id = 1", [from.trim()])?;
+                conn.execute("UPDATE site SET from_mailbox = ?1 WHERE id = 1", params![from.trim()])?;
             }
             if let Some(url) = &patch.portal_base_url {
-                conn.execute("UPDATE site SET portal_base_url = ?1 WHERE id = 1", [url.trim_end_matches('/')])?;
+                conn.execute("UPDATE site SET portal_base_url = ?1 WHERE id = 1", params![url.trim_end_matches('/')])?;
             }
             let after = load_site(conn)?;
             audit(conn, &who, "site.update", Some("site"), None, Some(&serde_json::json!({
@@ -451,7 +447,7 @@ impl Store {
                 .prepare_cached(&format!(
                     "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"
                 ))?
-                .query_row([&id], decision_from_row)
+                .query_row(params![&id], decision_from_row)
                 .optional()?
                 .ok_or(StoreError::NotFound("decision"))?;
             decision.attempts = Some(super::delivery::attempts_of(conn, &decision.id)?);
@@ -470,9 +466,12 @@ impl Store {
     ) -> Result<WhyFacts, StoreError> {
         self.read(move |conn| {
             // One snapshot: customer, suppression and decisions agree with each other.
-            conn.execute_batch("BEGIN")?;
+            conn.begin_snapshot()?;
             let facts = why_tx(conn, &key, valid, project.as_ref());
-            conn.execute_batch("COMMIT")?;
+            match &facts {
+                Ok(_) => conn.commit()?,
+                Err(_) => conn.rollback()?,
+            }
             facts
         })
         .await
@@ -513,7 +512,7 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT count(*) FROM decisions WHERE status = ?1")?
-                .query_row([status.as_str()], |r| r.get(0))?)
+                .query_row(params![status.as_str()], |r| r.get(0))?)
         })
         .await
     }
@@ -522,7 +521,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
             Ok(conn
-                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT 1", params![], |r| r.get::<_, i64>(0))
                 .map(|_| ())?)
         })
         .await
@@ -542,7 +541,9 @@ impl Store {
                 "projects",
             ] {
                 let n: i64 =
-                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), params![], |r| {
+                        r.get(0)
+                    })?;
                 counts.insert(table.to_owned(), n);
             }
             Ok(counts)
@@ -566,12 +567,12 @@ pub(crate) fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> St
 #[derive(Default)]
 pub(crate) struct Filter {
     clauses: Vec<String>,
-    args: Vec<Box<dyn ToSql>>,
+    args: Vec<Box<dyn Param>>,
 }
 
 impl Filter {
     /// Adds `clause`, in which every `$` stands for `value`.
-    pub(crate) fn push(&mut self, clause: &str, value: Box<dyn ToSql>) {
+    pub(crate) fn push(&mut self, clause: &str, value: Box<dyn Param>) {
         self.args.push(value);
         self.clauses
             .push(clause.replace('$', &format!("?{}", self.args.len())));
@@ -595,19 +596,16 @@ impl Filter {
         self.args.len() + 1
     }
 
-    pub(crate) fn params(&self) -> impl rusqlite::Params + '_ {
-        rusqlite::params_from_iter(self.args.iter())
+    pub(crate) fn params(&self) -> Vec<&dyn Param> {
+        self.args.iter().map(|b| b.as_ref()).collect()
     }
 
-    pub(crate) fn push_value(&mut self, value: Box<dyn ToSql>) {
+    pub(crate) fn push_value(&mut self, value: Box<dyn Param>) {
         self.args.push(value);
     }
 }
 
-fn list_decisions(
-    conn: &Connection,
-    f: &DecisionFilter,
-) -> Result<Page<DecisionRecord>, StoreError> {
+fn list_decisions(conn: &Db, f: &DecisionFilter) -> Result<Page<DecisionRecord>, StoreError> {
     let mut w = Filter::default();
     if let Some(email) = &f.email {
         w.push(
@@ -647,13 +645,13 @@ fn list_decisions(
     w.push_value(Box::new(f.limit as i64 + 1));
     let mut stmt = conn.prepare_cached(&sql)?;
     let items = stmt
-        .query_map(w.params(), decision_from_row)?
+        .query_map(&w.params(), decision_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(page(items, f.limit, |d| d.seq.to_string()))
 }
 
 fn why_tx(
-    conn: &Connection,
+    conn: &Db,
     key: &str,
     valid: bool,
     project: Option<&ProjectKey>,
@@ -668,7 +666,7 @@ fn why_tx(
         conn.prepare_cached(&format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"
         ))?
-        .query_row([key], suppression_from_row)
+        .query_row(params![key], suppression_from_row)
         .optional()?
     } else {
         None
@@ -684,7 +682,7 @@ fn why_tx(
     };
     let mut decisions = conn
         .prepare_cached(&sql)?
-        .query_map([key], decision_from_row)?
+        .query_map(params![key], decision_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     for decision in &mut decisions {
         decision.attempts = Some(super::delivery::attempts_of(conn, &decision.id)?);
@@ -715,10 +713,10 @@ fn why_tx(
     })
 }
 
-fn customer_view(conn: &Connection, email: &str) -> Result<Option<CustomerView>, StoreError> {
+fn customer_view(conn: &Db, email: &str) -> Result<Option<CustomerView>, StoreError> {
     let row = conn
         .prepare_cached("SELECT id, email, display_name, created_at, created_via FROM customers WHERE email = ?1")?
-        .query_row([email], |r| {
+        .query_row(params![email], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?))
         })
         .optional()?;
@@ -727,7 +725,7 @@ fn customer_view(conn: &Connection, email: &str) -> Result<Option<CustomerView>,
     };
     let projects = conn
         .prepare_cached("SELECT project, added_at, added_via FROM memberships WHERE customer_id = ?1 ORDER BY added_at")?
-        .query_map([&id], |r| {
+        .query_map(params![&id], |r| {
             Ok(Membership {
                 key: r.get(0)?,
                 added_at: format_time(r.get(1)?),
@@ -783,7 +781,7 @@ impl Store {
             let mut stmt = conn.prepare_cached(
                 "SELECT status, status_reason, count(*) FROM decisions WHERE created_at >= ?1 GROUP BY status, status_reason",
             )?;
-            let rows = stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?)))?;
+            let rows = stmt.query_map(params![since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?)))?;
             for row in rows {
                 let (status, reason, n) = row?;
                 stats.decisions += n;
@@ -805,10 +803,10 @@ impl Store {
             if stats.sent + stats.bounced > 0 {
                 stats.bounce_rate = stats.bounced as f64 / (stats.sent + stats.bounced) as f64;
             }
-            stats.suppressions_total = conn.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
+            stats.suppressions_total = conn.query_row("SELECT count(*) FROM suppressions", params![], |r| r.get(0))?;
             let (added, complaints): (i64, i64) = conn.query_row(
-                "SELECT count(*), coalesce(sum(reason = 'complaint'), 0) FROM suppression_events WHERE added = 1 AND at >= ?1",
-                [since],
+                "SELECT count(*), coalesce(CAST(sum(CASE WHEN reason = 'complaint' THEN 1 ELSE 0 END) AS BIGINT), 0) FROM suppression_events WHERE added = TRUE AND at >= ?1",
+                params![since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             stats.suppressions_added = added;
@@ -824,10 +822,10 @@ impl Store {
                 t += bucket;
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT created_at / ?2 * ?2 AS b, sum(status = 'sent'), sum(status = 'skipped'), sum(status = 'bounced')
+                "SELECT created_at / ?2 * ?2 AS b, CAST(sum(CASE WHEN status = 'sent' THEN 1 ELSE 0 END) AS BIGINT), CAST(sum(CASE WHEN status = 'skipped' THEN 1 ELSE 0 END) AS BIGINT), CAST(sum(CASE WHEN status = 'bounced' THEN 1 ELSE 0 END) AS BIGINT)
                  FROM decisions WHERE created_at >= ?1 GROUP BY b",
             )?;
-            for row in stmt.query_map([since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))? {
+            for row in stmt.query_map(params![since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))? {
                 let (b, sent, skipped, bounced) = row?;
                 if let Some(p) = points.get_mut(&b) {
                     p.sent = sent;
@@ -836,9 +834,9 @@ impl Store {
                 }
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT at / ?2 * ?2 AS b, count(*) FROM suppression_events WHERE added = 1 AND at >= ?1 GROUP BY b",
+                "SELECT at / ?2 * ?2 AS b, count(*) FROM suppression_events WHERE added = TRUE AND at >= ?1 GROUP BY b",
             )?;
-            for row in stmt.query_map([since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            for row in stmt.query_map(params![since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
                 let (b, n) = row?;
                 if let Some(p) = points.get_mut(&b) {
                     p.suppressions_added = n;
@@ -868,22 +866,22 @@ impl Store {
         self.read(|conn| {
             let pairs = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
                 let mut stmt = conn.prepare_cached(sql)?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get::<_, i64>(1)?)))?;
+                let rows = stmt.query_map(params![], |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get::<_, i64>(1)?)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             };
             let now = now_micros();
             let oldest: Option<i64> = conn.query_row(
                 "SELECT min(next_attempt_at) FROM decisions WHERE status IN ('queued', 'deferred', 'sending') AND next_attempt_at <= ?1",
-                [now],
+                params![now],
                 |r| r.get(0),
             )?;
             Ok(MetricsSnapshot {
                 decisions_by_status: pairs("SELECT status, count(*) FROM decisions GROUP BY status")?,
                 skipped_by_reason: pairs("SELECT status_reason, count(*) FROM decisions WHERE status = 'skipped' GROUP BY status_reason")?,
                 attempts_by_outcome: pairs("SELECT outcome, count(*) FROM attempts GROUP BY outcome")?,
-                queue_depth: conn.query_row("SELECT count(*) FROM decisions WHERE status IN ('queued', 'deferred', 'sending')", [], |r| r.get(0))?,
+                queue_depth: conn.query_row("SELECT count(*) FROM decisions WHERE status IN ('queued', 'deferred', 'sending')", params![], |r| r.get(0))?,
                 oldest_queued_age_seconds: oldest.map(|t| (now - t).max(0) as f64 / 1e6).unwrap_or(0.0),
-                suppressions: conn.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?,
+                suppressions: conn.query_row("SELECT count(*) FROM suppressions", params![], |r| r.get(0))?,
             })
         })
         .await

@@ -3,13 +3,13 @@
 //! Every change is audited in the same transaction, and every add or removal is also
 //! logged in `suppression_events` so the overview can chart suppression growth.
 
+use super::db::{Db, OptionalExtension, params};
 use super::queries::{
     Filter, SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row,
 };
 use super::time::{Micros, format_time, now_micros};
 use super::{Incident, Page, Store, StoreError, SuppressionRecord};
 use crate::model::{EmailAddress, SuppressionReason};
-use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 /// A suppression to insert.
@@ -60,15 +60,16 @@ pub struct BulkRemoveFilter {
 /// Inserts a suppression unless the address is already suppressed; returns whether it
 /// was added.
 pub(crate) fn insert_suppression(
-    conn: &Connection,
+    conn: &Db,
     s: &NewSuppression,
     now: Micros,
 ) -> Result<bool, StoreError> {
-    let added = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO suppressions (email, domain, reason, smtp_code, enhanced_code, response,
+    let added =
+        conn.prepare_cached(
+            "INSERT INTO suppressions (email, domain, reason, smtp_code, enhanced_code, response,
                  remote_host, stage, suppressed_at, decision_id, note, evidence)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             s.email.as_str(),
@@ -83,8 +84,7 @@ pub(crate) fn insert_suppression(
             s.decision_id,
             s.note,
             s.evidence
-        ])?
-        == 1;
+        ])? == 1;
     if added {
         log_event(conn, s.email.as_str(), true, s.reason.as_str(), now)?;
     }
@@ -92,7 +92,7 @@ pub(crate) fn insert_suppression(
 }
 
 fn log_event(
-    conn: &Connection,
+    conn: &Db,
     email: &str,
     added: bool,
     reason: &str,
@@ -105,12 +105,12 @@ fn log_event(
     Ok(())
 }
 
-fn get(conn: &Connection, email: &str) -> Result<Option<SuppressionRecord>, StoreError> {
+fn get(conn: &Db, email: &str) -> Result<Option<SuppressionRecord>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE email = ?1"
         ))?
-        .query_row([email], suppression_from_row)
+        .query_row(params![email], suppression_from_row)
         .optional()?)
 }
 
@@ -128,7 +128,7 @@ impl Store {
                 .map(|q| format!("%{}%", q.to_lowercase().replace(['%', '_'], "")));
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SUPPRESSION_COLUMNS} FROM suppressions
-                 WHERE (?1 IS NULL OR email LIKE ?1)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1)
                    AND (suppressed_at < ?2 OR (suppressed_at = ?2 AND email > ?3))
                  ORDER BY suppressed_at DESC, email LIMIT ?4"
             ))?;
@@ -188,7 +188,7 @@ impl Store {
     ) -> Result<SuppressionRecord, StoreError> {
         self.write(move |conn| {
             let record = get(conn, email.as_str())?.ok_or(StoreError::NotFound("suppression"))?;
-            conn.execute("DELETE FROM suppressions WHERE email = ?1", [email.as_str()])?;
+            conn.execute("DELETE FROM suppressions WHERE email = ?1", params![email.as_str()])?;
             log_event(conn, email.as_str(), false, record.reason.as_str(), now_micros())?;
             audit(conn, &who, "suppression.remove", Some(email.as_str()), Some(&note), Some(&serde_json::json!({
                 "reason": record.reason, "smtp_code": record.smtp_code, "enhanced_code": record.enhanced_code,
@@ -264,16 +264,16 @@ impl Store {
             }
             let filter_sql = w.sql();
             let emails = conn
-                .prepare(&format!(
+                .prepare_cached(&format!(
                     "SELECT email, reason FROM suppressions {filter_sql} ORDER BY email"
                 ))?
-                .query_map(w.params(), |r| {
+                .query_map(&w.params(), |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             conn.execute(
                 &format!("DELETE FROM suppressions {filter_sql}"),
-                w.params(),
+                &w.params(),
             )?;
             let now = now_micros();
             for (email, reason) in &emails {
@@ -303,7 +303,7 @@ impl Store {
                     "SELECT email, domain, reason, remote_host, enhanced_code, smtp_code, suppressed_at
                      FROM suppressions WHERE suppressed_at >= ?1 ORDER BY suppressed_at LIMIT 200000",
                 )?
-                .query_map([since], |r| {
+                .query_map(params![since], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
                         r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
                         r.get::<_, Option<i64>>(5)?, r.get::<_, i64>(6)?))

@@ -153,10 +153,10 @@ impl AppBuilder {
             std::fs::write(&path, contents).expect("writing a file into the app dir");
         }
         let mut env = default_env();
-        env.push((
-            "MAILTRAIL_DB".to_owned(),
-            Some(dir.path().join("mailtrail.db").display().to_string()),
-        ));
+        // SQLite in the app's dir, or a fresh database when this run tests PostgreSQL.
+        let db = super::pg::fresh_database()
+            .unwrap_or_else(|| dir.path().join("mailtrail.db").display().to_string());
+        env.push(("MAILTRAIL_DB".to_owned(), Some(db)));
         // The builder's own entries come last, so they win.
         env.extend(self.env);
         let http = Client::builder()
@@ -310,6 +310,15 @@ impl App {
             .unwrap_or_else(|| panic!("no port in {base_url}"))
     }
 
+    /// Starts `mailtrail worker` with the app's environment and dir (several workers
+    /// and servers may share one PostgreSQL database); killed when the result drops.
+    pub fn spawn_worker(&self, name: &str) -> Supervised {
+        let mut command = self.command();
+        command.arg("worker");
+        Supervised::spawn(name, command)
+            .unwrap_or_else(|error| panic!("starting {} worker: {error}", App::binary()))
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.server.as_ref().map(Supervised::pid)
@@ -430,7 +439,22 @@ impl App {
         self.dir.as_ref().expect("present until drop").path()
     }
 
-    /// The database file (`MAILTRAIL_DB`).
+    /// The database (`MAILTRAIL_DB`): a SQLite path, or a PostgreSQL URL.
+    pub fn db(&self) -> String {
+        self.env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "MAILTRAIL_DB")
+            .and_then(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether this app's database is PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.db().starts_with("postgres")
+    }
+
+    /// The SQLite database file (meaningful only when not [`App::on_postgres`]).
     pub fn db_path(&self) -> PathBuf {
         self.dir().join("mailtrail.db")
     }

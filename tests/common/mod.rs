@@ -16,6 +16,7 @@
 mod app;
 mod dns;
 mod http;
+pub mod pg;
 mod process;
 mod smtp;
 
@@ -32,6 +33,8 @@ pub use app::{ADMIN_PASSWORD, ADMIN_TOKEN, App, AppBuilder, OutputExt};
 pub use dns::DnsPeer;
 #[allow(unused_imports)]
 pub use http::{Api, Resp};
+#[allow(unused_imports)]
+pub use process::Supervised;
 #[allow(unused_imports)]
 pub use smtp::{
     ReceivedMessage, SmtpPeer, SmtpSink, TlsSmtpPeer, generate_test_cert, read_maildir,

@@ -10,4 +10,5 @@ mod dashboard;
 mod delivery;
 mod delivery_direct;
 mod durability;
+mod engines;
 mod peers_smoke;

@@ -155,7 +155,7 @@ impl From<ApiError> for PageError {
         match e {
             ApiError::NotFound(what) => PageError::NotFound(what),
             ApiError::Forbidden(_) | ApiError::Unauthorized => PageError::Forbidden(Role::Admin),
-            ApiError::Unavailable => PageError::Unavailable,
+            ApiError::Unavailable | ApiError::DatabaseUnavailable(_) => PageError::Unavailable,
             ApiError::Internal(cause) => PageError::Internal(cause),
             ApiError::MethodNotAllowed => PageError::MethodNotAllowed,
             ApiError::TooLarge(limit) => {

@@ -99,7 +99,7 @@ pub fn seed_bulk(
             path.display()
         )));
     }
-    super::Store::migrate_only(path)?;
+    super::Store::migrate_only(&super::DbLocation::Sqlite(path.to_owned()))?;
     let conn = Connection::open(path)?;
     // A throwaway file: no journal, no fsync, a large cache (see the module notes).
     conn.execute_batch(
