@@ -114,6 +114,10 @@ pub enum Command {
         /// Smaller sizes, for a quick look (the figures are not the targets' sizes).
         #[arg(long)]
         quick: bool,
+        /// `delivery` only: also deliver with this many `mailtrail worker` processes
+        /// sharing one store, and count at the sink whether any message went twice.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
 }
 

@@ -92,7 +92,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
             outln!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { what, json, quick } => crate::bench::run(config, &what, json, quick).await,
+        Command::Bench {
+            what,
+            json,
+            quick,
+            workers,
+        } => crate::bench::run(config, &what, json, quick, workers).await,
         Command::Db {
             action: DbCommand::Copy { src, dst },
         } => db_copy(src, dst).await,
@@ -164,6 +169,9 @@ async fn open(config: &Config) -> Result<Store, RunError> {
         } else {
             1
         },
+        // Without group commit, PostgreSQL commits each request on a connection of a
+        // pool as large as the benchmark's client count (SPEC §8's baseline).
+        writers: if config.group_commit { 1 } else { 64 },
         ..StoreOptions::default()
     };
     Store::connect(&config.db, options)

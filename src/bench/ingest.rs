@@ -83,6 +83,45 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<IngestResult> {
     Ok(result)
 }
 
+/// The database of one run: a file in its work dir, or a scratch PostgreSQL database
+/// (dropped when the run is over).
+struct Scratch {
+    db: String,
+    postgres: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn new(plan: &Plan, dir: &Workdir, label: &str) -> anyhow::Result<Scratch> {
+        Ok(match &plan.postgres {
+            None => Scratch {
+                db: dir.join("bench.db").display().to_string(),
+                postgres: None,
+            },
+            Some(url) => {
+                let name = format!("mtbench_{}_{label}", std::process::id());
+                let (u, n) = (url.clone(), name.clone());
+                let db = tokio::task::spawn_blocking(move || {
+                    crate::store::create_scratch_database(&u, &n)
+                })
+                .await??;
+                Scratch {
+                    db,
+                    postgres: Some((url.clone(), name)),
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some((url, name)) = self.postgres.take() {
+            // The server has stopped by now (it is dropped first, being declared later).
+            std::thread::spawn(move || crate::store::drop_scratch_database(&url, &name));
+        }
+    }
+}
+
 const WARMING: u8 = 0;
 const MEASURING: u8 = 1;
 const STOPPED: u8 = 2;
@@ -93,7 +132,17 @@ async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
     } else {
         "ingest-baseline"
     })?;
-    let server = Server::start(&dir, &dir.join("bench.db"), commit).await?;
+    let scratch = Scratch::new(
+        plan,
+        &dir,
+        if commit == Commit::Grouped {
+            "ingest"
+        } else {
+            "ingest_baseline"
+        },
+    )
+    .await?;
+    let server = Server::start(&dir, &scratch.db, commit).await?;
     server.put_project("BENCH", "Bench").await?;
     // Let start-up allocations settle (the first admin's argon2 hash, the listener).
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -37,6 +37,9 @@ use std::time::Duration;
 pub struct Plan {
     /// `--quick`: shorter windows, a 100,000-decision large history.
     pub quick: bool,
+    /// `--db postgres://…`: the server on which each measured configuration gets a
+    /// scratch database of its own; `None` measures SQLite files.
+    pub postgres: Option<String>,
     /// Runs of each ingest configuration (the median is reported).
     pub ingest_runs: usize,
     /// Ingest load before the measured window.
@@ -70,6 +73,7 @@ impl Plan {
         if quick {
             Plan {
                 quick,
+                postgres: None,
                 ingest_runs: 1,
                 warmup: Duration::from_millis(500),
                 ingest_window: Duration::from_secs(2),
@@ -88,6 +92,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                postgres: None,
                 ingest_runs: 3,
                 warmup: Duration::from_secs(1),
                 ingest_window: Duration::from_secs(4),
@@ -117,6 +122,7 @@ pub async fn run(
     what: &str,
     json: bool,
     quick: bool,
+    workers: usize,
 ) -> Result<ExitCode, RunError> {
     let (ingest, why, pages) = match what {
         "all" => (true, true, true),
@@ -130,7 +136,10 @@ pub async fn run(
             )));
         }
     };
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
+    if let crate::store::DbLocation::Postgres(url) = &config.db {
+        plan.postgres = Some(url.clone());
+    }
     let mut report = Report::new(what, quick);
     if cfg!(debug_assertions) {
         eprintln!(
@@ -146,7 +155,17 @@ pub async fn run(
         report.ingest(&result, &plan);
         report.memory(&result);
     }
-    if why || pages {
+    if (why || pages) && plan.postgres.is_some() {
+        for (key, wanted) in [("why", why), ("pages", pages)] {
+            if wanted {
+                report.not_measured(
+                    key,
+                    key,
+                    "not yet measured on PostgreSQL (the bulk seeder of 1,000,000 decisions writes SQLite only)",
+                );
+            }
+        }
+    } else if why || pages {
         progress(&format!(
             "look-ups: seeding {} and {} decisions",
             report::count(plan.small.decisions),
@@ -165,7 +184,7 @@ pub async fn run(
     }
     if what == "delivery" {
         progress("delivery: through the smarthost transport into a local SMTP sink");
-        let figures = crate::delivery::bench::run(&config, quick)
+        let figures = crate::delivery::bench::run(&config, quick, workers)
             .await
             .map_err(runtime("delivery"))?;
         report.delivery(&figures);

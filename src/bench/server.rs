@@ -71,7 +71,11 @@ pub struct Server {
 impl Server {
     /// Starts the server on `db` (created if missing) with its files in `dir`, and
     /// waits until it prints the address it listens on.
-    pub async fn start(dir: &Workdir, db: &Path, commit: Commit) -> anyhow::Result<Server> {
+    pub async fn start(
+        dir: &Workdir,
+        db: impl AsRef<std::ffi::OsStr>,
+        commit: Commit,
+    ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("cannot find the mailtrail binary")?;
         let token = crate::store::new_secret("bench-");
         let password = crate::store::new_secret("")[..24].to_owned();

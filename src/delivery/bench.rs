@@ -39,6 +39,23 @@ pub struct DeliveryFigures {
     pub messages: usize,
     /// Concurrent deliveries of our worker.
     pub concurrency: usize,
+    /// `--workers N` (N > 1): separate `mailtrail worker` processes on one store.
+    pub processes: Option<ProcessFigures>,
+}
+
+/// `bench delivery --workers N`: N `mailtrail worker` processes sharing one store.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessFigures {
+    /// Worker processes.
+    pub workers: usize,
+    /// Messages per second, all processes together.
+    pub msgs_per_sec: f64,
+    /// Messages queued.
+    pub messages: usize,
+    /// Messages the sink received (from its dump file).
+    pub received: usize,
+    /// Messages the sink received more than once (by `Message-ID`); 0 is the target.
+    pub sent_twice: usize,
 }
 
 /// A child process killed on drop.
@@ -58,6 +75,11 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn start_sink(port: u16) -> anyhow::Result<Killed> {
+    start_sink_with(port, None)
+}
+
+/// Starts smtp-sink on `port`; with `dump`, it appends every message to that file.
+fn start_sink_with(port: u16, dump: Option<&std::path::Path>) -> anyhow::Result<Killed> {
     let binary = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -65,6 +87,9 @@ fn start_sink(port: u16) -> anyhow::Result<Killed> {
     let mut command = Command::new(binary);
     if unsafe_is_root() {
         command.args(["-u", "nobody"]);
+    }
+    if let Some(dump) = dump {
+        command.arg("-D").arg(dump);
     }
     let child = command
         .arg(format!("127.0.0.1:{port}"))
@@ -120,12 +145,31 @@ fn sink_raw_rate(port: u16, messages: usize) -> anyhow::Result<f64> {
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn queued_store(dir: &std::path::Path, name: &str, messages: usize) -> anyhow::Result<Store> {
-    let store = Store::connect(
-        &DbLocation::Sqlite(dir.join(format!("{name}.db"))),
-        StoreOptions::default(),
-    )
-    .await?;
+/// A fresh store for one measured configuration: a file in `dir` on SQLite, a scratch
+/// database on the server of `base.db` on PostgreSQL.
+pub async fn scratch_location(
+    base: &Config,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<DbLocation> {
+    Ok(match &base.db {
+        DbLocation::Sqlite(_) => DbLocation::Sqlite(dir.join(format!("{name}.db"))),
+        DbLocation::Postgres(url) => {
+            let (url, name) = (
+                url.clone(),
+                format!("mtbench_{}_{name}", std::process::id()),
+            );
+            let created = tokio::task::spawn_blocking(move || {
+                crate::store::create_scratch_database(&url, &name)
+            })
+            .await??;
+            DbLocation::Postgres(created)
+        }
+    })
+}
+
+async fn queued_store(location: &DbLocation, messages: usize) -> anyhow::Result<Store> {
+    let store = Store::connect(location, StoreOptions::default()).await?;
     let key = ProjectKey::parse("BENCH").map_err(anyhow::Error::msg)?;
     let patch: ProjectPatch =
         serde_json::from_value(serde_json::json!({"name": "Bench", "email_format": "text"}))?;
@@ -163,9 +207,9 @@ async fn sent_count(store: &Store) -> anyhow::Result<i64> {
     Ok(store.count_status(crate::model::Status::Sent).await?)
 }
 
-fn config_for(base: &Config, port: u16, db: std::path::PathBuf, concurrency: usize) -> Config {
+fn config_for(base: &Config, port: u16, db: DbLocation, concurrency: usize) -> Config {
     let mut config = base.clone();
-    config.db = DbLocation::Sqlite(db);
+    config.db = db;
     config.transport = TransportSpec::Smtp {
         host: "127.0.0.1".into(),
         port,
@@ -185,11 +229,9 @@ async fn ours(
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let store = queued_store(dir, "ours", messages).await?;
-    let state = AppState::new(
-        store.clone(),
-        config_for(base, port, dir.join("ours.db"), concurrency),
-    );
+    let location = scratch_location(base, dir, "ours").await?;
+    let store = queued_store(&location, messages).await?;
+    let state = AppState::new(store.clone(), config_for(base, port, location, concurrency));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);
@@ -216,8 +258,9 @@ async fn naive(
     port: u16,
     messages: usize,
 ) -> anyhow::Result<f64> {
-    let store = queued_store(dir, "naive", messages).await?;
-    let config = config_for(base, port, dir.join("naive.db"), 1);
+    let location = scratch_location(base, dir, "naive").await?;
+    let store = queued_store(&location, messages).await?;
+    let config = config_for(base, port, location, 1);
     let policy = RetryPolicy {
         delays: config.retry_schedule.clone(),
         give_up_after: config.give_up_after,
@@ -279,8 +322,108 @@ async fn naive(
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
+/// `--workers N`: N `mailtrail worker` processes deliver one queued store into a sink
+/// that dumps what it receives; the dump's `Message-ID`s tell whether any message went
+/// out twice.
+async fn processes(
+    base: &Config,
+    dir: &std::path::Path,
+    messages: usize,
+    workers: usize,
+) -> anyhow::Result<ProcessFigures> {
+    let port = free_port()?;
+    let dumps = dir.join("dump");
+    std::fs::create_dir_all(&dumps)?;
+    // smtp-sink drops to `nobody` when run as root; it must be able to write there.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dumps, std::fs::Permissions::from_mode(0o777))?;
+    }
+    let dump = dumps.join("messages");
+    let _sink = start_sink_with(port, Some(&dump))?;
+    let location = scratch_location(base, dir, "processes").await?;
+    let store = queued_store(&location, messages).await?;
+    let exe = std::env::current_exe().context("cannot find the mailtrail binary")?;
+    let db = match &location {
+        DbLocation::Sqlite(path) => path.display().to_string(),
+        DbLocation::Postgres(url) => url.clone(),
+    };
+    let mut children = Vec::new();
+    let started = Instant::now();
+    for _ in 0..workers {
+        let mut command = Command::new(&exe);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MAILTRAIL_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg("worker")
+            .current_dir(dir)
+            .env("MAILTRAIL_DB", &db)
+            .env("MAILTRAIL_TRANSPORT", format!("smtp://127.0.0.1:{port}"))
+            .env("MAILTRAIL_CONCURRENCY", "16")
+            .env("MAILTRAIL_POLL_INTERVAL", "20ms")
+            .env("MAILTRAIL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        children.push(Killed(
+            command.spawn().context("cannot start `mailtrail worker`")?,
+        ));
+    }
+    loop {
+        let sent = sent_count(&store).await?;
+        if sent as usize >= messages {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            bail!("{workers} workers sent only {sent} of {messages} in 180 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    drop(children);
+    // The sink appends after it answers; give the last messages a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read(&dump).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("message-id")
+                .then(|| value.trim())
+        })
+        .collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    Ok(ProcessFigures {
+        workers,
+        msgs_per_sec: messages as f64 / elapsed.as_secs_f64(),
+        messages,
+        received: ids.len(),
+        sent_twice: ids.len() - unique.len(),
+    })
+}
+
+/// Drops the scratch databases a PostgreSQL run made.
+async fn drop_scratch(base: &Config) {
+    if let DbLocation::Postgres(url) = &base.db {
+        for name in ["ours", "naive", "processes"] {
+            let (url, name) = (
+                url.clone(),
+                format!("mtbench_{}_{name}", std::process::id()),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::store::drop_scratch_database(&url, &name)
+            })
+            .await;
+        }
+    }
+}
+
 /// Runs the delivery benchmark.
-pub async fn run(base: &Config, quick: bool) -> anyhow::Result<DeliveryFigures> {
+pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<DeliveryFigures> {
     let dir = std::env::temp_dir().join(format!("mailtrail-bench-delivery-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = async {
@@ -295,7 +438,13 @@ pub async fn run(base: &Config, quick: bool) -> anyhow::Result<DeliveryFigures> 
         let sink_raw = sink_raw_rate(port, raw_n)?;
         let naive_rate = naive(base, &dir, port, naive_n).await?;
         let our_rate = ours(base, &dir, port, ours_n, concurrency).await?;
+        let processes = if workers > 1 {
+            Some(processes(base, &dir, ours_n, workers).await?)
+        } else {
+            None
+        };
         Ok(DeliveryFigures {
+            processes,
             msgs_per_sec: our_rate,
             naive_msgs_per_sec: naive_rate,
             sink_raw_msgs_per_sec: sink_raw,
@@ -306,6 +455,7 @@ pub async fn run(base: &Config, quick: bool) -> anyhow::Result<DeliveryFigures> 
         })
     }
     .await;
+    drop_scratch(base).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -34,6 +34,7 @@ mod ingest;
 mod location;
 mod pages;
 mod postgres;
+pub use postgres::{create_scratch_database, drop_scratch_database};
 mod queries;
 mod schema;
 mod suppressions;
@@ -149,6 +150,10 @@ impl From<serde_json::Error> for StoreError {
 pub struct StoreOptions {
     /// Most jobs per transaction. 1 turns group commit off (the benchmark's baseline).
     pub max_batch: usize,
+    /// Writer threads, each with its own connection (PostgreSQL only; SQLite has one
+    /// writer). Group commit needs one; the benchmark's baseline on PostgreSQL commits
+    /// one transaction per request through a pool as large as its client count.
+    pub writers: usize,
     /// Most idle read connections kept open.
     pub read_pool: usize,
 }
@@ -157,7 +162,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_batch: 512,
-            read_pool: 4,
+            writers: 1,
+            read_pool: 8,
         }
     }
 }
@@ -167,6 +173,10 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
+
+/// Most reads at once on PostgreSQL, each on a connection of its own: a server's
+/// connection slots are shared by every process of the deployment.
+const POSTGRES_READERS: usize = 16;
 
 /// Times a batch that lost a race to another process runs again.
 const CONTENTION_RETRIES: usize = 3;
@@ -190,6 +200,8 @@ pub struct Store {
     readers: Arc<ReadPool>,
     location: Arc<DbLocation>,
     wake: Arc<Notify>,
+    /// Bounds the reads in flight (PostgreSQL only; SQLite opens files, not slots).
+    read_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Store {
@@ -205,11 +217,23 @@ impl Store {
             postgres::listen_for_due(url.clone(), wake.clone())?;
         }
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let writer_opener = opener.clone();
-        std::thread::Builder::new()
-            .name("mailtrail-writer".into())
-            .spawn(move || writer_loop(conn, writer_opener, inbox, options.max_batch.max(1)))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        let inbox = Arc::new(Mutex::new(inbox));
+        let writers = match location {
+            DbLocation::Sqlite(_) => 1,
+            DbLocation::Postgres(_) => options.writers.max(1),
+        };
+        let mut first = Some(conn);
+        for n in 0..writers {
+            let conn = match first.take() {
+                Some(conn) => conn,
+                None => opener(Role::Writer)?,
+            };
+            let (opener, inbox) = (opener.clone(), inbox.clone());
+            std::thread::Builder::new()
+                .name(format!("mailtrail-writer-{n}"))
+                .spawn(move || writer_loop(conn, opener, &inbox, options.max_batch.max(1)))
+                .map_err(|e| StoreError::Corrupt(format!("cannot start a writer thread: {e}")))?;
+        }
         Ok(Store {
             jobs,
             readers: Arc::new(ReadPool {
@@ -219,6 +243,12 @@ impl Store {
             }),
             location: Arc::new(location.clone()),
             wake,
+            read_slots: match location {
+                DbLocation::Sqlite(_) => None,
+                DbLocation::Postgres(_) => {
+                    Some(Arc::new(tokio::sync::Semaphore::new(POSTGRES_READERS)))
+                }
+            },
         })
     }
 
@@ -286,7 +316,18 @@ impl Store {
     {
         let readers = self.readers.clone();
         let span = tracing::Span::current();
+        let slot = match &self.read_slots {
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::WriterGone)?,
+            ),
+            None => None,
+        };
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let _entered = span.enter();
             let conn = readers.take()?;
             let result = query(&conn);
@@ -483,16 +524,25 @@ fn in_savepoint<T>(
 /// How long the writer waits between tries to reach a database that went away.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
-fn writer_loop(conn: Db, opener: Opener, inbox: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut conn = Some(conn);
-    while let Ok(first) = inbox.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match inbox.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+/// The next batch: the first waiting job, and up to `max_batch - 1` more already
+/// waiting. `None` once every `Store` handle is gone. Several writers (PostgreSQL's
+/// baseline pool) take turns at the one inbox.
+fn next_batch(inbox: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
+    let inbox = inbox.lock().ok()?;
+    let first = inbox.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match inbox.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+fn writer_loop(conn: Db, opener: Opener, inbox: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) {
+    let mut conn = Some(conn);
+    while let Some(mut batch) = next_batch(inbox, max_batch) {
         // A connection that broke (PostgreSQL restarted) is opened again; while that
         // fails, the batch is answered "unavailable" and nothing of it is written.
         if conn.as_ref().is_none_or(Db::is_broken) {

@@ -86,3 +86,58 @@ fn listen(url: &str, wake: &Notify) -> Result<(), StoreError> {
         }
     }
 }
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A new, empty database on the server of `url`, named `name`; answers its URL. For
+/// the benchmark, which needs a fresh store per measured configuration.
+pub fn create_scratch_database(url: &str, name: &str) -> Result<String, StoreError> {
+    let mut admin = client(url)?;
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))
+        .map_err(super::db::DbError::from)?;
+    Ok(with_database(url, name))
+}
+
+/// Drops a database made by [`create_scratch_database`]; connected through `url`
+/// (another database of the same server).
+pub fn drop_scratch_database(url: &str, name: &str) -> Result<(), StoreError> {
+    let mut admin = client(url)?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .map_err(super::db::DbError::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/main?sslmode=require", "b1"),
+            "postgres://u:p@h:5432/b1?sslmode=require"
+        );
+        assert_eq!(with_database("postgres://h", "b1"), "postgres://h/b1");
+    }
+}

@@ -237,6 +237,16 @@ impl Report {
             target: "≥ 0.30x sink".into(),
             pass: Some(sink_pass),
         });
+        if let Some(p) = &figures.processes {
+            self.rows.push(Row {
+                figure: format!("delivery, {} worker processes (msgs/s)", p.workers),
+                value: count(p.msgs_per_sec.round() as u64),
+                baseline: format!("{} received, {} sent twice", p.received, p.sent_twice),
+                ratio: format!("{:.2}x", p.msgs_per_sec / figures.msgs_per_sec),
+                target: "none sent twice".into(),
+                pass: Some(p.sent_twice == 0 && p.received == p.messages),
+            });
+        }
         let mut section = serde_json::to_value(figures).unwrap_or_else(|_| json!({}));
         if let Value::Object(map) = &mut section {
             map.insert("pass".into(), json!(naive_pass && sink_pass));
