@@ -210,5 +210,5 @@ fn progress(message: &str) {
 }
 
 fn runtime(part: &'static str) -> impl Fn(anyhow::Error) -> RunError {
-    move |e| RunError::Runtime(e.context(format!("bench {part} could not run")))
+    move |e| RunError::Runtime(anyhow::anyhow!("bench {part} could not run: {e:#}"))
 }

@@ -110,11 +110,15 @@ fn with_database(url: &str, name: &str) -> String {
 /// the benchmark, which needs a fresh store per measured configuration.
 pub fn create_scratch_database(url: &str, name: &str) -> Result<String, StoreError> {
     let mut admin = client(url)?;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))
-        .map_err(super::db::DbError::from)?;
+    // Two statements: PostgreSQL runs neither inside a transaction block.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .map_err(super::db::DbError::from)?;
+    }
     Ok(with_database(url, name))
 }
 
