@@ -185,7 +185,7 @@ async fn ours(
     let state = AppState::new(
         store.clone(),
         config_for(base, port, dir.join("ours.db"), concurrency),
-    );
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);

@@ -20,6 +20,7 @@ mod auth;
 mod bench;
 mod delivery;
 mod ingest;
+mod metrics;
 mod pages;
 mod queries;
 mod schema;
@@ -33,11 +34,11 @@ pub use delivery::{
     AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
 };
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
+pub use metrics::QueueGauges;
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use queries::{
-    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership,
-    MetricsSnapshot, Page, ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter,
-    SuppressionRecord, WhyFacts,
+    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, Page,
+    ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,
 };
 pub use queries::{parse_cursor, parse_query_time};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};

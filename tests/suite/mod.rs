@@ -10,4 +10,5 @@ mod dashboard;
 mod delivery;
 mod delivery_direct;
 mod durability;
+mod metrics;
 mod peers_smoke;

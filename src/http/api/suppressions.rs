@@ -155,6 +155,7 @@ pub async fn add(
             caller.name(),
         )
         .await?;
+    state.metrics.suppressed(SuppressionReason::Manual, 1);
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -210,6 +211,9 @@ pub async fn import(
     let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
     let rows = parse_import(&bytes)?;
     let (added, already_suppressed) = state.store.import_suppressions(rows, caller.name()).await?;
+    state
+        .metrics
+        .suppressed(SuppressionReason::Import, u64::try_from(added).unwrap_or(0));
     Ok(Json(ImportResult {
         added,
         already_suppressed,
