@@ -53,6 +53,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         "/api/v1/openapi.json".to_owned(),
         PathItem::new(HttpMethod::Get, operation),
     );
+    super::openapi::complete(&mut doc);
     (router, doc)
 }
 

@@ -11,4 +11,5 @@ mod delivery;
 mod delivery_direct;
 mod durability;
 mod metrics;
+mod openapi;
 mod peers_smoke;

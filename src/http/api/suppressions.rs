@@ -71,7 +71,7 @@ fn suppression_filter(q: &HashMap<String, String>) -> Result<SuppressionFilter, 
 
 /// Lists suppressions, newest first; `Accept: text/csv` streams them all.
 #[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions",
-    params(("q" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("q" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<SuppressionRecord>)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -275,7 +275,7 @@ pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
 
 /// Query of incidents.
 #[utoipa::path(get, path = "/api/v1/suppressions/incidents", tag = "suppressions",
-    params(("window" = Option<String>, Query, description = "24h, 7d or 30d")),
+    params(("window" = Option<String>, Query, description = "24h, 7d or 30d", pattern = "^(24h|7d|30d)$")),
     responses((status = 200, body = IncidentList)),
     security(("bearer" = [])))]
 pub async fn incidents(
