@@ -7,6 +7,8 @@ pub mod api;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod openapi;
 mod router;

@@ -238,7 +238,7 @@ pub async fn email_request(
 }
 
 /// Reads From and Cc of a raw message with a real MIME parser.
-fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
+pub(crate) fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
     let message = mail_parser::MessageParser::default()
         .parse(bytes)
         .ok_or_else(|| ApiError::Malformed("the body is not an RFC 5322 message".into()))?;
