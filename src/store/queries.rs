@@ -311,6 +311,10 @@ pub struct Incident {
 pub struct ResendSkippedOutcome {
     pub queued: i64,
     pub still_blocked: std::collections::BTreeMap<String, i64>,
+    /// True when this call recorded the decisions; false in an idempotent replay.
+    /// Read by the metrics (SPEC §14), never sent.
+    #[serde(skip)]
+    pub recorded: bool,
 }
 
 /// Filters of `GET /api/v1/suppressions`.

@@ -306,3 +306,58 @@ fn metrics_can_be_turned_off() {
     let app = App::builder().arg("--no-metrics").start();
     app.anonymous().get("/metrics").expect_status(404);
 }
+
+/// The decision id the report fixtures carry in their VERP addresses and Message-IDs.
+const FIXTURE_ID: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+#[test]
+fn suppressions_and_bounce_reports_are_counted_where_they_are_applied() {
+    let app = App::start();
+    setup(&app);
+    app.post_json(
+        "/api/v1/suppressions",
+        &json!({"email": "manual@example.test", "note": "asked us to stop"}),
+    )
+    .expect_status(201);
+    app.post_raw(
+        "/api/v1/suppressions/import",
+        "text/csv",
+        "email,reason,note\nimp-1@example.test,,\nimp-2@example.test,,\nmanual@example.test,,\n",
+    )
+    .expect_status(200);
+    // A report about our invitation to nobody@example.test suppresses it.
+    let added = add_all(&app, PROJECT, &["nobody@example.test"]);
+    let id = added[0]["decision_id"].as_str().expect("an id").to_owned();
+    wait_status(&app, &id, "sent");
+    let path = crate::common::repo_root().join("tests/fixtures/reports/postfix_user_unknown.eml");
+    let raw = std::fs::read_to_string(&path).expect("the fixture");
+    app.post_raw(
+        "/api/v1/bounces",
+        "message/rfc822",
+        raw.replace(FIXTURE_ID, &id),
+    )
+    .expect_status(200);
+    app.post_raw("/api/v1/bounces", "message/rfc822", "not a report at all")
+        .expect_status(422);
+
+    let scrape = Scrape::of(&app);
+    for (series, expected) in [
+        (r#"mailtrail_suppressions_total{reason="manual"}"#, 1.0),
+        (r#"mailtrail_suppressions_total{reason="import"}"#, 2.0),
+        (
+            r#"mailtrail_suppressions_total{reason="bounce_report"}"#,
+            1.0,
+        ),
+        (
+            r#"mailtrail_bounce_reports_total{result="suppressed"}"#,
+            1.0,
+        ),
+        (r#"mailtrail_bounce_reports_total{result="invalid"}"#, 1.0),
+        (
+            r#"mailtrail_decisions_total{channel="agent",verdict="send"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(scrape.value(series), expected, "{series}:\n{}", scrape.text);
+    }
+}

@@ -43,6 +43,21 @@ fn enum_schemas_use_wire_names() {
 }
 
 #[test]
+fn internal_fields_stay_out_of_the_answers_schemas() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    for name in ["Outcome", "ResendSkippedOutcome"] {
+        let properties = schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: {:#}", schemas[name]));
+        assert!(
+            !properties.contains_key("recorded"),
+            "{name}: {properties:?}"
+        );
+    }
+}
+
+#[test]
 fn every_token_call_documents_401_and_403_and_creation_calls_the_idempotency_key() {
     let doc = document();
     let paths = doc["paths"].as_object().expect("paths");

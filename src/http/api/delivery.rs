@@ -5,7 +5,7 @@ use crate::delivery::{bounces, report};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, read_body};
-use crate::model::{ProjectKey, ReasonCode, Role, SuppressionReason};
+use crate::model::{Channel, ProjectKey, ReasonCode, Role, SuppressionReason, Verdict};
 use crate::store::{ReportOutcome, ResendSkippedOutcome, parse_query_time};
 use axum::Json;
 use axum::body::Body;
@@ -171,10 +171,21 @@ pub async fn resend_skipped(
     if outcome.queued > 0 {
         state.wake.notify_waiters();
     }
-    state.metrics.decisions_recorded_n(
-        crate::model::Verdict::Send,
-        crate::model::Channel::Resend,
-        u64::try_from(outcome.queued).unwrap_or(0),
-    );
+    if outcome.recorded {
+        // Every blocked one was recorded as a skip decision, except non-members.
+        let skipped: i64 = outcome
+            .still_blocked
+            .iter()
+            .filter(|(reason, _)| reason.as_str() != "not_a_member")
+            .map(|(_, n)| *n)
+            .sum();
+        for (verdict, n) in [(Verdict::Send, outcome.queued), (Verdict::Skip, skipped)] {
+            state.metrics.decisions_recorded_n(
+                verdict,
+                Channel::Resend,
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+    }
     Ok(Json(outcome))
 }
