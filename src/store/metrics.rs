@@ -52,3 +52,35 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// The plan SQLite picks for `sql` on the real schema, one line per step.
+    fn plan(sql: &str) -> String {
+        let conn = Connection::open_in_memory().expect("a database");
+        super::super::schema::migrate(&conn).expect("the schema");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("a plan");
+        let rows = stmt
+            .query_map(params!["queued"], |r| r.get::<_, String>(3))
+            .expect("plan rows");
+        rows.collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("\n")
+    }
+
+    #[test]
+    fn a_scrape_reads_no_table_in_full() {
+        for sql in [COUNT_BY_STATUS, OLDEST_DUE] {
+            let plan = plan(sql);
+            assert!(
+                plan.contains("USING") && !plan.contains("SCAN"),
+                "{sql}\n{plan}"
+            );
+        }
+    }
+}
