@@ -211,12 +211,13 @@ else
         echo "mailtrail serve did not start:"
         cat "$st_dir/stderr"
         failed+=("schemathesis")
-    elif SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/tests/schemathesis" \
+    # Run from the temp dir: schemathesis keeps a `.schemathesis/` cache in its cwd.
+    elif (cd "$st_dir" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/tests/schemathesis" \
         timeout 600 "$VENV/bin/schemathesis" run "$st_url/api/v1/openapi.json" \
         --header "Authorization: Bearer $st_token" \
         --checks all --exclude-checks positive_data_acceptance \
         --max-examples 100 --generation-deterministic --wait-for-schema 10 \
-        --no-color; then
+        --no-color); then
         section_done
     else
         failed+=("schemathesis")
