@@ -211,7 +211,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
             RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let state = AppState::new(store, config);
+    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
     if demo {
         crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
     }
@@ -238,7 +238,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
 
 async fn worker(config: Config) -> Result<ExitCode, RunError> {
     let store = open(&config).await?;
-    let state = AppState::new(store, config);
+    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = crate::delivery::spawn_worker(state, stop_rx);
     shutdown_signal().await;
@@ -317,7 +317,7 @@ async fn why(
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
         .transpose()?;
-    let state = AppState::new(store, config);
+    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
     let answer = crate::http::api::read::why_answer(&state, &email, project)
         .await
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("{e}")))?;

@@ -231,7 +231,7 @@ async fn ours(
 ) -> anyhow::Result<f64> {
     let location = scratch_location(base, dir, "ours").await?;
     let store = queued_store(&location, messages).await?;
-    let state = AppState::new(store.clone(), config_for(base, port, location, concurrency));
+    let state = AppState::new(store.clone(), config_for(base, port, location, concurrency))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);

@@ -248,7 +248,7 @@ async fn deliver(
             copy: None,
         },
     };
-    state.metrics.delivery_attempt.observe(started.elapsed());
+    let took = started.elapsed();
     // The slot bounds tries talking to servers; the record below waits for a commit
     // (an fsync shared with other writes), and holding the slot through it left the
     // connections idle for as long as the disk took. The lease stays until recorded,
@@ -256,9 +256,16 @@ async fn deliver(
     drop(slot);
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
     tracing::debug!(outcome = %write.outcome, status = %write.status, "delivery try finished");
-    if let Err(e) = state.store.record_attempt(write).await {
+    let (status, suppression) = (write.status, write.suppression.as_ref().map(|s| s.reason));
+    match state.store.record_attempt(write).await {
+        Ok(()) => {
+            state.metrics.delivery_recorded(status, took);
+            if let Some(reason) = suppression {
+                state.metrics.suppressed(reason, 1);
+            }
+        }
         // The lease expires and the decision is tried again: at-least-once (SPEC §4).
-        tracing::error!(error = %e, "cannot record the attempt");
+        Err(e) => tracing::error!(error = %e, "cannot record the attempt"),
     }
 }
 

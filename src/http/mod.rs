@@ -7,7 +7,10 @@ pub mod api;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
+pub mod openapi;
 mod router;
 
 pub use router::router;
@@ -26,23 +29,25 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wakes the in-process delivery worker when something was queued.
     pub wake: Arc<Notify>,
-    /// In-process histograms.
+    /// This process's counters, gauges and histograms (SPEC §14).
     pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     /// A state over `store` and `config`.
-    pub fn new(store: Store, config: Config) -> Self {
-        AppState {
+    pub fn new(store: Store, config: Config) -> Result<Self, metrics::MetricsError> {
+        Ok(AppState {
             wake: store.wake(),
             store,
             config: Arc::new(config),
-            metrics: Arc::new(metrics::Metrics::default()),
-        }
+            metrics: Arc::new(metrics::Metrics::new()?),
+        })
     }
 
-    /// Wakes the worker if any of `outcomes` was queued.
+    /// Counts the decisions `outcomes` recorded and wakes the worker if any was queued.
+    /// Every path that records decisions for a caller ends here.
     pub fn after_decisions(&self, outcomes: &[Outcome]) {
+        self.metrics.decisions_recorded(outcomes);
         if outcomes
             .iter()
             .any(|o| o.status == crate::model::Status::Queued)

@@ -53,6 +53,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         "/api/v1/openapi.json".to_owned(),
         PathItem::new(HttpMethod::Get, operation),
     );
+    super::openapi::complete(&mut doc);
     (router, doc)
 }
 
@@ -107,7 +108,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One span per request, and the latency histogram.
+/// One span per request, and the request counter and latency histogram by route
+/// template (`unmatched` for the fallbacks), never by raw path.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let path = request
@@ -119,7 +121,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let span = tracing::info_span!("request", %method, %path);
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed();
-    state.metrics.http_request.observe(elapsed);
+    state
+        .metrics
+        .http_request(method.as_str(), &path, response.status().as_u16(), elapsed);
     span.in_scope(|| {
         tracing::debug!(
             status = response.status().as_u16(),

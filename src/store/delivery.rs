@@ -371,7 +371,7 @@ impl Store {
                     }
                 }
                 let now = now_micros();
-                let mut outcome = ResendSkippedOutcome { queued: 0, still_blocked: BTreeMap::new() };
+                let mut outcome = ResendSkippedOutcome { queued: 0, still_blocked: BTreeMap::new(), recorded: true };
                 for (key, recipient) in targets {
                     let (Ok(key), Ok(email)) = (ProjectKey::parse(&key), EmailAddress::parse(&recipient)) else {
                         continue;

@@ -72,6 +72,10 @@ pub struct Outcome {
     pub status: Status,
     /// One sentence for a support agent.
     pub message: String,
+    /// The channel, when this call recorded the decision; `None` in an idempotent
+    /// replay. Read by the metrics (SPEC §14), never sent.
+    #[serde(skip)]
+    pub recorded: Option<Channel>,
 }
 
 /// What a resend came to.
@@ -323,6 +327,7 @@ fn ingest_tx(conn: &Db, request: &IngestRequest) -> Result<Vec<Outcome>, StoreEr
                     },
                     reasons: decision.reasons,
                     message,
+                    recorded: Some(recipient.channel),
                 }
             }
         };
@@ -380,6 +385,7 @@ fn record_invalid(
             existing_since: None,
             suppression: None,
         }),
+        recorded: Some(recipient.channel),
     })
 }
 
@@ -487,6 +493,7 @@ pub(crate) fn resend_tx(
         },
         reasons: decision.reasons,
         message,
+        recorded: Some(Channel::Resend),
     }))
 }
 

@@ -32,6 +32,7 @@ pub mod db;
 mod delivery;
 mod ingest;
 mod location;
+mod metrics;
 mod pages;
 mod postgres;
 pub use postgres::{create_scratch_database, drop_scratch_database};
@@ -50,11 +51,11 @@ pub use delivery::{
 };
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
 pub use location::DbLocation;
+pub use metrics::QueueGauges;
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use queries::{
-    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership,
-    MetricsSnapshot, Page, ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter,
-    SuppressionRecord, WhyFacts,
+    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, Page,
+    ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,
 };
 pub use queries::{parse_cursor, parse_query_time};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};

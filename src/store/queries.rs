@@ -307,6 +307,10 @@ pub struct Incident {
 pub struct ResendSkippedOutcome {
     pub queued: i64,
     pub still_blocked: std::collections::BTreeMap<String, i64>,
+    /// True when this call recorded the decisions; false in an idempotent replay.
+    /// Read by the metrics (SPEC §14), never sent.
+    #[serde(skip)]
+    pub recorded: bool,
 }
 
 /// Filters of `GET /api/v1/suppressions`.
@@ -844,45 +848,6 @@ impl Store {
             }
             stats.series = points.into_values().collect();
             Ok(stats)
-        })
-        .await
-    }
-}
-
-/// Counts for `/metrics`, read from the database so several workers agree.
-#[derive(Clone, Debug, Default)]
-pub struct MetricsSnapshot {
-    pub decisions_by_status: Vec<(String, i64)>,
-    pub skipped_by_reason: Vec<(String, i64)>,
-    pub attempts_by_outcome: Vec<(String, i64)>,
-    pub queue_depth: i64,
-    pub oldest_queued_age_seconds: f64,
-    pub suppressions: i64,
-}
-
-impl Store {
-    /// The figures `/metrics` exports.
-    pub async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, StoreError> {
-        self.read(|conn| {
-            let pairs = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
-                let mut stmt = conn.prepare_cached(sql)?;
-                let rows = stmt.query_map(params![], |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get::<_, i64>(1)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            };
-            let now = now_micros();
-            let oldest: Option<i64> = conn.query_row(
-                "SELECT min(next_attempt_at) FROM decisions WHERE status IN ('queued', 'deferred', 'sending') AND next_attempt_at <= ?1",
-                params![now],
-                |r| r.get(0),
-            )?;
-            Ok(MetricsSnapshot {
-                decisions_by_status: pairs("SELECT status, count(*) FROM decisions GROUP BY status")?,
-                skipped_by_reason: pairs("SELECT status_reason, count(*) FROM decisions WHERE status = 'skipped' GROUP BY status_reason")?,
-                attempts_by_outcome: pairs("SELECT outcome, count(*) FROM attempts GROUP BY outcome")?,
-                queue_depth: conn.query_row("SELECT count(*) FROM decisions WHERE status IN ('queued', 'deferred', 'sending')", params![], |r| r.get(0))?,
-                oldest_queued_age_seconds: oldest.map(|t| (now - t).max(0) as f64 / 1e6).unwrap_or(0.0),
-                suppressions: conn.query_row("SELECT count(*) FROM suppressions", params![], |r| r.get(0))?,
-            })
         })
         .await
     }

@@ -1346,13 +1346,13 @@ fn stats_and_metrics_count_delivery_outcomes() {
             .and_then(|value| value.parse::<f64>().ok())
     };
     assert_eq!(
-        value("mailtrail_attempts_total{outcome=\"sent\"}"),
+        value("mailtrail_deliveries_total{outcome=\"sent\"}"),
         Some(3.0),
         "{}",
         metrics.text
     );
     assert_eq!(
-        value("mailtrail_attempts_total{outcome=\"bounced\"}"),
+        value("mailtrail_deliveries_total{outcome=\"bounced\"}"),
         Some(1.0),
         "{}",
         metrics.text

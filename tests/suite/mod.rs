@@ -11,4 +11,6 @@ mod delivery;
 mod delivery_direct;
 mod durability;
 mod engines;
+mod metrics;
+mod openapi;
 mod peers_smoke;

@@ -30,7 +30,7 @@ pub async fn list_projects(
 
 /// One project, flat: `{key, name, <settings>}`.
 #[utoipa::path(get, path = "/api/v1/projects/{key}", tag = "projects",
-    params(("key" = String, Path)),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")),
     responses((status = 200, body = Project), (status = 404, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn get_project(
     State(state): State<AppState>,
@@ -43,7 +43,7 @@ pub async fn get_project(
 
 /// Creates or replaces a project; missing fields take their defaults.
 #[utoipa::path(put, path = "/api/v1/projects/{key}", tag = "projects",
-    params(("key" = String, Path)), request_body = ProjectPatch,
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")), request_body = ProjectPatch,
     responses((status = 200, body = Project), (status = 422, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn put_project(
     State(state): State<AppState>,
@@ -63,7 +63,7 @@ pub async fn put_project(
 
 /// Changes some settings of a project.
 #[utoipa::path(patch, path = "/api/v1/projects/{key}", tag = "projects",
-    params(("key" = String, Path)), request_body = ProjectPatch,
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")), request_body = ProjectPatch,
     responses((status = 200, body = Project), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn patch_project(
     State(state): State<AppState>,

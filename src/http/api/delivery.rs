@@ -5,7 +5,7 @@ use crate::delivery::{bounces, report};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, read_body};
-use crate::model::{ProjectKey, ReasonCode, Role};
+use crate::model::{Channel, ProjectKey, ReasonCode, Role, SuppressionReason, Verdict};
 use crate::store::{ReportOutcome, ResendSkippedOutcome, parse_query_time};
 use axum::Json;
 use axum::body::Body;
@@ -66,14 +66,30 @@ pub async fn bounces(
         .await
         .map_err(|e| ApiError::Internal(format!("report parser task failed: {e}")))?;
     let (parsed, raw) = parsed;
-    let parsed = parsed.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let parsed = parsed.map_err(|e| {
+        state.metrics.bounce_report("invalid");
+        ApiError::invalid("body", e.to_string())
+    })?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (kind, actions) =
-        bounces::actions(&parsed, &raw).map_err(|m| ApiError::invalid("body", m))?;
+    let (kind, actions) = bounces::actions(&parsed, &raw).map_err(|m| {
+        state.metrics.bounce_report("invalid");
+        ApiError::invalid("body", m)
+    })?;
     let recipients = state
         .store
         .apply_report(kind.clone(), actions, raw, caller.name())
         .await?;
+    let reason = if kind == "complaint" {
+        SuppressionReason::Complaint
+    } else {
+        SuppressionReason::BounceReport
+    };
+    for r in &recipients {
+        state.metrics.bounce_report(&r.result);
+        if r.result == "suppressed" {
+            state.metrics.suppressed(reason, 1);
+        }
+    }
     Ok(Json(ReportAnswer { kind, recipients }))
 }
 
@@ -154,6 +170,22 @@ pub async fn resend_skipped(
         .await?;
     if outcome.queued > 0 {
         state.wake.notify_waiters();
+    }
+    if outcome.recorded {
+        // Every blocked one was recorded as a skip decision, except non-members.
+        let skipped: i64 = outcome
+            .still_blocked
+            .iter()
+            .filter(|(reason, _)| reason.as_str() != "not_a_member")
+            .map(|(_, n)| *n)
+            .sum();
+        for (verdict, n) in [(Verdict::Send, outcome.queued), (Verdict::Skip, skipped)] {
+            state.metrics.decisions_recorded_n(
+                verdict,
+                Channel::Resend,
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
     }
     Ok(Json(outcome))
 }

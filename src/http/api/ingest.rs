@@ -136,7 +136,7 @@ async fn ingest(
 
 /// Agent adds customers (channel `agent`, email kind `invitation`).
 #[utoipa::path(post, path = "/api/v1/projects/{key}/customers", tag = "decisions",
-    params(("key" = String, Path, description = "Project key")),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")),
     request_body = AddCustomers,
     responses((status = 200, body = Results), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -180,7 +180,7 @@ pub async fn add_customers(
 
 /// A customer raised a request by email (sender `email_request`, each CC `email_cc`).
 #[utoipa::path(post, path = "/api/v1/projects/{key}/email-requests", tag = "decisions",
-    params(("key" = String, Path, description = "Project key")),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")),
     request_body(content = EmailRequest, description = "JSON, or a raw RFC 5322 message as message/rfc822"),
     responses((status = 200, body = Results), (status = 404, body = crate::http::error::ErrorBody), (status = 415, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -238,7 +238,7 @@ pub async fn email_request(
 }
 
 /// Reads From and Cc of a raw message with a real MIME parser.
-fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
+pub(crate) fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
     let message = mail_parser::MessageParser::default()
         .parse(bytes)
         .ok_or_else(|| ApiError::Malformed("the body is not an RFC 5322 message".into()))?;
@@ -265,7 +265,7 @@ fn parse_raw_request(bytes: &[u8]) -> Result<(String, Vec<String>), ApiError> {
 
 /// Someone signed up on the portal (channel `signup`).
 #[utoipa::path(post, path = "/api/v1/projects/{key}/signups", tag = "decisions",
-    params(("key" = String, Path, description = "Project key")),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")),
     request_body = OneCustomer,
     responses((status = 200, body = Results), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -293,7 +293,7 @@ pub async fn signup(
 
 /// An automation rule added a customer (channel `automation`).
 #[utoipa::path(post, path = "/api/v1/projects/{key}/automation/customers", tag = "decisions",
-    params(("key" = String, Path, description = "Project key")),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$")),
     request_body = OneCustomer,
     responses((status = 200, body = Results), (status = 404, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -359,7 +359,7 @@ pub async fn api_customer(
 /// Support resends the invitation to a member (channel `resend`): 202 when queued, 409
 /// when blocked (the blocked attempt is recorded too), 404 when not a member.
 #[utoipa::path(post, path = "/api/v1/projects/{key}/customers/{email}/resend", tag = "decisions",
-    params(("key" = String, Path, description = "Project key"), ("email" = String, Path, description = "Customer address")),
+    params(("key" = String, Path, description = "Project key", pattern = "^[A-Z][A-Z0-9_]{1,15}$"), ("email" = String, Path, description = "Customer address")),
     responses((status = 202, body = Outcome), (status = 409, body = Outcome), (status = 404, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resend(

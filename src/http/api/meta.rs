@@ -23,15 +23,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         return crate::http::error::ApiError::NotFound("metrics (turned off)".into())
             .into_response();
     }
-    match state.store.metrics_snapshot().await {
-        Ok(snapshot) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            crate::http::metrics::render(&snapshot, &state.metrics),
+    let queue = match state
+        .store
+        .queue_gauges(crate::http::metrics::QUEUE_STATUSES)
+        .await
+    {
+        Ok(queue) => queue,
+        Err(e) => return crate::http::error::ApiError::from(e).into_response(),
+    };
+    match state.metrics.render(&queue) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
+            text,
         )
             .into_response(),
-        Err(e) => crate::http::error::ApiError::from(e).into_response(),
+        Err(e) => crate::http::error::ApiError::Internal(e.to_string()).into_response(),
     }
 }

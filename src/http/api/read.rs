@@ -143,7 +143,7 @@ pub fn decision_filter(q: &HashMap<String, String>) -> Result<DecisionFilter, Ap
 /// Pages through the outbox, newest first; `Accept: text/csv` streams every match.
 #[utoipa::path(get, path = "/api/v1/decisions", tag = "decisions",
     params(("email" = Option<String>, Query), ("project" = Option<String>, Query), ("status" = Option<String>, Query), ("reason" = Option<String>, Query),
-           ("channel" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+           ("channel" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<DecisionRecord>, content_type = "application/json"), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn decisions(
@@ -341,7 +341,7 @@ pub fn window(q: &HashMap<String, String>) -> Result<(String, i64), ApiError> {
 
 /// Rates and counts over a window.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "stats",
-    params(("window" = Option<String>, Query, description = "24h, 7d or 30d")),
+    params(("window" = Option<String>, Query, description = "24h, 7d or 30d", pattern = "^(24h|7d|30d)$")),
     responses((status = 200, body = Stats), (status = 422, body = crate::http::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stats(
@@ -356,7 +356,7 @@ pub async fn stats(
 
 /// Admin actions, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 500), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<AuditEntry>)),
     security(("bearer" = [])))]
 pub async fn audit(

@@ -71,7 +71,7 @@ fn suppression_filter(q: &HashMap<String, String>) -> Result<SuppressionFilter, 
 
 /// Lists suppressions, newest first; `Accept: text/csv` streams them all.
 #[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions",
-    params(("q" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("q" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<SuppressionRecord>)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -155,6 +155,7 @@ pub async fn add(
             caller.name(),
         )
         .await?;
+    state.metrics.suppressed(SuppressionReason::Manual, 1);
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -210,6 +211,9 @@ pub async fn import(
     let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
     let rows = parse_import(&bytes)?;
     let (added, already_suppressed) = state.store.import_suppressions(rows, caller.name()).await?;
+    state
+        .metrics
+        .suppressed(SuppressionReason::Import, u64::try_from(added).unwrap_or(0));
     Ok(Json(ImportResult {
         added,
         already_suppressed,
@@ -271,7 +275,7 @@ pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
 
 /// Query of incidents.
 #[utoipa::path(get, path = "/api/v1/suppressions/incidents", tag = "suppressions",
-    params(("window" = Option<String>, Query, description = "24h, 7d or 30d")),
+    params(("window" = Option<String>, Query, description = "24h, 7d or 30d", pattern = "^(24h|7d|30d)$")),
     responses((status = 200, body = IncidentList)),
     security(("bearer" = [])))]
 pub async fn incidents(

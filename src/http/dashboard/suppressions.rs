@@ -214,12 +214,15 @@ pub async fn add(
         )
         .await
     {
-        Ok(_) => Ok(user.redirect(
-            &back,
-            Flash::ok(format!(
-                "{email} is now suppressed: mailtrail will send it nothing."
-            )),
-        )),
+        Ok(_) => {
+            state.metrics.suppressed(SuppressionReason::Manual, 1);
+            Ok(user.redirect(
+                &back,
+                Flash::ok(format!(
+                    "{email} is now suppressed: mailtrail will send it nothing."
+                )),
+            ))
+        }
         Err(StoreError::Conflict(_)) => {
             reshow(
                 &state,
@@ -460,6 +463,9 @@ pub async fn import(
         .store
         .import_suppressions(rows, user.audit_name())
         .await?;
+    state
+        .metrics
+        .suppressed(SuppressionReason::Import, u64::try_from(added).unwrap_or(0));
     Ok(user.redirect(
         &back,
         Flash::ok(format!(
