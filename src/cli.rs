@@ -16,37 +16,80 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings as given by flags or environment; `None` falls through to
-/// `mailtrail.toml`, then the default.
-#[derive(Debug, Args, Default, Clone)]
+/// Settings as given by flags; `None` falls through to `MAILTRAIL_*`, then
+/// `mailtrail.toml`, then the default (`config::layers` merges them). Each field's name
+/// is its toml key; its environment name is `MAILTRAIL_` + the name in capitals.
+/// Secret values have no flag (a command line is visible to every local user): give
+/// them through the environment, the toml file, or a `*-file` flag.
+#[derive(Debug, Args, Default, Clone, serde::Serialize)]
 pub struct RawSettings {
     /// Address to listen on [default: 127.0.0.1:8040]
-    #[arg(long, env = "MAILTRAIL_LISTEN", global = true)]
+    #[arg(long, global = true)]
     pub listen: Option<String>,
     /// SQLite database file [default: ./data/mailtrail.db]
-    #[arg(long, env = "MAILTRAIL_DB", global = true)]
+    #[arg(long, global = true)]
     pub db: Option<PathBuf>,
     /// file:DIR, smtp://host:port, smtps://host:465 or direct [default: file:./data/outgoing]
-    #[arg(long, env = "MAILTRAIL_TRANSPORT", global = true)]
+    #[arg(long, global = true)]
     pub transport: Option<String>,
-    /// Configuration file [default: ./mailtrail.toml if present]
-    #[arg(long, env = "MAILTRAIL_CONFIG", global = true)]
+    /// Configuration file (also MAILTRAIL_CONFIG) [default: ./mailtrail.toml if present]
+    #[arg(long, global = true)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Delays between delivery tries [default: 1m,5m,15m,1h,3h,6h]
-    #[arg(long, env = "MAILTRAIL_RETRY_SCHEDULE", global = true)]
+    #[arg(long, global = true)]
     pub retry_schedule: Option<String>,
     /// Stop retrying after this long [default: 24h]
-    #[arg(long, env = "MAILTRAIL_GIVE_UP_AFTER", global = true)]
+    #[arg(long, global = true)]
     pub give_up_after: Option<String>,
     /// How long a delivery lease lasts [default: 5m]
-    #[arg(long, env = "MAILTRAIL_LEASE", global = true)]
-    pub lease: Option<String>,
-    /// Turn off /metrics
     #[arg(long, global = true)]
+    pub lease: Option<String>,
+    /// Serve /metrics: true or false [default: true]
+    #[arg(long, global = true)]
+    pub metrics: Option<String>,
+    /// Turn off /metrics (same as --metrics false)
+    #[arg(long, global = true)]
+    #[serde(skip)]
     pub no_metrics: bool,
+    /// SMTP port of MX hosts for direct delivery [default: 25]
+    #[arg(long, global = true)]
+    pub mx_port: Option<String>,
+    /// DNS server ip:port for direct delivery [default: the system resolver]
+    #[arg(long, global = true)]
+    pub dns: Option<String>,
+    /// How often an idle worker looks for due messages [default: 1s]
+    #[arg(long, global = true)]
+    pub poll_interval: Option<String>,
+    /// Extra CA certificate (PEM) trusted for the smarthost's TLS
+    #[arg(long, global = true)]
+    pub smtp_ca: Option<PathBuf>,
+    /// Concurrent deliveries per worker, 1 to 256 [default: 8]
+    #[arg(long, global = true)]
+    pub concurrency: Option<String>,
     /// Log format: text or json [default: text]
-    #[arg(long, env = "MAILTRAIL_LOG_FORMAT", global = true)]
+    #[arg(long, global = true)]
     pub log_format: Option<String>,
+    /// Group concurrent writes into one transaction: true or false [default: true]
+    #[arg(long, global = true)]
+    pub group_commit: Option<String>,
+    /// Run the delivery worker inside `serve`: true or false [default: true]
+    #[arg(long, global = true)]
+    pub worker: Option<String>,
+    /// Purge decisions and attempts older than this (each address's newest decision
+    /// per project is kept) [default: 400d]
+    #[arg(long, global = true)]
+    pub retention: Option<String>,
+    /// File holding the admin API token (instead of MAILTRAIL_ADMIN_TOKEN)
+    #[arg(long, global = true)]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the first admin's password (instead of MAILTRAIL_ADMIN_PASSWORD)
+    #[arg(long, global = true)]
+    pub admin_password_file: Option<PathBuf>,
+    /// File holding the smarthost password (instead of MAILTRAIL_SMTP_PASSWORD or the
+    /// transport URL)
+    #[arg(long, global = true)]
+    pub smtp_password_file: Option<PathBuf>,
 }
 
 /// The subcommands.

@@ -313,3 +313,39 @@ fn help_exits_0_and_lists_the_commands() {
     let why_help = run(&app, &["why", "--help"], 0);
     assert!(why_help.contains("--json"), "{why_help}");
 }
+
+#[test]
+fn settings_errors_name_their_layer_and_short_secrets_exit_2() {
+    let short = App::builder()
+        .env("MAILTRAIL_ADMIN_TOKEN", "too-short")
+        .build_stopped()
+        .cli(&["migrate"]);
+    assert_eq!(short.code(), 2, "{}", short.stderr_text());
+    assert!(
+        short
+            .stderr_text()
+            .contains("MAILTRAIL_ADMIN_TOKEN (environment): too short"),
+        "{}",
+        short.stderr_text()
+    );
+    let from_file = App::builder()
+        .file("mailtrail.toml", "concurrency = 0\n")
+        .build_stopped()
+        .cli(&["migrate"]);
+    assert_eq!(from_file.code(), 2, "{}", from_file.stderr_text());
+    assert!(
+        from_file
+            .stderr_text()
+            .contains("key `concurrency` in mailtrail.toml (file)"),
+        "{}",
+        from_file.stderr_text()
+    );
+    let app = App::builder().build_stopped();
+    let by_flag = app.cli(&["--poll-interval", "often", "migrate"]);
+    assert_eq!(by_flag.code(), 2);
+    assert!(
+        by_flag.stderr_text().contains("--poll-interval (flag)"),
+        "{}",
+        by_flag.stderr_text()
+    );
+}
