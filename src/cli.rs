@@ -1,6 +1,7 @@
 //! The command line (SPEC §7), as clap definitions. Settings are read raw here and
 //! checked in `config`, so a bad value is reported with its setting's name.
 
+use crate::model::Role;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -188,12 +189,22 @@ pub enum SuppressionsCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add (or update) a user; the password is read from standard input when it is not
-    /// a terminal, else asked for.
+    /// a terminal, else asked for without echo.
     Add {
         name: String,
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_enum)]
+        role: Role,
     },
+    /// List users: one a line, name then role.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove a user and end their sessions (not the last admin).
+    Remove { name: String },
+    /// Set a user's password (asked for without echo, or read from standard input) and
+    /// end their sessions.
+    Passwd { name: String },
 }
 
 /// `mailtrail token …`
@@ -201,9 +212,36 @@ pub enum UserCommand {
 pub enum TokenCommand {
     /// Create an API token and print it alone on its line.
     Create {
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_enum)]
+        role: Role,
         #[arg(long)]
         name: Option<String>,
     },
+    /// List tokens: one a line, ID first, then name and role; never the secret.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Revoke a token by its ID (from `token list`).
+    Revoke { id: String },
+}
+
+/// How a listing is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One item a line, fields separated by tabs.
+    Text,
+    /// One JSON array.
+    Json,
+}
+
+/// Roles are checked by clap (`--role admin|support|viewer`), with the wire names.
+impl clap::ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        Role::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }

@@ -16,6 +16,7 @@
 //! rusqlite call ever runs on an async executor thread, and nothing outside this
 //! module sees a rusqlite type.
 
+mod accounts;
 mod auth;
 mod bench;
 mod delivery;
@@ -26,6 +27,7 @@ mod schema;
 mod suppressions;
 mod time;
 
+pub use accounts::{TokenListing, UserListing};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};

@@ -349,3 +349,52 @@ fn settings_errors_name_their_layer_and_short_secrets_exit_2() {
         by_flag.stderr_text()
     );
 }
+
+#[test]
+fn token_list_shows_id_name_role_never_the_secret_and_revoke_ends_it() {
+    let app = App::start();
+    let first = run(
+        &app,
+        &["token", "create", "--role", "viewer", "--name", "reader"],
+        0,
+    );
+    let first = first.trim();
+    let second = run(&app, &["token", "create", "--role", "support"], 0);
+    let second = second.trim();
+    let listing = run(&app, &["token", "list"], 0);
+    assert!(
+        !listing.contains(first) && !listing.contains(second),
+        "never the secret: {listing}"
+    );
+    let lines: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert_eq!(&lines[0][1..], ["reader", "viewer"], "{listing}");
+    assert_eq!(&lines[1][1..], ["-", "support"], "{listing}");
+    let json: Value = serde_json::from_str(&run(&app, &["token", "list", "--format", "json"], 0))
+        .expect("JSON listing");
+    assert_eq!(json[0]["id"], lines[0][0]);
+    app.with_token(first)
+        .get("/api/v1/decisions")
+        .expect_status(200);
+    run(&app, &["token", "revoke", lines[0][0]], 0);
+    app.with_token(first)
+        .get("/api/v1/decisions")
+        .expect_status(401);
+    app.with_token(second)
+        .get("/api/v1/decisions")
+        .expect_status(200);
+    let again = app.cli(&["token", "revoke", lines[0][0]]);
+    assert_eq!(again.code(), 2, "an unknown id: {}", again.stderr_text());
+    assert!(
+        again.stderr_text().contains("not found"),
+        "{}",
+        again.stderr_text()
+    );
+    let audit = all_items(&app, "/api/v1/audit");
+    assert!(
+        audit.iter().any(|e| e["what"] == "token.revoke"),
+        "{audit:#?}"
+    );
+    let bad = app.cli(&["token", "list", "--format", "yaml"]);
+    assert_eq!(bad.code(), 2);
+}
