@@ -132,7 +132,8 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     let worker = state
         .config
         .worker
-        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx));
+        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx.clone()));
+    let retention = crate::retention::spawn(state.store.clone(), state.config.retention, stop_rx);
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -142,6 +143,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     if let Some(worker) = worker {
         worker.await.map_err(anyhow::Error::from)?;
     }
+    retention.await.map_err(anyhow::Error::from)?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@ mod delivery;
 mod ingest;
 mod pages;
 mod queries;
+mod retention;
 mod schema;
 mod suppressions;
 mod time;
@@ -42,6 +43,7 @@ pub use queries::{
     SuppressionRecord, WhyFacts,
 };
 pub use queries::{parse_cursor, parse_query_time};
+pub use retention::{PurgePlan, Purged};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use time::{Micros, format_time, now_micros, parse_time};
 

@@ -1,0 +1,224 @@
+//! Retention (SPEC §14): decisions and their delivery attempts older than the
+//! retention period are purged, except each address's newest decision per project (so
+//! `why` still answers) and anything still on its way; expired sessions and
+//! idempotency keys go too.
+//!
+//! Purging never holds the writer for long: candidates are found on a read connection,
+//! then removed in small write jobs of at most `batch` decisions, which join the
+//! writer's group commit like any ingest job and take a few milliseconds each.
+
+use super::ingest::IDEMPOTENCY_WINDOW;
+use super::time::{Micros, now_micros};
+use super::{Store, StoreError};
+
+/// How a purge pass runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PurgePlan {
+    /// Decisions and attempts older than this go.
+    pub retention: std::time::Duration,
+    /// Sessions not seen for this long go (the dashboard's idle limit).
+    pub session_idle: Micros,
+    /// At most this many rows per write job.
+    pub batch: i64,
+    /// The wait between two write jobs, so other writes go first.
+    pub pause: std::time::Duration,
+}
+
+/// What one purge pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub decisions: u64,
+    pub attempts: u64,
+    pub sessions: u64,
+    pub idempotency_keys: u64,
+}
+
+/// Old decisions that may go: created before the cutoff, not on their way, and with a
+/// newer decision for the same address (or the same unparsable input) in the same
+/// project. Walks the table in `seq` order from a cursor.
+const CANDIDATES: &str = "SELECT d.seq, d.id FROM decisions d
+    WHERE d.seq > ?1 AND d.created_at < ?2
+      AND d.status NOT IN ('queued', 'deferred', 'sending')
+      AND EXISTS (SELECT 1 FROM decisions n
+                  WHERE n.project = d.project AND n.seq > d.seq
+                    AND ((d.recipient IS NOT NULL AND n.recipient = d.recipient)
+                      OR (d.recipient IS NULL AND n.recipient IS NULL AND n.input = d.input)))
+    ORDER BY d.seq LIMIT ?3";
+
+/// The highest `seq` created before the cutoff: where a pass stops.
+const LAST_OLD_SEQ: &str = "SELECT MAX(seq) FROM decisions WHERE created_at < ?1";
+
+impl Store {
+    /// Purges what `plan` says has expired, in small write jobs.
+    pub async fn purge_expired(&self, plan: PurgePlan) -> Result<Purged, StoreError> {
+        let PurgePlan {
+            retention,
+            session_idle,
+            batch,
+            pause,
+        } = plan;
+        let retention = Micros::try_from(retention.as_micros()).unwrap_or(Micros::MAX);
+        let cutoff = now_micros().saturating_sub(retention);
+        let mut purged = Purged::default();
+        let last: Option<i64> = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(LAST_OLD_SEQ)?
+                    .query_row([cutoff], |r| r.get(0))?)
+            })
+            .await?;
+        let mut cursor = 0i64;
+        while last.is_some_and(|last| cursor < last) {
+            let rows: Vec<(i64, String)> = self
+                .read(move |conn| {
+                    let mut statement = conn.prepare_cached(CANDIDATES)?;
+                    let rows = statement
+                        .query_map(rusqlite::params![cursor, cutoff, batch], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            let Some(&(next, _)) = rows.last() else {
+                break;
+            };
+            cursor = next;
+            let (decisions, attempts) = self.purge_decisions(rows).await?;
+            purged.decisions += decisions;
+            purged.attempts += attempts;
+            tokio::time::sleep(pause).await;
+        }
+        let (sessions, keys) = self.purge_sessions_and_keys(session_idle, batch).await?;
+        purged.sessions = sessions;
+        purged.idempotency_keys = keys;
+        Ok(purged)
+    }
+
+    /// One short write job: removes these decisions and their attempts, unless one
+    /// went back on its way meanwhile.
+    async fn purge_decisions(&self, rows: Vec<(i64, String)>) -> Result<(u64, u64), StoreError> {
+        self.write(move |conn| {
+            let (mut decisions, mut attempts) = (0u64, 0u64);
+            for (seq, id) in &rows {
+                let removed = conn
+                    .prepare_cached(
+                        "DELETE FROM decisions WHERE seq = ?1
+                         AND status NOT IN ('queued', 'deferred', 'sending')",
+                    )?
+                    .execute([seq])?;
+                if removed > 0 {
+                    decisions += removed as u64;
+                    attempts += conn
+                        .prepare_cached("DELETE FROM attempts WHERE decision_id = ?1")?
+                        .execute([id])? as u64;
+                }
+            }
+            Ok((decisions, attempts))
+        })
+        .await
+    }
+
+    /// Sessions idle longer than the dashboard allows and idempotency keys past their
+    /// window, `batch` rows per write job.
+    async fn purge_sessions_and_keys(
+        &self,
+        session_idle: Micros,
+        batch: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut sessions, mut keys) = (0u64, 0u64);
+        loop {
+            let (s, k) = self
+                .write(move |conn| {
+                    let now = now_micros();
+                    let s = conn
+                        .prepare_cached(
+                            "DELETE FROM sessions WHERE id_hash IN
+                             (SELECT id_hash FROM sessions WHERE last_seen_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(rusqlite::params![now - session_idle, batch])?;
+                    let k = conn
+                        .prepare_cached(
+                            "DELETE FROM idempotency WHERE (principal, key) IN
+                             (SELECT principal, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(rusqlite::params![now - IDEMPOTENCY_WINDOW, batch])?;
+                    Ok((s as u64, k as u64))
+                })
+                .await?;
+            sessions += s;
+            keys += k;
+            if i64::try_from(s.max(k)).unwrap_or(i64::MAX) < batch {
+                return Ok((sessions, keys));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn expired_sessions_and_idempotency_keys_go_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let now = now_micros();
+        let day: Micros = 86_400_000_000;
+        store
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO users (name, role, password_hash, created_at) VALUES ('u', 'viewer', 'x', 0)",
+                    [],
+                )?;
+                for i in 0..7i64 {
+                    let seen = if i < 5 { now - 2 * day } else { now };
+                    conn.execute(
+                        "INSERT INTO sessions (id_hash, user_name, csrf, created_at, last_seen_at)
+                         VALUES (?1, 'u', 'c', ?2, ?2)",
+                        rusqlite::params![format!("s{i}"), seen],
+                    )?;
+                    let at = if i < 4 { now - 2 * day } else { now };
+                    conn.execute(
+                        "INSERT INTO idempotency (principal, key, created_at, status, body)
+                         VALUES ('p', ?1, ?2, 0, '{}')",
+                        rusqlite::params![format!("k{i}"), at],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let purged = store
+            .purge_expired(PurgePlan {
+                retention: Duration::from_secs(400 * 86_400),
+                session_idle: day,
+                batch: 2,
+                pause: Duration::ZERO,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            purged,
+            Purged {
+                decisions: 0,
+                attempts: 0,
+                sessions: 5,
+                idempotency_keys: 4
+            }
+        );
+        let left: (i64, i64) = store
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM idempotency)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, (2, 3));
+    }
+}
