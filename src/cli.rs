@@ -144,7 +144,7 @@ pub enum Command {
     },
     /// Measure ingest, why look-ups, delivery, pages and memory (SPEC §8).
     Bench {
-        /// Which part: all, ingest, why, memory, delivery, pages.
+        /// Which part: all, ingest, why, memory, delivery, pages, retention.
         #[arg(default_value = "all")]
         what: String,
         /// Print one JSON object.

@@ -408,6 +408,31 @@ mod tests {
         }
     }
 
+    /// The packaged example (`/etc/mailtrail/mailtrail.toml`) has a commented line for
+    /// every setting, and uncommented its examples are valid.
+    #[test]
+    fn the_example_file_names_every_setting_and_its_examples_are_valid() {
+        let example = include_str!("../deploy/debian/mailtrail.toml");
+        let mut uncommented = String::new();
+        for key in layers::KEYS {
+            let line = example
+                .lines()
+                .find(|l| l.starts_with(&format!("# {key} = ")))
+                .unwrap_or_else(|| panic!("no `# {key} = ` line in the example"));
+            // Secrets are placeholders; their files do not exist here.
+            if !key.starts_with("admin_") && !key.starts_with("smtp_password") {
+                uncommented.push_str(&line[2..]);
+                uncommented.push('\n');
+            }
+        }
+        let (_dir, raw) = with_file(&uncommented);
+        let (config, warnings) =
+            Config::resolve_from(&raw, env(&[]), false).expect("the examples resolve");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8040)));
+    }
+
     #[test]
     fn secrets_from_files_with_a_minimum_length() {
         let dir = tempfile::tempdir().expect("tempdir");

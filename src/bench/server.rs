@@ -72,6 +72,16 @@ impl Server {
     /// Starts the server on `db` (created if missing) with its files in `dir`, and
     /// waits until it prints the address it listens on.
     pub async fn start(dir: &Workdir, db: &Path, commit: Commit) -> anyhow::Result<Server> {
+        Server::start_with(dir, db, commit, &[]).await
+    }
+
+    /// [`Server::start`] with more `MAILTRAIL_*` settings, e.g. a retention period.
+    pub async fn start_with(
+        dir: &Workdir,
+        db: &Path,
+        commit: Commit,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("cannot find the mailtrail binary")?;
         let token = crate::store::new_secret("bench-");
         let password = crate::store::new_secret("")[..24].to_owned();
@@ -107,6 +117,7 @@ impl Server {
                     "false"
                 },
             )
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -95,6 +95,16 @@ impl Store {
         Ok(purged)
     }
 
+    /// Decisions created before `time` (for the benchmark: what a purge left).
+    pub async fn decisions_created_before(&self, time: Micros) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT count(*) FROM decisions WHERE created_at < ?1")?
+                .query_row([time], |r| r.get(0))?)
+        })
+        .await
+    }
+
     /// One short write job: removes these decisions and their attempts, unless one
     /// went back on its way meanwhile.
     async fn purge_decisions(&self, rows: Vec<(i64, String)>) -> Result<(u64, u64), StoreError> {
