@@ -68,9 +68,9 @@ pub struct RawSettings {
     /// Concurrent deliveries per worker, 1 to 256 [default: 8]
     #[arg(long, global = true)]
     pub concurrency: Option<String>,
-    /// Log format: text or json [default: text]
-    #[arg(long, global = true)]
-    pub log_format: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Group concurrent writes into one transaction: true or false [default: true]
     #[arg(long, global = true)]
     pub group_commit: Option<String>,
@@ -224,6 +224,17 @@ pub enum TokenCommand {
     },
     /// Revoke a token by its ID (from `token list`).
     Revoke { id: String },
+}
+
+/// How logs are written (`--log-format`; the environment and the file give the same
+/// names, checked by `config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// How a listing is printed.

@@ -189,7 +189,7 @@ async fn ensure_first_admin(store: &Store, config: &Config, demo: bool) -> Resul
         return Ok(());
     }
     let (password, printed) = match (&config.admin_password, demo) {
-        (Some(p), _) => (p.clone(), false),
+        (Some(p), _) => (String::from(&**p), false),
         (None, true) => ("demo".to_owned(), true),
         (None, false) => (crate::store::new_secret("")[..20].to_owned(), true),
     };

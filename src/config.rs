@@ -33,9 +33,9 @@ pub struct Config {
     /// Serve `/metrics`.
     pub metrics: bool,
     /// Accepted as an admin API token.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Password of the first `admin` user.
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Secret>,
     /// SMTP port for `direct` delivery (tests use a high port).
     pub mx_port: u16,
     /// DNS server for `direct` delivery; `None` uses the system resolver.
@@ -71,6 +71,25 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A secret setting: reads as `&str`, never printed by `Debug` (SPEC §14: secrets
+/// never appear in logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// Secrets shorter than this are refused (SPEC §14).
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -104,8 +123,8 @@ impl Config {
             give_up_after: duration(&layers, "give_up_after", 24 * 3600)?,
             lease: duration(&layers, "lease", 300)?,
             metrics: setting(&layers, "metrics", parse_bool)?.unwrap_or(true),
-            admin_token: secret(&layers, "admin_token", MIN_SECRET_LEN)?,
-            admin_password: secret(&layers, "admin_password", MIN_SECRET_LEN)?,
+            admin_token: secret(&layers, "admin_token", MIN_SECRET_LEN)?.map(Secret),
+            admin_password: secret(&layers, "admin_password", MIN_SECRET_LEN)?.map(Secret),
             mx_port: setting(&layers, "mx_port", |s| {
                 s.parse().map_err(|_| format!("`{s}` is not a port number"))
             })?
@@ -445,6 +464,10 @@ mod tests {
         )
         .expect("token file");
         assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef0"));
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef0"),
+            "Debug never shows a secret"
+        );
         let e = resolve(
             &RawSettings::default(),
             &[("MAILTRAIL_ADMIN_TOKEN", "short")],

@@ -36,13 +36,19 @@ pub struct Purged {
 /// Old decisions that may go: created before the cutoff, not on their way, and with a
 /// newer decision for the same address (or the same unparsable input) in the same
 /// project. Walks the table in `seq` order from a cursor.
+///
+/// `n.project || ''` keeps SQLite from looking newer decisions up by project (all of
+/// the project's later decisions: quadratic) instead of by address; the value is the
+/// same, and PostgreSQL plans it alike.
 const CANDIDATES: &str = "SELECT d.seq, d.id FROM decisions d
     WHERE d.seq > ?1 AND d.created_at < ?2
       AND d.status NOT IN ('queued', 'deferred', 'sending')
-      AND EXISTS (SELECT 1 FROM decisions n
-                  WHERE n.project = d.project AND n.seq > d.seq
-                    AND ((d.recipient IS NOT NULL AND n.recipient = d.recipient)
-                      OR (d.recipient IS NULL AND n.recipient IS NULL AND n.input = d.input)))
+      AND ((d.recipient IS NOT NULL AND EXISTS (SELECT 1 FROM decisions n
+              WHERE n.recipient = d.recipient AND n.seq > d.seq
+                AND n.project || '' = d.project))
+        OR (d.recipient IS NULL AND EXISTS (SELECT 1 FROM decisions n
+              WHERE n.input = d.input AND n.recipient IS NULL AND n.seq > d.seq
+                AND n.project || '' = d.project)))
     ORDER BY d.seq LIMIT ?3";
 
 /// The highest `seq` created before the cutoff: where a pass stops.
@@ -170,6 +176,26 @@ mod tests {
     use super::*;
     use crate::store::StoreOptions;
     use std::time::Duration;
+
+    /// Newer decisions are looked up by address, never by project (which made a pass
+    /// over 100,000 seeded decisions purge nothing within the benchmark's window).
+    #[test]
+    fn candidates_look_newer_decisions_up_by_address() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&conn).unwrap();
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CANDIDATES}"))
+            .unwrap();
+        let plan: Vec<String> = statement
+            .query_map(rusqlite::params![0, 0, 500], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("decisions_by_recipient"), "{plan}");
+        assert!(plan.contains("decisions_by_input"), "{plan}");
+        assert!(!plan.contains("decisions_by_project"), "{plan}");
+    }
 
     #[tokio::test]
     async fn expired_sessions_and_idempotency_keys_go_in_batches() {
