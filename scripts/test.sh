@@ -236,6 +236,9 @@ package_check() {
     dpkg-deb -c "$deb"
     "${SUDO[@]}" dpkg -i "$deb" || return 1
     systemd-analyze verify /lib/systemd/system/mailtrail.service || return 1
+    # Hardening: systemd's exposure score of the unit stays at 2.0 ("OK") or below.
+    systemd-analyze security --offline=true --threshold=20 /lib/systemd/system/mailtrail.service |
+        tail -n1 || return 1
     version=$(/usr/bin/mailtrail --version) || return 1
     echo "installed: $version"
     [[ "$version" == "mailtrail $(grep -m1 '^version' "$ROOT/Cargo.toml" | cut -d'"' -f2)" ]] || return 1
@@ -243,6 +246,9 @@ package_check() {
     "${SUDO[@]}" runuser -u mailtrail -- /usr/bin/mailtrail --config /etc/mailtrail/mailtrail.toml \
         --db /var/lib/mailtrail/package-check.db migrate || return 1
     "${SUDO[@]}" rm -f /var/lib/mailtrail/package-check.db*
+    # Leave the machine as found (this also runs the package's prerm and postrm); the
+    # system user and the empty /var/lib/mailtrail stay, as Debian keeps state.
+    "${SUDO[@]}" dpkg --purge mailtrail
 }
 if [[ ! -x "${CARGO_TARGET_DIR:-$ROOT/target}/debug/mailtrail" ]]; then
     echo "no debug binary (did the build fail?)"
