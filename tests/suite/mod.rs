@@ -5,6 +5,7 @@ mod api_hostile;
 mod api_ingest;
 mod bounces;
 mod cli;
+mod config;
 mod crash;
 mod dashboard;
 mod delivery;
