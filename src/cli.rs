@@ -144,9 +144,9 @@ pub enum Command {
     },
     /// Measure ingest, why look-ups, delivery, pages and memory (SPEC §8).
     Bench {
-        /// Which part: all, ingest, why, memory, delivery, pages, retention.
-        #[arg(default_value = "all")]
-        what: String,
+        /// Which part.
+        #[arg(value_enum, default_value_t = BenchPart::All)]
+        what: BenchPart,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -235,6 +235,34 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// The parts of `mailtrail bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    /// Ingest, memory, why look-ups, pages and retention.
+    All,
+    /// Ingest throughput (and memory).
+    Ingest,
+    /// Why look-up latency.
+    Why,
+    /// Memory idle and under ingest.
+    Memory,
+    /// Dashboard pages.
+    Pages,
+    /// Delivery through a local SMTP sink.
+    Delivery,
+    /// Ingest while a retention purge runs.
+    Retention,
+}
+
+impl BenchPart {
+    /// The part's name on the command line.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// How a listing is printed.

@@ -76,7 +76,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
         Command::Suppressions { action } => suppressions(config, action).await,
         Command::User { action } => user(config, action).await,
         Command::Token { action } => token(config, action).await,
-        Command::Bench { what, json, quick } => crate::bench::run(config, &what, json, quick).await,
+        Command::Bench { what, json, quick } => {
+            crate::bench::run(config, &what.name(), json, quick).await
+        }
     }
 }
 
