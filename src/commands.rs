@@ -360,7 +360,7 @@ async fn user(config: Config, action: UserCommand) -> Result<ExitCode, RunError>
                 Format::Json => outln!("{}", serde_json::json!(users)),
                 Format::Text => {
                     for u in users {
-                        outln!("{}\t{}", u.name, u.role);
+                        outln!("{}\t{}", u.name.escape_debug(), u.role);
                     }
                 }
             }
@@ -411,7 +411,13 @@ async fn token(config: Config, action: TokenCommand) -> Result<ExitCode, RunErro
                 Format::Json => outln!("{}", serde_json::json!(tokens)),
                 Format::Text => {
                     for t in tokens {
-                        outln!("{}\t{}\t{}", t.id, t.name.as_deref().unwrap_or("-"), t.role);
+                        // A name is free text: a tab or newline in it must not
+                        // break the one-token-a-line format.
+                        let name = t
+                            .name
+                            .as_deref()
+                            .map_or("-".into(), |n| n.escape_debug().to_string());
+                        outln!("{}\t{name}\t{}", t.id, t.role);
                     }
                 }
             }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Decisions per write job: a few milliseconds of the writer's time.
-pub const BATCH: i64 = 200;
+pub const BATCH: i64 = 100;
 
-/// The wait between two write jobs of a pass.
-pub const PAUSE: Duration = Duration::from_millis(100);
+/// The least wait between two write jobs of a pass (see `PurgePlan::pause`).
+pub const PAUSE: Duration = Duration::from_millis(50);
 
 /// How long after start the first pass runs.
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(1);

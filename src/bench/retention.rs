@@ -13,26 +13,35 @@ use anyhow::Context;
 use std::path::Path;
 use std::time::Instant;
 
-/// What the two runs measured.
+/// What the runs measured.
 #[derive(Clone, Debug)]
 pub struct RetentionResult {
     /// Decisions seeded into each database.
     pub seeded: u64,
-    /// Ingest with nothing to purge.
-    pub without: LoadRun,
-    /// Ingest while the purge runs.
-    pub with_purge: LoadRun,
-    /// Seeded decisions gone by the end of the purging run.
-    pub purged: u64,
-    /// Seconds from the purging server's start to the end of its load.
-    pub purge_seconds: f64,
+    /// Ingest with nothing to purge, each run.
+    pub without: Vec<LoadRun>,
+    /// Ingest while the purge runs, each run.
+    pub with_purge: Vec<LoadRun>,
+    /// Seeded decisions gone by the end of each purging run.
+    pub purged: Vec<u64>,
+    /// Seconds from each purging server's start to the end of its load.
+    pub purge_seconds: Vec<f64>,
 }
 
-/// Seeds two databases alike and measures ingest on each.
+/// Seeds a fresh database for every run and measures ingest on it, alternating the
+/// baseline and the purging server (at least twice each: single runs on a shared
+/// machine swing by 2x), so noise from neighbours hits both alike.
 pub async fn measure(plan: &Plan) -> anyhow::Result<RetentionResult> {
     let seeded = if plan.quick { 100_000 } else { 300_000 };
     let customers = seeded / 5;
-    let without = {
+    let mut result = RetentionResult {
+        seeded,
+        without: Vec::new(),
+        with_purge: Vec::new(),
+        purged: Vec::new(),
+        purge_seconds: Vec::new(),
+    };
+    for _ in 0..plan.ingest_runs.max(2) {
         let dir = Workdir::new("retention-baseline")?;
         let db = seed(&dir, seeded, customers).await?;
         let server = Server::start_with(
@@ -42,25 +51,23 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<RetentionResult> {
             &[("MAILTRAIL_RETENTION", "400d")],
         )
         .await?;
-        load(plan, &server).await?
-    };
-    let dir = Workdir::new("retention")?;
-    let db = seed(&dir, seeded, customers).await?;
-    let started = Instant::now();
-    let before = now_micros();
-    let server =
-        Server::start_with(&dir, &db, Commit::Grouped, &[("MAILTRAIL_RETENTION", "1d")]).await?;
-    let with_purge = load(plan, &server).await?;
-    let purge_seconds = started.elapsed().as_secs_f64();
-    drop(server);
-    let left = seeded_left(&db, before).await?;
-    Ok(RetentionResult {
-        seeded,
-        without,
-        purged: seeded.saturating_sub(left),
-        with_purge,
-        purge_seconds,
-    })
+        result.without.push(load(plan, &server).await?);
+        drop(server);
+
+        let dir = Workdir::new("retention")?;
+        let db = seed(&dir, seeded, customers).await?;
+        let started = Instant::now();
+        let before = now_micros();
+        let server =
+            Server::start_with(&dir, &db, Commit::Grouped, &[("MAILTRAIL_RETENTION", "1d")])
+                .await?;
+        result.with_purge.push(load(plan, &server).await?);
+        result.purge_seconds.push(started.elapsed().as_secs_f64());
+        drop(server);
+        let left = seeded_left(&db, before).await?;
+        result.purged.push(seeded.saturating_sub(left));
+    }
+    Ok(result)
 }
 
 async fn seed(dir: &Workdir, decisions: u64, customers: u64) -> anyhow::Result<std::path::PathBuf> {

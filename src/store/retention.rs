@@ -20,7 +20,8 @@ pub struct PurgePlan {
     pub session_idle: Micros,
     /// At most this many rows per write job.
     pub batch: i64,
-    /// The wait between two write jobs, so other writes go first.
+    /// The least wait between two write jobs, so other writes go first; the wait is
+    /// also at least four times what the last batch took.
     pub pause: std::time::Duration,
 }
 
@@ -75,6 +76,7 @@ impl Store {
             .await?;
         let mut cursor = 0i64;
         while last.is_some_and(|last| cursor < last) {
+            let started = std::time::Instant::now();
             let rows: Vec<(i64, String)> = self
                 .read(move |conn| {
                     let mut statement = conn.prepare_cached(CANDIDATES)?;
@@ -93,7 +95,9 @@ impl Store {
             let (decisions, attempts) = self.purge_decisions(rows).await?;
             purged.decisions += decisions;
             purged.attempts += attempts;
-            tokio::time::sleep(pause).await;
+            // At most a fifth of the time goes to purging: a batch that took long (a
+            // busy writer, a slow disk) is followed by a longer pause.
+            tokio::time::sleep(pause.max(started.elapsed() * 4)).await;
         }
         let (sessions, keys) = self.purge_sessions_and_keys(session_idle, batch).await?;
         purged.sessions = sessions;

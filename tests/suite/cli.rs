@@ -361,15 +361,32 @@ fn token_list_shows_id_name_role_never_the_secret_and_revoke_ends_it() {
     let first = first.trim();
     let second = run(&app, &["token", "create", "--role", "support"], 0);
     let second = second.trim();
+    run(
+        &app,
+        &[
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "two\nlines\there",
+        ],
+        0,
+    );
     let listing = run(&app, &["token", "list"], 0);
     assert!(
         !listing.contains(first) && !listing.contains(second),
         "never the secret: {listing}"
     );
     let lines: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
-    assert_eq!(lines.len(), 2, "{listing}");
+    assert_eq!(lines.len(), 3, "{listing}");
     assert_eq!(&lines[0][1..], ["reader", "viewer"], "{listing}");
     assert_eq!(&lines[1][1..], ["-", "support"], "{listing}");
+    assert_eq!(
+        &lines[2][1..],
+        ["two\\nlines\\there", "viewer"],
+        "{listing}"
+    );
     let json: Value = serde_json::from_str(&run(&app, &["token", "list", "--format", "json"], 0))
         .expect("JSON listing");
     assert_eq!(json[0]["id"], lines[0][0]);
