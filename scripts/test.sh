@@ -13,8 +13,10 @@
 #   - .peers/venv (inside the checkout) with aiosmtpd, for tests/peers/smtp_peer*.py.
 #   - tests/browser/node_modules (playwright-core; it drives the system chromium, no
 #     browser is ever downloaded).
-# Then runs `cargo test --all-targets` (debug profile) and, when present, the browser
-# tests in tests/browser/run.mjs. Exits non-zero if anything failed.
+#   - promtool (Debian prometheus), systemd-analyze, and cargo-deb into .peers/cargo.
+# Then runs `cargo test --all-targets` (debug profile), the browser tests in
+# tests/browser/run.mjs when present, the alert-rule tests (promtool) and the Debian
+# package check (dpkg -i, systemd-analyze verify). Exits non-zero if anything failed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -162,6 +164,35 @@ stamp_of() {
 )
 section_done
 
+# ---------------------------------------------------------------------------
+# issue 10 (operations): promtool, systemd-analyze and cargo-deb, for the alert-rule
+# tests and the package check below. Kept in this one block for easy merges.
+section "install: promtool, systemd-analyze, cargo-deb (issue 10)"
+# ---------------------------------------------------------------------------
+ops_missing=()
+command -v promtool >/dev/null 2>&1 || ops_missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || ops_missing+=(systemd)
+if ((${#ops_missing[@]} > 0)); then
+    echo "missing: ${ops_missing[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${ops_missing[@]}"
+else
+    echo "promtool and systemd-analyze present"
+fi
+# cargo-deb goes into the checkout (.peers/cargo), built in a scratch target dir there
+# that is removed afterwards. Pinned, so a new release cannot change the package check.
+CARGO_DEB_VERSION=3.8.0
+CARGO_DEB="$ROOT/.peers/cargo/bin/cargo-deb"
+if [[ -x "$CARGO_DEB" && "$("$CARGO_DEB" --version 2>/dev/null)" == "cargo-deb $CARGO_DEB_VERSION" ]]; then
+    echo "cargo-deb $CARGO_DEB_VERSION already in .peers/cargo"
+else
+    CARGO_TARGET_DIR="$ROOT/.peers/cargo-deb-build" \
+        cargo install --quiet cargo-deb --version "$CARGO_DEB_VERSION" --locked --root "$ROOT/.peers/cargo"
+    rm -rf "$ROOT/.peers/cargo-deb-build"
+fi
+section_done
+
 if ((INSTALL_ONLY)); then
     printf '\ninstall finished in %ss (--install-only: no tests run)\n' "$((SECONDS - START_ALL))"
     exit 0
@@ -298,6 +329,55 @@ else
         failed+=("browser tests")
         echo "---- browser tests FAILED after $((SECONDS - SECTION_START))s"
     fi
+fi
+
+# ---------------------------------------------------------------------------
+# issue 10 (operations): alert rules and the Debian package. Kept in one block.
+section "test: alert rules (promtool test rules deploy/prometheus)"
+# ---------------------------------------------------------------------------
+if (cd "$ROOT/deploy/prometheus" && promtool check rules mailtrail.rules.yml &&
+    promtool test rules mailtrail.rules.test.yml); then
+    section_done
+else
+    failed+=("alert rules")
+    echo "---- alert rules FAILED after $((SECONDS - SECTION_START))s"
+fi
+
+# ---------------------------------------------------------------------------
+section "test: Debian package (cargo deb, dpkg -i, systemd-analyze verify)"
+# ---------------------------------------------------------------------------
+# The package of CI wraps the debug binary the tests above built (`--profile dev
+# --no-build`: seconds, where a release build with fat LTO takes about 7 minutes);
+# `cargo deb` alone makes the release package from the same metadata.
+package_check() {
+    local deb version
+    "$CARGO_DEB" --profile dev --no-build --fast --quiet --output "$ROOT/target/debian/" || return 1
+    deb=$(ls -t "$ROOT"/target/debian/mailtrail_*.deb | head -n1)
+    dpkg-deb -c "$deb"
+    "${SUDO[@]}" dpkg -i "$deb" || return 1
+    systemd-analyze verify /lib/systemd/system/mailtrail.service || return 1
+    # Hardening: systemd's exposure score of the unit stays at 2.0 ("OK") or below.
+    systemd-analyze security --offline=true --threshold=20 /lib/systemd/system/mailtrail.service |
+        tail -n1 || return 1
+    version=$(/usr/bin/mailtrail --version) || return 1
+    echo "installed: $version"
+    [[ "$version" == "mailtrail $(grep -m1 '^version' "$ROOT/Cargo.toml" | cut -d'"' -f2)" ]] || return 1
+    # The service user can read the packaged settings and write its state directory.
+    "${SUDO[@]}" runuser -u mailtrail -- /usr/bin/mailtrail --config /etc/mailtrail/mailtrail.toml \
+        --db /var/lib/mailtrail/package-check.db migrate || return 1
+    "${SUDO[@]}" rm -f /var/lib/mailtrail/package-check.db*
+    # Leave the machine as found (this also runs the package's prerm and postrm); the
+    # system user and the empty /var/lib/mailtrail stay, as Debian keeps state.
+    "${SUDO[@]}" dpkg --purge mailtrail
+}
+if [[ ! -x "${CARGO_TARGET_DIR:-$ROOT/target}/debug/mailtrail" ]]; then
+    echo "no debug binary (did the build fail?)"
+    failed+=("Debian package")
+elif package_check; then
+    section_done
+else
+    failed+=("Debian package")
+    echo "---- Debian package FAILED after $((SECONDS - SECTION_START))s"
 fi
 
 printf '\n==== summary (%ss) ====\n' "$((SECONDS - START_ALL))"

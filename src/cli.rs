@@ -1,6 +1,7 @@
 //! The command line (SPEC §7), as clap definitions. Settings are read raw here and
 //! checked in `config`, so a bad value is reported with its setting's name.
 
+use crate::model::Role;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -16,37 +17,80 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings as given by flags or environment; `None` falls through to
-/// `mailtrail.toml`, then the default.
-#[derive(Debug, Args, Default, Clone)]
+/// Settings as given by flags; `None` falls through to `MAILTRAIL_*`, then
+/// `mailtrail.toml`, then the default (`config::layers` merges them). Each field's name
+/// is its toml key; its environment name is `MAILTRAIL_` + the name in capitals.
+/// Secret values have no flag (a command line is visible to every local user): give
+/// them through the environment, the toml file, or a `*-file` flag.
+#[derive(Debug, Args, Default, Clone, serde::Serialize)]
 pub struct RawSettings {
     /// Address to listen on [default: 127.0.0.1:8040]
-    #[arg(long, env = "MAILTRAIL_LISTEN", global = true)]
+    #[arg(long, global = true)]
     pub listen: Option<String>,
     /// SQLite database file or postgres:// URL [default: ./data/mailtrail.db]
-    #[arg(long, env = "MAILTRAIL_DB", global = true)]
-    pub db: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub db: Option<String>,
     /// file:DIR, smtp://host:port, smtps://host:465 or direct [default: file:./data/outgoing]
-    #[arg(long, env = "MAILTRAIL_TRANSPORT", global = true)]
+    #[arg(long, global = true)]
     pub transport: Option<String>,
-    /// Configuration file [default: ./mailtrail.toml if present]
-    #[arg(long, env = "MAILTRAIL_CONFIG", global = true)]
+    /// Configuration file (also MAILTRAIL_CONFIG) [default: ./mailtrail.toml if present]
+    #[arg(long, global = true)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Delays between delivery tries [default: 1m,5m,15m,1h,3h,6h]
-    #[arg(long, env = "MAILTRAIL_RETRY_SCHEDULE", global = true)]
+    #[arg(long, global = true)]
     pub retry_schedule: Option<String>,
     /// Stop retrying after this long [default: 24h]
-    #[arg(long, env = "MAILTRAIL_GIVE_UP_AFTER", global = true)]
+    #[arg(long, global = true)]
     pub give_up_after: Option<String>,
     /// How long a delivery lease lasts [default: 5m]
-    #[arg(long, env = "MAILTRAIL_LEASE", global = true)]
-    pub lease: Option<String>,
-    /// Turn off /metrics
     #[arg(long, global = true)]
+    pub lease: Option<String>,
+    /// Serve /metrics: true or false [default: true]
+    #[arg(long, global = true)]
+    pub metrics: Option<String>,
+    /// Turn off /metrics (same as --metrics false)
+    #[arg(long, global = true)]
+    #[serde(skip)]
     pub no_metrics: bool,
-    /// Log format: text or json [default: text]
-    #[arg(long, env = "MAILTRAIL_LOG_FORMAT", global = true)]
-    pub log_format: Option<String>,
+    /// SMTP port of MX hosts for direct delivery [default: 25]
+    #[arg(long, global = true)]
+    pub mx_port: Option<String>,
+    /// DNS server ip:port for direct delivery [default: the system resolver]
+    #[arg(long, global = true)]
+    pub dns: Option<String>,
+    /// How often an idle worker looks for due messages [default: 1s]
+    #[arg(long, global = true)]
+    pub poll_interval: Option<String>,
+    /// Extra CA certificate (PEM) trusted for the smarthost's TLS
+    #[arg(long, global = true)]
+    pub smtp_ca: Option<PathBuf>,
+    /// Concurrent deliveries per worker, 1 to 256 [default: 8]
+    #[arg(long, global = true)]
+    pub concurrency: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Group concurrent writes into one transaction: true or false [default: true]
+    #[arg(long, global = true)]
+    pub group_commit: Option<String>,
+    /// Run the delivery worker inside `serve`: true or false [default: true]
+    #[arg(long, global = true)]
+    pub worker: Option<String>,
+    /// Purge decisions and attempts older than this (each address's newest decision
+    /// per project is kept) [default: 400d]
+    #[arg(long, global = true)]
+    pub retention: Option<String>,
+    /// File holding the admin API token (instead of MAILTRAIL_ADMIN_TOKEN)
+    #[arg(long, global = true)]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the first admin's password (instead of MAILTRAIL_ADMIN_PASSWORD)
+    #[arg(long, global = true)]
+    pub admin_password_file: Option<PathBuf>,
+    /// File holding the smarthost password (instead of MAILTRAIL_SMTP_PASSWORD or the
+    /// transport URL)
+    #[arg(long, global = true)]
+    pub smtp_password_file: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -105,9 +149,9 @@ pub enum Command {
     },
     /// Measure ingest, why look-ups, delivery, pages and memory (SPEC §8).
     Bench {
-        /// Which part: all, ingest, why, memory, delivery, pages.
-        #[arg(default_value = "all")]
-        what: String,
+        /// Which part.
+        #[arg(value_enum, default_value_t = BenchPart::All)]
+        what: BenchPart,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -167,12 +211,22 @@ pub enum SuppressionsCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add (or update) a user; the password is read from standard input when it is not
-    /// a terminal, else asked for.
+    /// a terminal, else asked for without echo.
     Add {
         name: String,
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_enum)]
+        role: Role,
     },
+    /// List users: one a line, name then role.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove a user and end their sessions (not the last admin).
+    Remove { name: String },
+    /// Set a user's password (asked for without echo, or read from standard input) and
+    /// end their sessions.
+    Passwd { name: String },
 }
 
 /// `mailtrail token …`
@@ -180,9 +234,75 @@ pub enum UserCommand {
 pub enum TokenCommand {
     /// Create an API token and print it alone on its line.
     Create {
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_enum)]
+        role: Role,
         #[arg(long)]
         name: Option<String>,
     },
+    /// List tokens: one a line, ID first, then name and role; never the secret.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Revoke a token by its ID (from `token list`).
+    Revoke { id: String },
+}
+
+/// How logs are written (`--log-format`; the environment and the file give the same
+/// names, checked by `config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The parts of `mailtrail bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    /// Ingest, memory, why look-ups, pages and retention.
+    All,
+    /// Ingest throughput (and memory).
+    Ingest,
+    /// Why look-up latency.
+    Why,
+    /// Memory idle and under ingest.
+    Memory,
+    /// Dashboard pages.
+    Pages,
+    /// Delivery through a local SMTP sink.
+    Delivery,
+    /// Ingest while a retention purge runs.
+    Retention,
+}
+
+impl BenchPart {
+    /// The part's name on the command line.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// How a listing is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One item a line, fields separated by tabs.
+    Text,
+    /// One JSON array.
+    Json,
+}
+
+/// Roles are checked by clap (`--role admin|support|viewer`), with the wire names.
+impl clap::ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        Role::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }

@@ -2,7 +2,9 @@
 //! the result into an exit code: 0 ok, 1 runtime failure, 2 usage or config error,
 //! 3 "no email" for `why` and `resend` (SPEC §7).
 
-use crate::cli::{Cli, Command, DbCommand, SuppressionsCommand, TokenCommand, UserCommand};
+use crate::cli::{
+    Cli, Command, DbCommand, Format, SuppressionsCommand, TokenCommand, UserCommand,
+};
 use crate::config::{Config, ConfigError};
 use crate::http::AppState;
 use crate::model::{EmailAddress, ProjectKey, Role, SuppressionReason, Verdict};
@@ -80,27 +82,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
         } => why(config, email, project, json).await,
         Command::Resend { project, email } => resend(config, project, email).await,
         Command::Suppressions { action } => suppressions(config, action).await,
-        Command::User {
-            action: UserCommand::Add { name, role },
-        } => user_add(config, name, role).await,
-        Command::Token {
-            action: TokenCommand::Create { role, name },
-        } => {
-            let role = parse_role(&role)?;
-            let store = open(&config).await?;
-            let token = store
-                .create_token(role, name, "cli".into())
-                .await
-                .map_err(anyhow::Error::from)?;
-            outln!("{token}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::User { action } => user(config, action).await,
+        Command::Token { action } => token(config, action).await,
         Command::Bench {
             what,
             json,
             quick,
             workers,
-        } => crate::bench::run(config, &what, json, quick, workers).await,
+        } => crate::bench::run(config, &what.name(), json, quick, workers).await,
         Command::Db {
             action: DbCommand::Copy { src, dst },
         } => db_copy(src, dst).await,
@@ -189,14 +178,6 @@ async fn open(config: &Config) -> Result<Store, RunError> {
         .map_err(|e| open_error(&config.db, e))
 }
 
-fn parse_role(role: &str) -> Result<Role, RunError> {
-    role.parse().map_err(|_| {
-        RunError::Usage(format!(
-            "invalid --role `{role}`: use admin, support or viewer"
-        ))
-    })
-}
-
 fn parse_address(input: &str) -> Result<EmailAddress, RunError> {
     EmailAddress::parse(input)
         .map_err(|e| RunError::Usage(format!("`{input}` is not a valid address: {e}")))
@@ -222,7 +203,8 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     let worker = state
         .config
         .worker
-        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx));
+        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx.clone()));
+    let retention = crate::retention::spawn(state.store.clone(), state.config.retention, stop_rx);
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -232,6 +214,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     if let Some(worker) = worker {
         worker.await.map_err(anyhow::Error::from)?;
     }
+    retention.await.map_err(anyhow::Error::from)?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -277,7 +260,7 @@ async fn ensure_first_admin(store: &Store, config: &Config, demo: bool) -> Resul
         return Ok(());
     }
     let (password, printed) = match (&config.admin_password, demo) {
-        (Some(p), _) => (p.clone(), false),
+        (Some(p), _) => (String::from(&**p), false),
         (None, true) => ("demo".to_owned(), true),
         (None, false) => (crate::store::new_secret("")[..20].to_owned(), true),
     };
@@ -434,26 +417,112 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-async fn user_add(config: Config, name: String, role: String) -> Result<ExitCode, RunError> {
-    let role = parse_role(&role)?;
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
-    if !valid_name {
-        return Err(RunError::Usage(format!(
-            "invalid user name `{name}`: letters, digits and . _ - @ only"
-        )));
+async fn user(config: Config, action: UserCommand) -> Result<ExitCode, RunError> {
+    match action {
+        UserCommand::Add { name, role } => user_add(config, name, role).await,
+        UserCommand::List { format } => {
+            let users = open(&config).await?
+                .list_users()
+                .await
+                .map_err(anyhow::Error::from)?;
+            match format {
+                Format::Json => outln!("{}", serde_json::json!(users)),
+                Format::Text => {
+                    for u in users {
+                        outln!("{}\t{}", u.name.escape_debug(), u.role);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCommand::Remove { name } => {
+            open(&config).await?
+                .remove_user(name.clone(), "cli".into())
+                .await
+                .map_err(not_found_is_usage)?;
+            outln!("user {name} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCommand::Passwd { name } => {
+            let store = open(&config).await?;
+            if store
+                .user(name.clone())
+                .await
+                .map_err(anyhow::Error::from)?
+                .is_none()
+            {
+                return Err(RunError::Usage(format!("no user named `{name}`")));
+            }
+            let hash = password_hash(&name).await?;
+            store
+                .set_password(name.clone(), hash, "cli".into())
+                .await
+                .map_err(not_found_is_usage)?;
+            outln!("password of {name} changed; their sessions ended");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn token(config: Config, action: TokenCommand) -> Result<ExitCode, RunError> {
+    let store = open(&config).await?;
+    match action {
+        TokenCommand::Create { role, name } => {
+            let token = store
+                .create_token(role, name, "cli".into())
+                .await
+                .map_err(anyhow::Error::from)?;
+            outln!("{token}");
+        }
+        TokenCommand::List { format } => {
+            let tokens = store.list_tokens().await.map_err(anyhow::Error::from)?;
+            match format {
+                Format::Json => outln!("{}", serde_json::json!(tokens)),
+                Format::Text => {
+                    for t in tokens {
+                        // A name is free text: a tab or newline in it must not
+                        // break the one-token-a-line format.
+                        let name = t
+                            .name
+                            .as_deref()
+                            .map_or("-".into(), |n| n.escape_debug().to_string());
+                        outln!("{}\t{name}\t{}", t.id, t.role);
+                    }
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            store
+                .revoke_token(id.clone(), "cli".into())
+                .await
+                .map_err(not_found_is_usage)?;
+            outln!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An unknown user or token, or a refused change, is the caller's mistake: exit 2.
+fn not_found_is_usage(e: crate::store::StoreError) -> RunError {
+    match e {
+        crate::store::StoreError::NotFound(_) | crate::store::StoreError::Conflict(_) => {
+            RunError::Usage(e.to_string())
+        }
+        other => RunError::Runtime(other.into()),
+    }
+}
+
+/// Asks for a password without echo on a terminal (twice, to catch a typo), or reads
+/// it from standard input; checks its length and hashes it.
+async fn password_hash(name: &str) -> Result<String, RunError> {
     let password = if std::io::stdin().is_terminal() {
-        eprint!("password for {name}: ");
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
+        let first = rpassword::prompt_password(format!("password for {name}: "))
             .map_err(anyhow::Error::from)?;
-        line
+        let again = rpassword::prompt_password("again: ").map_err(anyhow::Error::from)?;
+        if first != again {
+            return Err(RunError::Usage("the two passwords differ".into()));
+        }
+        first
     } else {
         let mut all = String::new();
         std::io::stdin()
@@ -467,10 +536,24 @@ async fn user_add(config: Config, name: String, role: String) -> Result<ExitCode
             "the password must be at least 8 characters".into(),
         ));
     }
-    let store = open(&config).await?;
-    let hash = crate::password::hash_blocking(password)
+    crate::password::hash_blocking(password)
         .await
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))
+}
+
+async fn user_add(config: Config, name: String, role: Role) -> Result<ExitCode, RunError> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if !valid_name {
+        return Err(RunError::Usage(format!(
+            "invalid user name `{name}`: letters, digits and . _ - @ only"
+        )));
+    }
+    let hash = password_hash(&name).await?;
+    let store = open(&config).await?;
     store
         .put_user(name.clone(), role, hash, "cli".into())
         .await

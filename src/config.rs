@@ -1,14 +1,19 @@
 //! Settings resolved once into a checked [`Config`]: defaults < `mailtrail.toml` <
-//! `MAILTRAIL_*` environment < flags (SPEC §7).
+//! `MAILTRAIL_*` environment < flags (SPEC §7, §14). `layers` merges the three with
+//! figment and keeps where each value came from.
 //!
-//! Every error names the setting, where it came from and what would be valid, and
-//! unknown keys and environment names are warned about, so a typo is never silent.
+//! Every error names the layer and setting it came from (`MAILTRAIL_LEASE
+//! (environment): ...`) and what would be valid, and unknown keys and environment
+//! names are warned about, so a typo is never silent.
+
+pub mod layers;
 
 use crate::cli::RawSettings;
 use crate::delivery::TransportSpec;
 use crate::store::DbLocation;
+use layers::{Found, Layers};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The checked settings of one process.
@@ -29,9 +34,9 @@ pub struct Config {
     /// Serve `/metrics`.
     pub metrics: bool,
     /// Accepted as an admin API token.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Password of the first `admin` user.
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Secret>,
     /// SMTP port for `direct` delivery (tests use a high port).
     pub mx_port: u16,
     /// DNS server for `direct` delivery; `None` uses the system resolver.
@@ -51,311 +56,231 @@ pub struct Config {
     /// to separate `mailtrail worker` processes, and lets the benchmark measure ingest
     /// alone).
     pub worker: bool,
+    /// Decisions and attempts older than this are purged (SPEC §14).
+    pub retention: Duration,
 }
 
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid setting {setting} (from {source_name}): {message}")]
+#[error("{source_name}: {message}")]
 pub struct ConfigError {
     /// The setting's name, e.g. `listen`.
     pub setting: String,
-    /// Where the bad value came from, e.g. `--listen or MAILTRAIL_LISTEN`.
+    /// Where the bad value came from, e.g. `MAILTRAIL_LISTEN (environment)`.
     pub source_name: String,
     /// What is wrong and what would be valid.
     pub message: String,
 }
 
-/// Where a value was found.
-struct Found<'a> {
-    value: String,
-    source: &'a str,
+/// A secret setting: reads as `&str`, never printed by `Debug` (SPEC §14: secrets
+/// never appear in logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
 }
 
-/// The settings file's keys (SPEC §7).
-const TOML_KEYS: &[&str] = &[
-    "listen",
-    "db",
-    "transport",
-    "retry_schedule",
-    "give_up_after",
-    "lease",
-    "metrics",
-];
+impl std::ops::Deref for Secret {
+    type Target = str;
 
-/// The environment names mailtrail reads.
-const ENV_NAMES: &[&str] = &[
-    "MAILTRAIL_LISTEN",
-    "MAILTRAIL_DB",
-    "MAILTRAIL_TRANSPORT",
-    "MAILTRAIL_CONFIG",
-    "MAILTRAIL_RETRY_SCHEDULE",
-    "MAILTRAIL_GIVE_UP_AFTER",
-    "MAILTRAIL_LEASE",
-    "MAILTRAIL_METRICS",
-    "MAILTRAIL_ADMIN_TOKEN",
-    "MAILTRAIL_ADMIN_PASSWORD",
-    "MAILTRAIL_MX_PORT",
-    "MAILTRAIL_DNS",
-    "MAILTRAIL_POLL_INTERVAL",
-    "MAILTRAIL_SMTP_CA",
-    "MAILTRAIL_CONCURRENCY",
-    "MAILTRAIL_LOG_FORMAT",
-    "MAILTRAIL_LOG",
-    "MAILTRAIL_GROUP_COMMIT",
-    "MAILTRAIL_WORKER",
-];
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Secrets shorter than this are refused (SPEC §14).
+pub const MIN_SECRET_LEN: usize = 16;
 
 impl Config {
-    /// Resolves `raw` (flags and env, merged by clap) over the settings file and the
+    /// Resolves the flags `raw` over the process environment, the settings file and the
     /// defaults. Returns the config and warnings to log once logging is up.
     pub fn resolve(raw: &RawSettings, demo: bool) -> Result<(Config, Vec<String>), ConfigError> {
-        let mut warnings = Vec::new();
-        for (name, _) in std::env::vars() {
-            if name.starts_with("MAILTRAIL_") && !ENV_NAMES.contains(&name.as_str()) {
-                warnings.push(format!("unknown environment variable {name} is ignored"));
-            }
-        }
-        let file = load_file(raw.config.as_deref(), &mut warnings)?;
-        let pick = |flag: &Option<String>, key: &str, env: &str| -> Option<Found<'static>> {
-            let _ = env;
-            if let Some(v) = flag {
-                return Some(Found {
-                    value: v.clone(),
-                    source: "flag or environment",
-                });
-            }
-            file.as_ref().and_then(|t| t.get(key)).map(|v| Found {
-                value: match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                },
-                source: "mailtrail.toml",
-            })
-        };
-        let err = |setting: &str, found: &Found<'_>, message: String| ConfigError {
-            setting: setting.to_owned(),
-            source_name: match found.source {
-                "mailtrail.toml" => format!("mailtrail.toml key `{setting}`"),
-                _ => format!(
-                    "--{} or MAILTRAIL_{}",
-                    setting.replace('_', "-"),
-                    setting.to_uppercase()
-                ),
-            },
-            message,
-        };
+        Config::resolve_from(raw, std::env::vars(), demo)
+    }
 
-        let listen = match pick(&raw.listen, "listen", "MAILTRAIL_LISTEN") {
-            Some(f) => f.value.parse().map_err(|_| {
-                err(
-                    "listen",
-                    &f,
-                    format!("`{}` is not an address like 127.0.0.1:8040", f.value),
-                )
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8040)),
-        };
-        let db_flag = raw.db.as_ref().map(|p| p.display().to_string());
-        let db = match pick(&db_flag, "db", "MAILTRAIL_DB") {
-            Some(f) => DbLocation::parse(&f.value).map_err(|m| err("db", &f, m))?,
-            None if demo => DbLocation::Sqlite(PathBuf::from("./data/demo.db")),
-            None => DbLocation::Sqlite(PathBuf::from("./data/mailtrail.db")),
-        };
-        let transport = match pick(&raw.transport, "transport", "MAILTRAIL_TRANSPORT") {
-            Some(f) => TransportSpec::parse(&f.value).map_err(|m| err("transport", &f, m))?,
-            None => TransportSpec::File(PathBuf::from("./data/outgoing")),
-        };
-        let retry_schedule = match pick(
-            &raw.retry_schedule,
-            "retry_schedule",
-            "MAILTRAIL_RETRY_SCHEDULE",
-        ) {
-            Some(f) => f
-                .value
-                .split(',')
-                .map(|d| parse_duration(d.trim()))
-                .collect::<Result<Vec<_>, _>>()
-                .and_then(|v| {
-                    if v.is_empty() {
-                        Err("an empty schedule".into())
-                    } else {
-                        Ok(v)
-                    }
-                })
-                .map_err(|m| {
-                    err(
-                        "retry_schedule",
-                        &f,
-                        format!("{m}; write e.g. 1m,5m,15m,1h,3h,6h"),
-                    )
-                })?,
-            None => ["1m", "5m", "15m", "1h", "3h", "6h"]
-                .iter()
-                .filter_map(|d| parse_duration(d).ok())
-                .collect(),
-        };
-        let duration = |flag: &Option<String>,
-                        key: &str,
-                        env: &str,
-                        default: Duration|
-         -> Result<Duration, ConfigError> {
-            match pick(flag, key, env) {
-                Some(f) => parse_duration(&f.value).map_err(|m| err(key, &f, m)),
-                None => Ok(default),
-            }
-        };
-        let give_up_after = duration(
-            &raw.give_up_after,
-            "give_up_after",
-            "MAILTRAIL_GIVE_UP_AFTER",
-            Duration::from_secs(24 * 3600),
-        )?;
-        let lease = duration(
-            &raw.lease,
-            "lease",
-            "MAILTRAIL_LEASE",
-            Duration::from_secs(300),
-        )?;
-        let env_metrics = std::env::var("MAILTRAIL_METRICS").ok();
-        let metrics = if raw.no_metrics {
-            false
-        } else if let Some(v) = env_metrics {
-            parse_bool(&v).ok_or_else(|| ConfigError {
-                setting: "metrics".into(),
-                source_name: "MAILTRAIL_METRICS".into(),
-                message: format!("`{v}` is not true or false"),
+    /// [`Config::resolve`] with the environment given (for tests).
+    pub fn resolve_from(
+        raw: &RawSettings,
+        env: impl IntoIterator<Item = (String, String)>,
+        demo: bool,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let layers = Layers::new(raw, env)?;
+        let config = Config {
+            listen: setting(&layers, "listen", parse_listen)?
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8040))),
+            db: setting(&layers, "db", DbLocation::parse)?.unwrap_or_else(|| {
+                DbLocation::Sqlite(PathBuf::from(if demo {
+                    "./data/demo.db"
+                } else {
+                    "./data/mailtrail.db"
+                }))
+            }),
+            transport: transport(&layers)?,
+            retry_schedule: setting(&layers, "retry_schedule", parse_schedule)?
+                .unwrap_or_else(default_schedule),
+            give_up_after: duration(&layers, "give_up_after", 24 * 3600)?,
+            lease: duration(&layers, "lease", 300)?,
+            metrics: setting(&layers, "metrics", parse_bool)?.unwrap_or(true),
+            admin_token: secret(&layers, "admin_token", MIN_SECRET_LEN)?.map(Secret),
+            admin_password: secret(&layers, "admin_password", MIN_SECRET_LEN)?.map(Secret),
+            mx_port: setting(&layers, "mx_port", |s| {
+                s.parse().map_err(|_| format!("`{s}` is not a port number"))
             })?
-        } else {
-            match file.as_ref().and_then(|t| t.get("metrics")) {
-                Some(toml::Value::Boolean(b)) => *b,
-                Some(other) => {
-                    return Err(ConfigError {
-                        setting: "metrics".into(),
-                        source_name: "mailtrail.toml key `metrics`".into(),
-                        message: format!("`{other}` is not true or false"),
-                    });
-                }
-                None => true,
-            }
-        };
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let env_err = |name: &str, message: String| ConfigError {
-            setting: name.trim_start_matches("MAILTRAIL_").to_lowercase(),
-            source_name: name.to_owned(),
-            message,
-        };
-        let mx_port = match env("MAILTRAIL_MX_PORT") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| env_err("MAILTRAIL_MX_PORT", format!("`{v}` is not a port number")))?,
-            None => 25,
-        };
-        let dns = match env("MAILTRAIL_DNS") {
-            Some(v) => Some(v.parse().map_err(|_| {
-                env_err(
-                    "MAILTRAIL_DNS",
-                    format!("`{v}` is not ip:port, e.g. 127.0.0.1:5353"),
-                )
-            })?),
-            None => None,
-        };
-        let poll_interval = match env("MAILTRAIL_POLL_INTERVAL") {
-            Some(v) => parse_duration(&v).map_err(|m| env_err("MAILTRAIL_POLL_INTERVAL", m))?,
-            None => Duration::from_secs(1),
-        };
-        let concurrency = match env("MAILTRAIL_CONCURRENCY") {
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=256).contains(n))
-                .ok_or_else(|| {
-                    env_err(
-                        "MAILTRAIL_CONCURRENCY",
-                        format!("`{v}` is not a number from 1 to 256"),
-                    )
-                })?,
-            None => 8,
-        };
-        let group_commit = match env("MAILTRAIL_GROUP_COMMIT") {
-            Some(v) => parse_bool(&v).ok_or_else(|| {
-                env_err(
-                    "MAILTRAIL_GROUP_COMMIT",
-                    format!("`{v}` is not true or false"),
-                )
+            .unwrap_or(25),
+            dns: setting(&layers, "dns", |s| {
+                s.parse()
+                    .map_err(|_| format!("`{s}` is not ip:port, e.g. 127.0.0.1:5353"))
             })?,
-            None => true,
+            poll_interval: duration(&layers, "poll_interval", 1)?,
+            smtp_ca: setting(&layers, "smtp_ca", parse_path)?,
+            concurrency: setting(&layers, "concurrency", |s| {
+                s.parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| format!("`{s}` is not a number from 1 to 256"))
+            })?
+            .unwrap_or(8),
+            log_json: setting(&layers, "log_format", |s| match s {
+                "text" => Ok(false),
+                "json" => Ok(true),
+                other => Err(format!("`{other}` is not text or json")),
+            })?
+            .unwrap_or(false),
+            group_commit: setting(&layers, "group_commit", parse_bool)?.unwrap_or(true),
+            worker: setting(&layers, "worker", parse_bool)?.unwrap_or(true),
+            retention: duration(&layers, "retention", 400 * 86_400)?,
         };
-        let worker = match env("MAILTRAIL_WORKER") {
-            Some(v) => parse_bool(&v).ok_or_else(|| {
-                env_err("MAILTRAIL_WORKER", format!("`{v}` is not true or false"))
-            })?,
-            None => true,
-        };
-        let log_json = match raw.log_format.as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    setting: "log_format".into(),
-                    source_name: "--log-format or MAILTRAIL_LOG_FORMAT".into(),
-                    message: format!("`{other}` is not text or json"),
-                });
-            }
-        };
-        Ok((
-            Config {
-                listen,
-                db,
-                transport,
-                retry_schedule,
-                give_up_after,
-                lease,
-                metrics,
-                admin_token: env("MAILTRAIL_ADMIN_TOKEN"),
-                admin_password: env("MAILTRAIL_ADMIN_PASSWORD"),
-                mx_port,
-                dns,
-                poll_interval,
-                smtp_ca: env("MAILTRAIL_SMTP_CA").map(PathBuf::from),
-                concurrency,
-                log_json,
-                group_commit,
-                worker,
-            },
-            warnings,
-        ))
+        Ok((config, layers.warnings))
     }
 }
 
-fn load_file(
-    explicit: Option<&Path>,
-    warnings: &mut Vec<String>,
-) -> Result<Option<toml::Table>, ConfigError> {
-    let path = match explicit {
-        Some(p) => p.to_owned(),
-        None if Path::new("mailtrail.toml").exists() => PathBuf::from("mailtrail.toml"),
-        None => return Ok(None),
+/// The value of `key` checked by `parse`, or `None` when no layer sets it. A bad value
+/// is an error naming its layer.
+fn setting<T>(
+    layers: &Layers,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(Found { value, origin }) = layers.get(key)? else {
+        return Ok(None);
     };
-    let file_err = |message: String| ConfigError {
-        setting: "config".into(),
-        source_name: "--config or MAILTRAIL_CONFIG".into(),
-        message,
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| file_err(format!("cannot read {}: {e}", path.display())))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| file_err(format!("{} is not valid TOML: {e}", path.display())))?;
-    for key in table.keys() {
-        if !TOML_KEYS.contains(&key.as_str()) {
-            warnings.push(format!(
-                "unknown key `{key}` in {} is ignored (known: {})",
-                path.display(),
-                TOML_KEYS.join(", ")
-            ));
+    parse(value.trim())
+        .map(Some)
+        .map_err(|message| ConfigError {
+            setting: key.to_owned(),
+            source_name: origin,
+            message,
+        })
+}
+
+/// A duration setting with its default in seconds.
+fn duration(layers: &Layers, key: &str, default_secs: u64) -> Result<Duration, ConfigError> {
+    Ok(setting(layers, key, parse_duration)?.unwrap_or(Duration::from_secs(default_secs)))
+}
+
+/// A secret given as `key` or read from the file named by `key_file` (its trailing
+/// newline dropped); both at once is an error, and so is one shorter than `min_len`.
+fn secret(layers: &Layers, key: &str, min_len: usize) -> Result<Option<String>, ConfigError> {
+    let file_key = format!("{key}_file");
+    let direct = layers.get(key)?;
+    let file = layers.get(&file_key)?;
+    let (value, origin) = match (direct, file) {
+        (Some(d), Some(f)) => {
+            return Err(ConfigError {
+                setting: key.to_owned(),
+                source_name: format!("{} and {}", d.origin, f.origin),
+                message: format!("set either {key} or {file_key}, not both"),
+            });
         }
+        (Some(d), None) => (d.value, d.origin),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f.value.trim()).map_err(|e| ConfigError {
+                setting: file_key.clone(),
+                source_name: f.origin.clone(),
+                message: format!("cannot read `{}`: {e}", f.value.trim()),
+            })?;
+            (text.trim_end_matches(['\r', '\n']).to_owned(), f.origin)
+        }
+        (None, None) => return Ok(None),
+    };
+    if value.chars().count() < min_len {
+        return Err(ConfigError {
+            setting: key.to_owned(),
+            source_name: origin,
+            message: format!("too short: a secret needs at least {min_len} characters"),
+        });
     }
-    Ok(Some(table))
+    Ok(Some(value))
+}
+
+/// The transport, with the smarthost password from `smtp_password(_file)` when given.
+fn transport(layers: &Layers) -> Result<TransportSpec, ConfigError> {
+    let mut spec = setting(layers, "transport", TransportSpec::parse)?
+        .unwrap_or_else(|| TransportSpec::File(PathBuf::from("./data/outgoing")));
+    let Some(password) = secret(layers, "smtp_password", 1)? else {
+        return Ok(spec);
+    };
+    let origin = layers
+        .get("smtp_password")?
+        .or(layers.get("smtp_password_file")?)
+        .map(|f| f.origin)
+        .unwrap_or_default();
+    match &mut spec {
+        TransportSpec::Smtp {
+            credentials: Some((_, pass)),
+            ..
+        } => {
+            *pass = password;
+            Ok(spec)
+        }
+        _ => Err(ConfigError {
+            setting: "smtp_password".into(),
+            source_name: origin,
+            message: "needs a smarthost transport with a user, e.g. smtp://user@host:587".into(),
+        }),
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8040"))
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        Err("an empty path".into())
+    } else {
+        Ok(PathBuf::from(s))
+    }
+}
+
+fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
+    let steps = s
+        .split(',')
+        .map(|d| parse_duration(d.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| format!("{m}; write e.g. 1m,5m,15m,1h,3h,6h"))?;
+    if steps.is_empty() {
+        return Err("an empty schedule; write e.g. 1m,5m,15m,1h,3h,6h".into());
+    }
+    Ok(steps)
+}
+
+fn default_schedule() -> Vec<Duration> {
+    [60, 300, 900, 3600, 3 * 3600, 6 * 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
@@ -379,17 +304,259 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{s}` is too long"))
 }
 
-fn parse_bool(s: &str) -> Option<bool> {
+fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not true or false")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A settings file in a fresh directory, named by `--config`.
+    fn with_file(text: &str) -> (tempfile::TempDir, RawSettings) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mailtrail.toml");
+        std::fs::write(&path, text).expect("write toml");
+        let raw = RawSettings {
+            config: Some(path),
+            ..RawSettings::default()
+        };
+        (dir, raw)
+    }
+
+    fn resolve(raw: &RawSettings, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::resolve_from(raw, env(pairs), false).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment_then_flags() {
+        let (_dir, mut raw) = with_file(
+            "lease = \"1m\"\nconcurrency = 3\nmetrics = false\nretention = \"30d\"\n\
+             retry_schedule = [\"1s\", \"2s\"]\npoll_interval = \"5s\"\n",
+        );
+        let config = resolve(&RawSettings::default(), &[]).expect("defaults");
+        assert_eq!(config.lease, Duration::from_secs(300));
+        assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
+        assert!(config.metrics);
+        let config = resolve(&raw, &[]).expect("file");
+        assert_eq!(config.lease, Duration::from_secs(60));
+        assert_eq!(config.concurrency, 3);
+        assert!(!config.metrics);
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            config.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        let by_env = [("MAILTRAIL_LEASE", "2m"), ("MAILTRAIL_CONCURRENCY", "4")];
+        let config = resolve(&raw, &by_env).expect("env");
+        assert_eq!(config.lease, Duration::from_secs(120));
+        assert_eq!(config.concurrency, 4);
+        assert_eq!(
+            config.poll_interval,
+            Duration::from_secs(5),
+            "file still counts"
+        );
+        raw.lease = Some("3m".into());
+        raw.metrics = Some("true".into());
+        let config = resolve(&raw, &by_env).expect("flags");
+        assert_eq!(config.lease, Duration::from_secs(180));
+        assert!(config.metrics);
+        assert_eq!(config.concurrency, 4);
+    }
+
+    #[test]
+    fn errors_name_the_layer() {
+        let (_dir, mut raw) = with_file("lease = \"soon\"\n");
+        let e = resolve(&raw, &[]).expect_err("file");
+        assert!(e.to_string().starts_with("key `lease` in "), "{e}");
+        assert!(
+            e.to_string().contains("(file): `soon` is not a duration"),
+            "{e}"
+        );
+        let e = resolve(&raw, &[("MAILTRAIL_LEASE", "later")]).expect_err("env");
+        assert!(
+            e.to_string()
+                .starts_with("MAILTRAIL_LEASE (environment): `later`"),
+            "{e}"
+        );
+        raw.lease = Some("never".into());
+        let e = resolve(&raw, &[("MAILTRAIL_LEASE", "later")]).expect_err("flag");
+        assert!(e.to_string().starts_with("--lease (flag): `never`"), "{e}");
+        let e = resolve(&RawSettings::default(), &[("MAILTRAIL_DNS", "x")]).expect_err("dns");
+        assert!(
+            e.to_string().starts_with("MAILTRAIL_DNS (environment)"),
+            "{e}"
+        );
+        let (_dir, raw) = with_file("lease = [");
+        let e = resolve(&raw, &[]).expect_err("syntax");
+        assert!(e.to_string().contains("not valid TOML"), "{e}");
+        let (_dir, raw) = with_file("metrics = 3\n");
+        let e = resolve(&raw, &[]).expect_err("bool");
+        assert!(e.to_string().contains("`3` is not true or false"), "{e}");
+    }
+
+    #[test]
+    fn every_key_is_a_flag_an_environment_name_and_a_toml_key() {
+        use clap::CommandFactory;
+        let command = crate::cli::Cli::command();
+        for key in layers::KEYS {
+            let (_dir, raw) = with_file(&format!("{key} = \"x\"\n"));
+            let layers = Layers::new(&raw, env(&[])).expect("layers");
+            let found = layers.get(key).expect("get").expect("set in the file");
+            assert!(found.origin.contains("(file)"), "{key}: {}", found.origin);
+            assert!(layers.warnings.is_empty(), "{key}: {:?}", layers.warnings);
+            let name = layers::env_name(key);
+            let layers = Layers::new(&RawSettings::default(), env(&[(&name, "x")])).expect("env");
+            assert!(layers.get(key).expect("get").is_some(), "{name}");
+            assert!(layers.warnings.is_empty(), "{name}: {:?}", layers.warnings);
+            // Secret values have no flag (a command line is visible to every user); their
+            // `_file` form does.
+            if ["admin_token", "admin_password", "smtp_password"].contains(key) {
+                continue;
+            }
+            let flag = key.replace('_', "-");
+            assert!(
+                command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(flag.as_str())),
+                "--{flag}"
+            );
+        }
+    }
+
+    /// The packaged example (`/etc/mailtrail/mailtrail.toml`) has a commented line for
+    /// every setting, and uncommented its examples are valid.
+    #[test]
+    fn the_example_file_names_every_setting_and_its_examples_are_valid() {
+        let example = include_str!("../deploy/debian/mailtrail.toml");
+        let mut uncommented = String::new();
+        for key in layers::KEYS {
+            let line = example
+                .lines()
+                .find(|l| l.starts_with(&format!("# {key} = ")))
+                .unwrap_or_else(|| panic!("no `# {key} = ` line in the example"));
+            // Secrets are placeholders; their files do not exist here.
+            if !key.starts_with("admin_") && !key.starts_with("smtp_password") {
+                uncommented.push_str(&line[2..]);
+                uncommented.push('\n');
+            }
+        }
+        let (_dir, raw) = with_file(&uncommented);
+        let (config, warnings) =
+            Config::resolve_from(&raw, env(&[]), false).expect("the examples resolve");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8040)));
+    }
+
+    #[test]
+    fn secrets_from_files_with_a_minimum_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "0123456789abcdef0\n").expect("write");
+        let path = token_file.display().to_string();
+        let config = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_ADMIN_TOKEN_FILE", &path)],
+        )
+        .expect("token file");
+        assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef0"));
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef0"),
+            "Debug never shows a secret"
+        );
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_ADMIN_TOKEN", "short")],
+        )
+        .expect_err("short");
+        assert!(
+            e.to_string()
+                .starts_with("MAILTRAIL_ADMIN_TOKEN (environment): too short"),
+            "{e}"
+        );
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_ADMIN_PASSWORD", "fifteen chars!!")],
+        )
+        .expect_err("15 characters");
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        let e = resolve(
+            &RawSettings::default(),
+            &[
+                ("MAILTRAIL_ADMIN_TOKEN", "0123456789abcdef0"),
+                ("MAILTRAIL_ADMIN_TOKEN_FILE", &path),
+            ],
+        )
+        .expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_ADMIN_PASSWORD_FILE", "/nonexistent/pw")],
+        )
+        .expect_err("missing file");
+        assert!(
+            e.to_string()
+                .starts_with("MAILTRAIL_ADMIN_PASSWORD_FILE (environment): cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn smtp_password_outside_the_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("smtp");
+        std::fs::write(&file, "s3cret:with@signs\n").expect("write");
+        let raw = RawSettings {
+            smtp_password_file: Some(file),
+            transport: Some("smtp://relay@mail.example.com:587".into()),
+            ..RawSettings::default()
+        };
+        let config = resolve(&raw, &[]).expect("password file");
+        match config.transport {
+            TransportSpec::Smtp { credentials, .. } => assert_eq!(
+                credentials,
+                Some(("relay".into(), "s3cret:with@signs".into()))
+            ),
+            other => panic!("{other:?}"),
+        }
+        let config = resolve(
+            &RawSettings::default(),
+            &[
+                (
+                    "MAILTRAIL_TRANSPORT",
+                    "smtp://relay:old@mail.example.com:587",
+                ),
+                ("MAILTRAIL_SMTP_PASSWORD", "new"),
+            ],
+        )
+        .expect("password env");
+        assert!(matches!(
+            config.transport,
+            TransportSpec::Smtp { credentials: Some((_, ref p)), .. } if p == "new"
+        ));
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_SMTP_PASSWORD", "pw")],
+        )
+        .expect_err("file transport");
+        assert!(
+            e.to_string()
+                .starts_with("MAILTRAIL_SMTP_PASSWORD (environment): needs a smarthost"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod messages;
 pub mod model;
 pub mod password;
+pub mod retention;
 pub mod rules;
 pub mod store;
 pub mod why;

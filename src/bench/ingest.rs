@@ -144,6 +144,11 @@ async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
     .await?;
     let server = Server::start(&dir, &scratch.db, commit).await?;
     server.put_project("BENCH", "Bench").await?;
+    load(plan, &server).await
+}
+
+/// Measures the 64 clients' adds against `server`, whose project `BENCH` exists.
+pub async fn load(plan: &Plan, server: &Server) -> anyhow::Result<LoadRun> {
     // Let start-up allocations settle (the first admin's argon2 hash, the listener).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = server.rss_kib().unwrap_or(0);

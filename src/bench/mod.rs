@@ -10,7 +10,9 @@
 //!   (`MAILTRAIL_GROUP_COMMIT=false`), same load, same binary ([`ingest`]);
 //! - why look-up and pages: 1,000,000 decisions and 100,000 suppressions against
 //!   1,000 decisions, seeded in bulk ([`lookup`], [`pages`], `store::seed_bulk`);
-//! - memory: the server's RSS under the ingest load against its RSS idle.
+//! - memory: the server's RSS under the ingest load against its RSS idle;
+//! - retention: ingest while a purge removes most of a seeded history, against the
+//!   same with nothing to purge ([`retention`], SPEC §14).
 //!
 //! A missed target is reported, not an error: the command exits 0 whenever it could
 //! measure, and 1 only when it could not run.
@@ -23,6 +25,7 @@ mod ingest;
 mod lookup;
 mod pages;
 mod report;
+mod retention;
 mod server;
 
 use crate::commands::RunError;
@@ -113,7 +116,7 @@ impl Plan {
 }
 
 /// What `mailtrail bench WHAT` accepts.
-const PARTS: &str = "all, ingest, why, memory, pages, delivery";
+const PARTS: &str = "all, ingest, why, memory, pages, delivery, retention";
 
 /// Runs the parts named by `what` and prints the figures (a table, or one JSON object
 /// with `json`).
@@ -129,7 +132,7 @@ pub async fn run(
         "ingest" | "memory" => (true, false, false),
         "why" => (false, true, false),
         "pages" => (false, false, true),
-        "delivery" => (false, false, false),
+        "delivery" | "retention" => (false, false, false),
         other => {
             return Err(RunError::Usage(format!(
                 "unknown bench part `{other}`: use one of {PARTS}"
@@ -181,6 +184,13 @@ pub async fn run(
         if pages {
             report.pages(&result);
         }
+    }
+    if what == "retention" || what == "all" {
+        progress("retention: ingest while a purge runs, and with nothing to purge");
+        let result = retention::measure(&plan)
+            .await
+            .map_err(runtime("retention"))?;
+        report.retention(&result);
     }
     if what == "delivery" {
         progress("delivery: through the smarthost transport into a local SMTP sink");

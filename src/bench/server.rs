@@ -76,6 +76,16 @@ impl Server {
         db: impl AsRef<std::ffi::OsStr>,
         commit: Commit,
     ) -> anyhow::Result<Server> {
+        Server::start_with(dir, db, commit, &[]).await
+    }
+
+    /// [`Server::start`] with more `MAILTRAIL_*` settings, e.g. a retention period.
+    pub async fn start_with(
+        dir: &Workdir,
+        db: impl AsRef<std::ffi::OsStr>,
+        commit: Commit,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("cannot find the mailtrail binary")?;
         let token = crate::store::new_secret("bench-");
         let password = crate::store::new_secret("")[..24].to_owned();
@@ -111,6 +121,7 @@ impl Server {
                     "false"
                 },
             )
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

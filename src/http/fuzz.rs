@@ -349,12 +349,12 @@ fn the_router_answers_random_requests_below_500() {
         .expect("a runtime");
     let dir = tempfile::tempdir().expect("a temp dir");
     let raw = crate::cli::RawSettings {
-        db: Some(dir.path().join("fuzz.db")),
+        db: Some(dir.path().join("fuzz.db").display().to_string()),
         transport: Some(format!("file:{}", dir.path().join("outbox").display())),
         ..Default::default()
     };
     let (mut config, _) = crate::config::Config::resolve(&raw, false).expect("a config");
-    config.admin_token = Some(TOKEN.to_owned());
+    config.admin_token = Some(crate::config::Secret::new(TOKEN));
     let store = crate::store::Store::open(&config.db, crate::store::StoreOptions::default())
         .expect("a store");
     let state = crate::http::AppState::new(store, config).expect("a state");

@@ -498,7 +498,7 @@ pub(crate) fn resend_tx(
 }
 
 /// Keys older than this are forgotten (SPEC §5: "within 24 h").
-const IDEMPOTENCY_WINDOW: Micros = 24 * 3600 * 1_000_000;
+pub(crate) const IDEMPOTENCY_WINDOW: Micros = 24 * 3600 * 1_000_000;
 
 /// Runs `job` unless the same key was used within 24 h, in which case the first answer
 /// is returned and nothing is written.

@@ -25,6 +25,7 @@
 //! ever runs on an async executor thread, and nothing outside this module sees a driver
 //! type.
 
+mod accounts;
 mod auth;
 mod bench;
 mod copy;
@@ -37,10 +38,12 @@ mod pages;
 mod postgres;
 pub use postgres::{create_scratch_database, drop_scratch_database};
 mod queries;
+mod retention;
 mod schema;
 mod suppressions;
 mod time;
 
+pub use accounts::{TokenListing, UserListing};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
@@ -58,6 +61,7 @@ pub use queries::{
     ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,
 };
 pub use queries::{parse_cursor, parse_query_time};
+pub use retention::{PurgePlan, Purged};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use time::{Micros, format_time, now_micros, parse_time};
 

@@ -316,3 +316,105 @@ fn help_exits_0_and_lists_the_commands() {
     let why_help = run(&app, &["why", "--help"], 0);
     assert!(why_help.contains("--json"), "{why_help}");
 }
+
+#[test]
+fn settings_errors_name_their_layer_and_short_secrets_exit_2() {
+    let short = App::builder()
+        .env("MAILTRAIL_ADMIN_TOKEN", "too-short")
+        .build_stopped()
+        .cli(&["migrate"]);
+    assert_eq!(short.code(), 2, "{}", short.stderr_text());
+    assert!(
+        short
+            .stderr_text()
+            .contains("MAILTRAIL_ADMIN_TOKEN (environment): too short"),
+        "{}",
+        short.stderr_text()
+    );
+    let from_file = App::builder()
+        .file("mailtrail.toml", "concurrency = 0\n")
+        .build_stopped()
+        .cli(&["migrate"]);
+    assert_eq!(from_file.code(), 2, "{}", from_file.stderr_text());
+    assert!(
+        from_file
+            .stderr_text()
+            .contains("key `concurrency` in mailtrail.toml (file)"),
+        "{}",
+        from_file.stderr_text()
+    );
+    let app = App::builder().build_stopped();
+    let by_flag = app.cli(&["--poll-interval", "often", "migrate"]);
+    assert_eq!(by_flag.code(), 2);
+    assert!(
+        by_flag.stderr_text().contains("--poll-interval (flag)"),
+        "{}",
+        by_flag.stderr_text()
+    );
+}
+
+#[test]
+fn token_list_shows_id_name_role_never_the_secret_and_revoke_ends_it() {
+    let app = App::start();
+    let first = run(
+        &app,
+        &["token", "create", "--role", "viewer", "--name", "reader"],
+        0,
+    );
+    let first = first.trim();
+    let second = run(&app, &["token", "create", "--role", "support"], 0);
+    let second = second.trim();
+    run(
+        &app,
+        &[
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "two\nlines\there",
+        ],
+        0,
+    );
+    let listing = run(&app, &["token", "list"], 0);
+    assert!(
+        !listing.contains(first) && !listing.contains(second),
+        "never the secret: {listing}"
+    );
+    let lines: Vec<Vec<&str>> = listing.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 3, "{listing}");
+    assert_eq!(&lines[0][1..], ["reader", "viewer"], "{listing}");
+    assert_eq!(&lines[1][1..], ["-", "support"], "{listing}");
+    assert_eq!(
+        &lines[2][1..],
+        ["two\\nlines\\there", "viewer"],
+        "{listing}"
+    );
+    let json: Value = serde_json::from_str(&run(&app, &["token", "list", "--format", "json"], 0))
+        .expect("JSON listing");
+    assert_eq!(json[0]["id"], lines[0][0]);
+    app.with_token(first)
+        .get("/api/v1/decisions")
+        .expect_status(200);
+    run(&app, &["token", "revoke", lines[0][0]], 0);
+    app.with_token(first)
+        .get("/api/v1/decisions")
+        .expect_status(401);
+    app.with_token(second)
+        .get("/api/v1/decisions")
+        .expect_status(200);
+    let again = app.cli(&["token", "revoke", lines[0][0]]);
+    assert_eq!(again.code(), 2, "an unknown id: {}", again.stderr_text());
+    assert!(
+        again.stderr_text().contains("not found"),
+        "{}",
+        again.stderr_text()
+    );
+    let audit = all_items(&app, "/api/v1/audit");
+    assert!(
+        audit.iter().any(|e| e["what"] == "token.revoke"),
+        "{audit:#?}"
+    );
+    let bad = app.cli(&["token", "list", "--format", "yaml"]);
+    assert_eq!(bad.code(), 2);
+}

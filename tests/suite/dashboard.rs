@@ -1083,3 +1083,41 @@ fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
     );
     assert!(csv.text.contains("grace@example.com"));
 }
+
+#[test]
+fn cli_user_list_passwd_and_remove() {
+    let app = App::start();
+    let added = app.cli_with_stdin(
+        &["user", "add", "sam", "--role", "support"],
+        "first password\n",
+    );
+    assert_eq!(added.code(), 0, "{}", added.stderr_text());
+    let listing = app.cli(&["user", "list"]);
+    assert_eq!(listing.code(), 0);
+    assert_eq!(listing.stdout_text(), "admin\tadmin\nsam\tsupport\n");
+    let mut before = Visitor::login(&app, "sam", "first password");
+    before.get("/").expect_status(200);
+    let changed = app.cli_with_stdin(&["user", "passwd", "sam"], "second password\n");
+    assert_eq!(changed.code(), 0, "{}", changed.stderr_text());
+    assert!(!changed.stdout_text().contains("second password"));
+    assert_ne!(before.get("/").status, 200, "the old session ended");
+    let old = Visitor::anonymous(&app).try_login("sam", "first password");
+    assert_ne!(old.status, 303, "the old password no longer works");
+    Visitor::login(&app, "sam", "second password");
+    let short = app.cli_with_stdin(&["user", "passwd", "sam"], "short\n");
+    assert_eq!(short.code(), 2);
+    let nobody = app.cli_with_stdin(&["user", "passwd", "nobody"], "long enough pw\n");
+    assert_eq!(nobody.code(), 2, "{}", nobody.stderr_text());
+    let removed = app.cli(&["user", "remove", "sam"]);
+    assert_eq!(removed.code(), 0, "{}", removed.stderr_text());
+    let gone = Visitor::anonymous(&app).try_login("sam", "second password");
+    assert_ne!(gone.status, 303, "a removed user cannot log in");
+    let last_admin = app.cli(&["user", "remove", "admin"]);
+    assert_eq!(last_admin.code(), 2, "{}", last_admin.stderr_text());
+    assert!(
+        last_admin.stderr_text().contains("last admin"),
+        "{}",
+        last_admin.stderr_text()
+    );
+    Visitor::login(&app, "admin", ADMIN_PASSWORD);
+}

@@ -7,6 +7,7 @@
 //! them out.
 
 mod figures;
+mod retention;
 
 use crate::bench::lookup::Latency;
 use serde_json::{Map, Value, json};
