@@ -2,9 +2,7 @@
 //! the result into an exit code: 0 ok, 1 runtime failure, 2 usage or config error,
 //! 3 "no email" for `why` and `resend` (SPEC §7).
 
-use crate::cli::{
-    Cli, Command, DbCommand, Format, SuppressionsCommand, TokenCommand, UserCommand,
-};
+use crate::cli::{Cli, Command, DbCommand, Format, SuppressionsCommand, TokenCommand, UserCommand};
 use crate::config::{Config, ConfigError};
 use crate::http::AppState;
 use crate::model::{EmailAddress, ProjectKey, Role, SuppressionReason, Verdict};
@@ -421,7 +419,8 @@ async fn user(config: Config, action: UserCommand) -> Result<ExitCode, RunError>
     match action {
         UserCommand::Add { name, role } => user_add(config, name, role).await,
         UserCommand::List { format } => {
-            let users = open(&config).await?
+            let users = open(&config)
+                .await?
                 .list_users()
                 .await
                 .map_err(anyhow::Error::from)?;
@@ -436,7 +435,8 @@ async fn user(config: Config, action: UserCommand) -> Result<ExitCode, RunError>
             Ok(ExitCode::SUCCESS)
         }
         UserCommand::Remove { name } => {
-            open(&config).await?
+            open(&config)
+                .await?
                 .remove_user(name.clone(), "cli".into())
                 .await
                 .map_err(not_found_is_usage)?;

@@ -2,11 +2,11 @@
 //! passwd`, `mailtrail token list|revoke`, SPEC §14). Secrets and hashes never leave
 //! this module: a listing holds names, roles and ids only.
 
+use super::db::{OptionalExtension, params};
 use super::queries::audit;
 use super::time::Micros;
 use super::{Store, StoreError};
 use crate::model::Role;
-use super::db::{OptionalExtension, params};
 
 /// A user as listed (no password hash).
 #[derive(Clone, Debug, serde::Serialize)]

@@ -7,8 +7,8 @@
 //! then removed in small write jobs of at most `batch` decisions, which join the
 //! writer's group commit like any ingest job and take a few milliseconds each.
 
-use super::ingest::IDEMPOTENCY_WINDOW;
 use super::db::params;
+use super::ingest::IDEMPOTENCY_WINDOW;
 use super::time::{Micros, now_micros};
 use super::{Store, StoreError};
 
@@ -186,8 +186,7 @@ mod tests {
     /// over 100,000 seeded decisions purge nothing within the benchmark's window).
     #[test]
     fn candidates_look_newer_decisions_up_by_address() {
-        let conn =
-            crate::store::db::Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let conn = crate::store::db::Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
         crate::store::schema::migrate(&conn).unwrap();
         let mut statement = conn
             .prepare_cached(&format!("EXPLAIN QUERY PLAN {CANDIDATES}"))
