@@ -47,6 +47,14 @@ pub struct RawSettings {
     /// Log format: text or json [default: text]
     #[arg(long, env = "MAILTRAIL_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    // --- h1 (issue 10, SPEC §14) ---
+    /// Open HTTP connections at most [default: 1024]
+    #[arg(long, env = "MAILTRAIL_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<String>,
+    /// Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none]
+    #[arg(long, env = "MAILTRAIL_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
+    // --- end h1
 }
 
 /// The subcommands.
@@ -133,7 +141,8 @@ pub enum SuppressionsCommand {
         #[arg(long)]
         note: String,
     },
-    /// Unsuppress an address (audited).
+    /// Unsuppress an address (audited). Exits 4 when the address is not suppressed
+    /// (nothing is changed).
     Remove {
         email: String,
         #[arg(long)]

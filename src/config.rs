@@ -50,6 +50,12 @@ pub struct Config {
     /// to separate `mailtrail worker` processes, and lets the benchmark measure ingest
     /// alone).
     pub worker: bool,
+    // --- h1 (issue 10, SPEC §14 "Connections" and "Login") ---
+    /// Open HTTP connections at most (`--max-connections`, default 1,024).
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`, CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    // --- end h1
 }
 
 /// A setting that could not be used.
@@ -63,6 +69,24 @@ pub struct ConfigError {
     /// What is wrong and what would be valid.
     pub message: String,
 }
+
+// --- h1 (issue 10) ---
+/// `10.0.0.0/8, 192.168.1.10` (a TOML array arrives as `["…", "…"]`): CIDRs, or single
+/// addresses meaning /32 or /128.
+fn parse_cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+        })
+        .collect()
+}
+// --- end h1
 
 /// Where a value was found.
 struct Found<'a> {
@@ -79,6 +103,9 @@ const TOML_KEYS: &[&str] = &[
     "give_up_after",
     "lease",
     "metrics",
+    // h1
+    "max_connections",
+    "trusted_proxies",
 ];
 
 /// The environment names mailtrail reads.
@@ -102,6 +129,9 @@ const ENV_NAMES: &[&str] = &[
     "MAILTRAIL_LOG",
     "MAILTRAIL_GROUP_COMMIT",
     "MAILTRAIL_WORKER",
+    // h1
+    "MAILTRAIL_MAX_CONNECTIONS",
+    "MAILTRAIL_TRUSTED_PROXIES",
 ];
 
 impl Config {
@@ -304,6 +334,36 @@ impl Config {
                 });
             }
         };
+        // --- h1 (issue 10): connection cap and trusted proxies ---
+        let max_connections = match pick(
+            &raw.max_connections,
+            "max_connections",
+            "MAILTRAIL_MAX_CONNECTIONS",
+        ) {
+            Some(f) => f
+                .value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "max_connections",
+                        &f,
+                        format!("`{}` is not a number from 1 to 1000000", f.value),
+                    )
+                })?,
+            None => 1024,
+        };
+        let trusted_proxies = match pick(
+            &raw.trusted_proxies,
+            "trusted_proxies",
+            "MAILTRAIL_TRUSTED_PROXIES",
+        ) {
+            Some(f) => parse_cidrs(&f.value).map_err(|m| err("trusted_proxies", &f, m))?,
+            None => Vec::new(),
+        };
+        // --- end h1
         Ok((
             Config {
                 listen,
@@ -323,6 +383,8 @@ impl Config {
                 log_json,
                 group_commit,
                 worker,
+                max_connections,
+                trusted_proxies,
             },
             warnings,
         ))

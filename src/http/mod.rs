@@ -8,7 +8,10 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod ops;
 mod router;
+pub mod serve;
+pub mod throttle;
 
 pub use router::router;
 
@@ -28,6 +31,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// In-process histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether the transport started, for `/readyz`.
+    pub readiness: Arc<ops::Readiness>,
 }
 
 impl AppState {
@@ -38,6 +43,7 @@ impl AppState {
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             metrics: Arc::new(metrics::Metrics::default()),
+            readiness: Arc::new(ops::Readiness::default()),
         }
     }
 
@@ -52,17 +58,13 @@ impl AppState {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves the application on `listener` until `shutdown` resolves, with the timeouts
+/// and connection cap of SPEC §14 (see [`serve::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address lets the dashboard throttle failed logins per client address.
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let max_connections = state.config.max_connections;
+    serve::serve(listener, router(state), max_connections, shutdown).await
 }

@@ -19,6 +19,7 @@
 mod auth;
 mod bench;
 mod delivery;
+pub mod idempotency;
 mod ingest;
 mod pages;
 mod queries;

@@ -158,6 +158,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (principal, key)
     ) WITHOUT ROWID;
     "#,
+    // 2 (issue 10/11): idempotency keys remember the request they came with, and are
+    // found by key alone (a key reused by another caller is refused).
+    r#"
+    ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
+    CREATE INDEX idempotency_by_key ON idempotency (key, created_at);
+    "#,
 ];
 
 /// The schema version of `conn`'s database.

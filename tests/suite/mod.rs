@@ -10,4 +10,6 @@ mod dashboard;
 mod delivery;
 mod delivery_direct;
 mod durability;
+mod hardening;
+mod load;
 mod peers_smoke;

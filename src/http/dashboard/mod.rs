@@ -36,8 +36,8 @@ use std::sync::Arc;
 /// Shared, in-memory state of the dashboard (one per router).
 #[derive(Default)]
 pub struct Dash {
-    /// Failed logins per user and per client address.
-    pub throttle: auth::Throttle,
+    /// Failed logins per user and per client address, and the bound on password checks.
+    pub logins: auth::Logins,
     /// The overview's figures, kept briefly when they are slow to compute.
     pub overview: overview::Cache,
 }
