@@ -111,7 +111,13 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr (`mailtrail serve 2>&1 | head -3`) must not stop the service:
+        // tracing-subscriber would report the failed write with `eprintln!`, which
+        // panics on that same closed stderr, inside whichever task logged.
+        .log_internal_errors(false)
+        // Colour codes only on a terminal: a log file or collector gets plain lines.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().try_init()
     } else {
