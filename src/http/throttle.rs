@@ -137,10 +137,14 @@ impl Attempt {
     }
 }
 
-/// The login guard: failure counts and the bound on password checks in flight.
+/// The login guard: failure counts, the bound on password checks in flight, and the
+/// threads that run them.
 pub struct LoginGuard {
     counts: Arc<dyn FailureCounts>,
     checks: Arc<Semaphore>,
+    /// As many verifier threads as check slots; `None` if they could not be started
+    /// (checks then run on tokio's blocking threads).
+    verifiers: Option<crate::password::VerifyPool>,
 }
 
 impl Default for LoginGuard {
@@ -156,6 +160,16 @@ impl LoginGuard {
         LoginGuard {
             counts,
             checks: Arc::new(Semaphore::new(checks.max(1))),
+            verifiers: crate::password::VerifyPool::new(checks.max(1)).ok(),
+        }
+    }
+
+    /// Checks `password` against the stored hash (call while holding a
+    /// [`LoginGuard::check_slot`]).
+    pub async fn verify(&self, password: String, stored: String) -> bool {
+        match &self.verifiers {
+            Some(pool) => pool.verify(password, stored).await,
+            None => crate::password::verify_blocking(password, stored).await,
         }
     }
 

@@ -82,6 +82,7 @@ fn load_findings_1_to_3_keep_memory_bounded_and_healthz_answering() {
         })
     };
 
+    eprintln!("load: RSS at start {:.1} MiB", rss_mib(pid));
     // Finding 1: parallel wrong passwords for one user.
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
@@ -124,9 +125,14 @@ fn load_findings_1_to_3_keep_memory_bounded_and_healthz_answering() {
         };
         slow.push(s);
     }
+    eprintln!(
+        "load: RSS with the slow connections open {:.1} MiB",
+        rss_mib(pid)
+    );
     for handle in flood {
         handle.join().expect("login thread");
     }
+    eprintln!("load: RSS after the login flood {:.1} MiB", rss_mib(pid));
     let flood_took = phase.elapsed();
 
     // By now (30 s and more) the server has closed every slow connection.
@@ -157,6 +163,7 @@ fn load_findings_1_to_3_keep_memory_bounded_and_healthz_answering() {
         *huge_statuses.entry(status).or_default() += 1;
     }
 
+    eprintln!("load: RSS after the huge logins {:.1} MiB", rss_mib(pid));
     std::thread::sleep(Duration::from_secs(1));
     done.store(true, Ordering::SeqCst);
     sampler.join().expect("sampler");

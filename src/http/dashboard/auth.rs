@@ -227,7 +227,12 @@ pub async fn login(
     };
     let user = state.store.user(username.clone()).await?;
     let ok = match &user {
-        Some(u) => crate::password::verify_blocking(password, u.password_hash.clone()).await,
+        Some(u) => {
+            dash.logins
+                .guard
+                .verify(password, u.password_hash.clone())
+                .await
+        }
         None => {
             let dummy = dash
                 .logins
@@ -238,7 +243,7 @@ pub async fn login(
                         .unwrap_or_default()
                 })
                 .await;
-            crate::password::verify_blocking(password, dummy.clone()).await;
+            dash.logins.guard.verify(password, dummy.clone()).await;
             false
         }
     };
