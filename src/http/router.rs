@@ -99,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(meta::metrics))
         .route("/readyz", get(super::ops::readyz))
-        .merge(super::dashboard::routes())
+        .merge(super::dashboard::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Raw messages may be 10 MiB; each extractor applies its own, smaller limit.

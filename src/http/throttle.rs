@@ -9,10 +9,11 @@
 //!   two per core at once; a try beyond that is refused with 503 and `Retry-After`
 //!   rather than queued, so a flood cannot grow memory.
 //!
-//! The counts sit behind [`FailureCounts`] so they can move into the database (SPEC §10:
-//! several `serve` processes behind one load balancer share them); today they are in
-//! memory ([`MemoryCounts`]), and a restart forgets them.
+//! The counts sit behind [`FailureCounts`]: `serve` keeps them in the database
+//! ([`StoreCounts`]; SPEC §10: several `serve` processes behind one load balancer share
+//! them, and a restart keeps them); [`MemoryCounts`] is the in-process version.
 
+use futures_core::future::BoxFuture;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,15 +33,16 @@ const FREE_PER_CLIENT: u32 = 10;
 /// Keys kept in memory at most; past it, keys whose count cannot slow anything go first.
 const MAX_KEYS: usize = 100_000;
 
-/// Where failure counts live. Implementations must be cheap to call concurrently.
+/// Where failure counts live. Async, so an implementation may be a database (SPEC
+/// §10); each reads its own clock.
 pub trait FailureCounts: Send + Sync {
-    /// Counts one failure under `key` at `now`; returns the failures counted under it
-    /// before this one, within [`WINDOW`].
-    fn add(&self, key: &str, now: Instant) -> u32;
+    /// Counts one failure under `key` now; returns the failures counted under it before
+    /// this one, within [`WINDOW`].
+    fn add<'a>(&'a self, key: &'a str) -> BoxFuture<'a, u32>;
     /// Takes one failure back from `key` (the try was not a failure after all).
-    fn take_back(&self, key: &str);
+    fn take_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
     /// Forgets `key` (a successful login clears its user name).
-    fn clear(&self, key: &str);
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// One key's failures: how many, and when the last one was.
@@ -55,8 +57,8 @@ pub struct MemoryCounts {
     counts: Mutex<HashMap<String, Count>>,
 }
 
-impl FailureCounts for MemoryCounts {
-    fn add(&self, key: &str, now: Instant) -> u32 {
+impl MemoryCounts {
+    fn add_now(&self, key: &str, now: Instant) -> u32 {
         let Ok(mut map) = self.counts.lock() else {
             return 0;
         };
@@ -83,19 +85,78 @@ impl FailureCounts for MemoryCounts {
         count.last = now;
         before
     }
+}
 
-    fn take_back(&self, key: &str) {
+impl FailureCounts for MemoryCounts {
+    fn add<'a>(&'a self, key: &'a str) -> BoxFuture<'a, u32> {
+        let before = self.add_now(key, Instant::now());
+        Box::pin(std::future::ready(before))
+    }
+
+    fn take_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
         if let Ok(mut map) = self.counts.lock()
             && let Some(count) = map.get_mut(key)
         {
             count.failures = count.failures.saturating_sub(1);
         }
+        Box::pin(std::future::ready(()))
     }
 
-    fn clear(&self, key: &str) {
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
         if let Ok(mut map) = self.counts.lock() {
             map.remove(key);
         }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Failure counts in the database. A count that cannot be read or written is logged
+/// and taken as zero: a database outage must not lock everybody out.
+pub struct StoreCounts {
+    store: crate::store::Store,
+}
+
+impl StoreCounts {
+    /// Counts kept in `store`.
+    pub fn new(store: crate::store::Store) -> Self {
+        StoreCounts { store }
+    }
+}
+
+/// [`WINDOW`] in the store's microseconds.
+const WINDOW_MICROS: i64 = WINDOW.as_micros() as i64;
+
+impl FailureCounts for StoreCounts {
+    fn add<'a>(&'a self, key: &'a str) -> BoxFuture<'a, u32> {
+        Box::pin(async move {
+            match self
+                .store
+                .add_login_failure(key.to_owned(), WINDOW_MICROS)
+                .await
+            {
+                Ok(before) => u32::try_from(before).unwrap_or(u32::MAX),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count a failed login");
+                    0
+                }
+            }
+        })
+    }
+
+    fn take_back<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.take_back_login_failure(key.to_owned()).await {
+                tracing::warn!(error = %e, "cannot take back a failed login");
+            }
+        })
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.clear_login_failures(key.to_owned()).await {
+                tracing::warn!(error = %e, "cannot clear failed logins");
+            }
+        })
     }
 }
 
@@ -121,18 +182,18 @@ pub struct Attempt {
 impl Attempt {
     /// The password was right: the user name's failures are forgotten and the client's
     /// count takes this try back.
-    pub fn succeeded(self) {
-        self.counts.clear(&self.user_key);
+    pub async fn succeeded(self) {
+        self.counts.clear(&self.user_key).await;
         if let Some(client) = &self.client_key {
-            self.counts.take_back(client);
+            self.counts.take_back(client).await;
         }
     }
 
     /// The password was not checked (the server was busy): the try is taken back.
-    pub fn not_checked(self) {
-        self.counts.take_back(&self.user_key);
+    pub async fn not_checked(self) {
+        self.counts.take_back(&self.user_key).await;
         if let Some(client) = &self.client_key {
-            self.counts.take_back(client);
+            self.counts.take_back(client).await;
         }
     }
 }
@@ -147,10 +208,10 @@ pub struct LoginGuard {
     verifiers: Option<crate::password::VerifyPool>,
 }
 
-impl Default for LoginGuard {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        LoginGuard::new(Arc::new(MemoryCounts::default()), 2 * cores)
+impl LoginGuard {
+    /// Two password checks per core (SPEC §14).
+    pub fn checks_per_process() -> usize {
+        2 * std::thread::available_parallelism().map_or(1, usize::from)
     }
 }
 
@@ -175,14 +236,14 @@ impl LoginGuard {
 
     /// Counts a try for `user` from `client` as a failure, before its password is
     /// checked, and says how long to slow it down.
-    pub fn begin(&self, user: &str, client: Option<IpAddr>) -> Attempt {
-        let now = Instant::now();
+    pub async fn begin(&self, user: &str, client: Option<IpAddr>) -> Attempt {
         let user_key = format!("user:{}", user.trim().to_lowercase());
         let client_key = client.map(|ip| format!("client:{ip}"));
-        let by_user = delay(self.counts.add(&user_key, now), FREE_PER_USER);
-        let by_client = client_key.as_deref().map_or(Duration::ZERO, |k| {
-            delay(self.counts.add(k, now), FREE_PER_CLIENT)
-        });
+        let by_user = delay(self.counts.add(&user_key).await, FREE_PER_USER);
+        let by_client = match client_key.as_deref() {
+            Some(key) => delay(self.counts.add(key).await, FREE_PER_CLIENT),
+            None => Duration::ZERO,
+        };
         Attempt {
             counts: Arc::clone(&self.counts),
             user_key,
@@ -239,42 +300,48 @@ mod tests {
         assert_eq!(delay(u32::MAX, 3), MAX_DELAY);
     }
 
-    #[test]
-    fn failures_are_counted_before_the_check_and_taken_back_on_success() {
+    #[tokio::test]
+    async fn failures_are_counted_before_the_check_and_taken_back_on_success() {
         let guard = LoginGuard::new(Arc::new(MemoryCounts::default()), 4);
         let client: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..FREE_PER_USER {
-            assert_eq!(guard.begin("Alice", Some(client)).delay, Duration::ZERO);
+            assert_eq!(
+                guard.begin("Alice", Some(client)).await.delay,
+                Duration::ZERO
+            );
         }
         // Counted at begin(): the next try is slowed, from any address.
         let other: IpAddr = "10.0.0.2".parse().expect("ip");
-        let slowed = guard.begin("alice ", Some(other));
+        let slowed = guard.begin("alice ", Some(other)).await;
         assert_eq!(slowed.delay, Duration::from_secs(1));
-        slowed.succeeded();
-        assert_eq!(guard.begin("ALICE", Some(other)).delay, Duration::ZERO);
-        let busy = guard.begin("bob", None);
-        busy.not_checked();
-        assert_eq!(guard.begin("bob", None).delay, Duration::ZERO);
+        slowed.succeeded().await;
+        assert_eq!(
+            guard.begin("ALICE", Some(other)).await.delay,
+            Duration::ZERO
+        );
+        let busy = guard.begin("bob", None).await;
+        busy.not_checked().await;
+        assert_eq!(guard.begin("bob", None).await.delay, Duration::ZERO);
     }
 
-    #[test]
-    fn one_client_trying_many_names_is_slowed() {
+    #[tokio::test]
+    async fn one_client_trying_many_names_is_slowed() {
         let guard = LoginGuard::new(Arc::new(MemoryCounts::default()), 4);
         let client: IpAddr = "10.0.0.9".parse().expect("ip");
         for i in 0..FREE_PER_CLIENT {
             assert_eq!(
-                guard.begin(&format!("u{i}"), Some(client)).delay,
+                guard.begin(&format!("u{i}"), Some(client)).await.delay,
                 Duration::ZERO
             );
         }
         assert_eq!(
-            guard.begin("someone-new", Some(client)).delay,
+            guard.begin("someone-new", Some(client)).await.delay,
             Duration::from_secs(1)
         );
     }
 
-    #[test]
-    fn password_checks_are_bounded() {
+    #[tokio::test]
+    async fn password_checks_are_bounded() {
         let guard = LoginGuard::new(Arc::new(MemoryCounts::default()), 2);
         let a = guard.check_slot();
         let b = guard.check_slot();

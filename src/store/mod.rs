@@ -21,6 +21,7 @@ mod bench;
 mod delivery;
 pub mod idempotency;
 mod ingest;
+mod login_throttle;
 mod pages;
 mod queries;
 mod schema;

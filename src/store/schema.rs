@@ -164,6 +164,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
     CREATE INDEX idempotency_by_key ON idempotency (key, created_at);
     "#,
+    // 3 (issue 10): failed-login counts, shared by every process on this database.
+    r#"
+    CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_at INTEGER NOT NULL
+    );
+    CREATE INDEX login_failures_by_time ON login_failures (last_at);
+    "#,
 ];
 
 /// The schema version of `conn`'s database.

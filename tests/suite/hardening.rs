@@ -609,3 +609,27 @@ fn a_closed_stdout_and_stderr_stop_neither_serving_nor_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn failure_counts_live_in_the_database_and_survive_a_restart() {
+    let mut app = App::start();
+    let client = patient_client();
+    for _ in 0..4 {
+        assert_eq!(login(&client, &app, "admin", "wrong").0, 401);
+    }
+    app.restart();
+    // Counted before the restart: the fifth try is slowed by 2 s (SPEC §10: shared by
+    // every process on the database).
+    let t = Instant::now();
+    assert_eq!(login(&client, &app, "admin", "wrong").0, 401);
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    let rows: i64 = rusqlite::Connection::open(app.db_path())
+        .expect("opens")
+        .query_row(
+            "SELECT failures FROM login_failures WHERE key = 'user:admin'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a row");
+    assert_eq!(rows, 5);
+}

@@ -36,11 +36,23 @@ pub const MAX_USER_NAME: usize = 200;
 
 /// The dashboard's login state: the guard, and an argon2 hash to verify against when
 /// the user does not exist.
-#[derive(Default)]
 pub struct Logins {
     /// Failure counts and the bound on password checks.
     pub guard: LoginGuard,
     dummy_hash: tokio::sync::OnceCell<String>,
+}
+
+impl Logins {
+    /// Failure counts kept in `store`, shared by every process that uses it.
+    pub fn new(store: crate::store::Store) -> Self {
+        Logins {
+            guard: LoginGuard::new(
+                Arc::new(crate::http::throttle::StoreCounts::new(store)),
+                LoginGuard::checks_per_process(),
+            ),
+            dummy_hash: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -200,7 +212,7 @@ pub async fn login(
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client = client_ip(peer, forwarded, &state.config.trusted_proxies);
     // Counted as a failure first; slowed if there were many; then checked.
-    let attempt = dash.logins.guard.begin(&username, client);
+    let attempt = dash.logins.guard.begin(&username, client).await;
     if !attempt.delay.is_zero() {
         tracing::info!(
             user = ?username,
@@ -210,7 +222,7 @@ pub async fn login(
         tokio::time::sleep(attempt.delay).await;
     }
     let Some(_slot) = dash.logins.guard.check_slot() else {
-        attempt.not_checked();
+        attempt.not_checked().await;
         tracing::warn!("login refused: every password check slot is busy");
         let mut response = login_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -259,7 +271,7 @@ pub async fn login(
             Some("Wrong user name or password.".into()),
         );
     };
-    attempt.succeeded();
+    attempt.succeeded().await;
     // A new session on every login (no fixation); the browser's old one, if any, ends.
     if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|s| !s.is_empty() && s.len() <= 128)
     {
