@@ -91,6 +91,12 @@ pub struct RawSettings {
     /// transport URL)
     #[arg(long, global = true)]
     pub smtp_password_file: Option<PathBuf>,
+    /// Open HTTP connections at most [default: 1024]
+    #[arg(long, global = true)]
+    pub max_connections: Option<String>,
+    /// Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none]
+    #[arg(long, global = true)]
+    pub trusted_proxies: Option<String>,
 }
 
 /// The subcommands.
@@ -199,7 +205,8 @@ pub enum SuppressionsCommand {
         #[arg(long)]
         note: String,
     },
-    /// Unsuppress an address (audited).
+    /// Unsuppress an address (audited). Exits 4 when the address is not suppressed
+    /// (nothing is changed).
     Remove {
         email: String,
         #[arg(long)]

@@ -50,8 +50,20 @@ macro_rules! outln {
 /// Group-committing writer connections per process on PostgreSQL.
 const POSTGRES_GROUP_WRITERS: usize = 8;
 
+/// `eprintln!` that ignores a closed stderr (`eprintln!` would panic).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit code 3: the address would get no email.
 pub const NO_EMAIL: u8 = 3;
+
+/// Exit code 4: there was nothing to change (`suppressions remove` of an address that
+/// is not suppressed).
+pub const NOTHING_TO_CHANGE: u8 = 4;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
@@ -144,7 +156,13 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr (`mailtrail serve 2>&1 | head -3`) must not stop the service:
+        // tracing-subscriber would report the failed write with `eprintln!`, which
+        // panics on that same closed stderr, inside whichever task logged.
+        .log_internal_errors(false)
+        // Colour codes only on a terminal: a log file or collector gets plain lines.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -153,6 +171,11 @@ fn init_logging(json: bool) {
 }
 
 async fn open(config: &Config) -> Result<Store, RunError> {
+    if let DbLocation::Sqlite(path) = &config.db {
+        create_private(path).map_err(|e| {
+            RunError::Runtime(anyhow::anyhow!("cannot create {}: {e}", path.display()))
+        })?;
+    }
     let options = StoreOptions {
         max_batch: if config.group_commit {
             StoreOptions::default().max_batch
@@ -181,7 +204,68 @@ fn parse_address(input: &str) -> Result<EmailAddress, RunError> {
         .map_err(|e| RunError::Usage(format!("`{input}` is not a valid address: {e}")))
 }
 
+// --- h1 (issue 10 finding 6, issue 11 §9) ---
+/// Creates the database's directory (mode 0700) and an empty database file (mode 0600)
+/// when they do not exist yet, so nobody else on the machine can read them (SPEC §14).
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. Existing files
+/// and directories keep theirs.
+fn create_private(db: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        if !db.exists() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(db)
+            {
+                Ok(_) => {}
+                // Another process created it meanwhile: fine.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
+/// A bad `MAILTRAIL_SMTP_CA` is a configuration error at start-up (exit 2 naming the
+/// setting), not a server that answers but never sends.
+fn check_smtp_ca(config: &Config) -> Result<(), RunError> {
+    let Some(path) = &config.smtp_ca else {
+        return Ok(());
+    };
+    let bad = |why: String| {
+        RunError::Usage(format!(
+            "invalid setting smtp_ca (from MAILTRAIL_SMTP_CA): {why}"
+        ))
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let has_certificate = String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----");
+    if !has_certificate || lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+        return Err(bad(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+// --- end h1
+
 async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
+    check_smtp_ca(&config)?;
     let store = open(&config).await?;
     ensure_first_admin(&store, &config, demo).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -198,6 +282,10 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, db = %state.config.db, transport = %state.config.transport, "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !state.config.worker {
+        // No transport in this process: readiness does not wait for one.
+        state.readiness.transport(Ok(()));
+    }
     let worker = state
         .config
         .worker
@@ -218,6 +306,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
 }
 
 async fn worker(config: Config) -> Result<ExitCode, RunError> {
+    check_smtp_ca(&config)?;
     let store = open(&config).await?;
     let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -323,7 +412,7 @@ async fn resend(config: Config, project: String, email: String) -> Result<ExitCo
     let store = open(&config).await?;
     match store.resend(project.clone(), address.clone(), None).await {
         Ok(ResendOutcome::NotMember) => {
-            eprintln!("{address} is not a customer of {project}");
+            errln!("{address} is not a customer of {project}");
             Ok(ExitCode::from(NO_EMAIL))
         }
         Ok(ResendOutcome::Recorded(outcome)) => {
@@ -336,7 +425,7 @@ async fn resend(config: Config, project: String, email: String) -> Result<ExitCo
             })
         }
         Err(crate::store::StoreError::NotFound(what)) => {
-            eprintln!("{what} {project} not found");
+            errln!("{what} {project} not found");
             Ok(ExitCode::from(NO_EMAIL))
         }
         Err(e) => Err(RunError::Runtime(e.into())),
@@ -405,8 +494,8 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
             match store.unsuppress(address.clone(), note, "cli".into()).await {
                 Ok(_) => outln!("unsuppressed {address}"),
                 Err(crate::store::StoreError::NotFound(_)) => {
-                    eprintln!("{address} is not suppressed");
-                    return Ok(ExitCode::from(1));
+                    errln!("{address} is not suppressed; nothing was changed");
+                    return Ok(ExitCode::from(NOTHING_TO_CHANGE));
                 }
                 Err(e) => return Err(RunError::Runtime(e.into())),
             }

@@ -58,6 +58,10 @@ pub struct Config {
     pub worker: bool,
     /// Decisions and attempts older than this are purged (SPEC §14).
     pub retention: Duration,
+    /// Open HTTP connections at most (`--max-connections`, default 1,024).
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`, CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A setting that could not be used.
@@ -100,6 +104,22 @@ impl std::fmt::Debug for Secret {
 
 /// Secrets shorter than this are refused (SPEC §14).
 pub const MIN_SECRET_LEN: usize = 16;
+
+/// `10.0.0.0/8, 192.168.1.10` (a TOML array arrives as `["…", "…"]`): CIDRs, or single
+/// addresses meaning /32 or /128.
+fn parse_cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+        })
+        .collect()
+}
 
 impl Config {
     /// Resolves the flags `raw` over the process environment, the settings file and the
@@ -159,6 +179,14 @@ impl Config {
             group_commit: setting(&layers, "group_commit", parse_bool)?.unwrap_or(true),
             worker: setting(&layers, "worker", parse_bool)?.unwrap_or(true),
             retention: duration(&layers, "retention", 400 * 86_400)?,
+            max_connections: setting(&layers, "max_connections", |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| format!("`{s}` is not a number from 1 to 1000000"))
+            })?
+            .unwrap_or(1024),
+            trusted_proxies: setting(&layers, "trusted_proxies", parse_cidrs)?.unwrap_or_default(),
         };
         Ok((config, layers.warnings))
     }

@@ -37,6 +37,8 @@ pub const KEYS: &[&str] = &[
     "admin_password_file",
     "smtp_password",
     "smtp_password_file",
+    "max_connections",
+    "trusted_proxies",
 ];
 
 /// `MAILTRAIL_*` names read outside the settings: the file itself and the log filter.

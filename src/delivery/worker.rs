@@ -21,9 +21,13 @@ use tokio::task::JoinSet;
 pub fn spawn_worker(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match Transport::from_config(&state.config) {
-            Ok(transport) => run(state, Arc::new(transport), stop).await,
+            Ok(transport) => {
+                state.readiness.transport(Ok(()));
+                run(state, Arc::new(transport), stop).await
+            }
             Err(e) => {
-                tracing::error!(error = %e, "delivery worker not started: the transport is not usable")
+                tracing::error!(error = %e, "delivery worker not started: the transport is not usable");
+                state.readiness.transport(Err(e));
             }
         }
     })

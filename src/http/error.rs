@@ -43,6 +43,15 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// 408: the request body did not arrive in time (SPEC §14).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 422: an `Idempotency-Key` repeated with another body or by another caller
+    /// (SPEC §15).
+    #[error(
+        "this Idempotency-Key was already used for another request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     /// 500: our fault; the cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -75,6 +84,8 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable | ApiError::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -94,6 +105,8 @@ impl ApiError {
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "validation_failed",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable => "unavailable",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
@@ -104,7 +117,34 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid { field, .. } => Some(field),
+            ApiError::IdempotencyKeyReused => Some("Idempotency-Key"),
             _ => None,
+        }
+    }
+
+    /// The error for a rejection that was answered as plain text (an extractor's, e.g.
+    /// a path segment that is not UTF-8), keeping its status and its sentence.
+    pub fn from_rejection(status: StatusCode, text: String) -> Self {
+        let text = if text.is_empty() {
+            status
+                .canonical_reason()
+                .unwrap_or("the request was refused")
+                .to_owned()
+        } else {
+            crate::model::truncate(&text, 300).to_string()
+        };
+        match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::NOT_FOUND => ApiError::NotFound(text),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::CONFLICT => ApiError::Conflict(text),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("the limit"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid("request", text),
+            StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout(text),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable,
+            s if s.is_server_error() => ApiError::Internal(text),
+            _ => ApiError::Malformed(text),
         }
     }
 }
@@ -114,6 +154,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(what.to_owned()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Invalid { field, message }
+                if crate::store::idempotency::is_reuse(&field, &message) =>
+            {
+                ApiError::IdempotencyKeyReused
+            }
             StoreError::Invalid { field, message } => ApiError::Invalid { field, message },
             StoreError::WriterGone => ApiError::Unavailable,
             StoreError::Unavailable(cause) => ApiError::DatabaseUnavailable(cause),
@@ -171,7 +216,7 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("5"),
             );
         }
-        if let ApiError::TooLarge(_) = self {
+        if let ApiError::TooLarge(_) | ApiError::RequestTimeout(_) = self {
             // The rest of the body is not read, so the connection cannot carry another
             // request: say so, rather than let a keep-alive client find out.
             response.headers_mut().insert(
@@ -203,6 +248,12 @@ mod tests {
                 "unsupported_media_type",
             ),
             (ApiError::invalid("emails", "x"), 422, "validation_failed"),
+            (ApiError::RequestTimeout("x".into()), 408, "request_timeout"),
+            (
+                ApiError::IdempotencyKeyReused,
+                422,
+                "idempotency_key_reused",
+            ),
             (ApiError::Internal("boom".into()), 500, "internal"),
             (ApiError::Unavailable, 503, "unavailable"),
             (

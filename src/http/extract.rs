@@ -10,15 +10,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, header, request::Parts};
 use serde::de::DeserializeOwned;
+use sha2::Digest as _;
 
 /// JSON bodies up to 1 MiB (SPEC §5).
 pub const JSON_LIMIT: usize = 1 << 20;
 /// Raw messages up to 10 MiB (SPEC §5).
 pub const RAW_LIMIT: usize = 10 << 20;
 
-/// The authenticated caller of an API request.
+/// The authenticated caller of an API request, and its stable id (a token's id, never
+/// its name: two tokens may share a name).
 #[derive(Clone, Debug)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Principal, String);
 
 impl Caller {
     /// Fails with 403 unless the caller's role allows `role`.
@@ -44,19 +46,25 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(admin) = &state.config.admin_token
             && constant_time_eq(admin.as_bytes(), token.as_bytes())
         {
-            return Ok(Caller(Principal {
-                name: "admin-token".into(),
-                role: Role::Admin,
-            }));
+            return Ok(Caller(
+                Principal {
+                    name: "admin-token".into(),
+                    role: Role::Admin,
+                },
+                "admin-token".into(),
+            ));
         }
         if token.len() > 200 {
             return Err(ApiError::Unauthorized);
         }
         match state.store.token_by_secret(token).await? {
-            Some(t) => Ok(Caller(Principal {
-                name: format!("token:{}", t.name.unwrap_or(t.id)),
-                role: t.role,
-            })),
+            Some(t) => Ok(Caller(
+                Principal {
+                    name: format!("token:{}", t.name.unwrap_or_else(|| t.id.clone())),
+                    role: t.role,
+                },
+                format!("token-id:{}", t.id),
+            )),
             None => Err(ApiError::Unauthorized),
         }
     }
@@ -97,7 +105,9 @@ pub async fn read_body(
 ) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports both "too large" and transport errors; only the first is 413.
-        if std::error::Error::source(&e)
+        if has_source::<super::serve::BodyTimeout>(&e) {
+            ApiError::RequestTimeout(super::serve::BodyTimeout.to_string())
+        } else if std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util_limited::LengthLimitError>())
             || e.to_string().contains("length limit")
         {
@@ -106,6 +116,18 @@ pub async fn read_body(
             ApiError::Malformed(format!("could not read the body: {e}"))
         }
     })
+}
+
+/// Whether `T` is anywhere in `e`'s chain of causes.
+fn has_source<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<T>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Re-exported name of http-body-util's error, so the check above reads plainly.
@@ -166,11 +188,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// The `Idempotency-Key` header, scoped to the caller and the endpoint.
+/// The `Idempotency-Key` header, scoped to the caller's id, with a fingerprint of the
+/// endpoint and `request` (the request's content in a canonical form), so the same key
+/// with another request is refused (SPEC §15).
 pub fn idempotency_key(
     headers: &HeaderMap,
     caller: &Caller,
     endpoint: &str,
+    request: &str,
 ) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -186,8 +211,13 @@ pub fn idempotency_key(
                 "must be 1 to 255 visible ASCII characters",
             )
         })?;
+    let mut digest = sha2::Sha256::new();
+    digest.update(endpoint.as_bytes());
+    digest.update([0]);
+    digest.update(request.as_bytes());
     Ok(Some(IdempotencyKey {
-        scope: format!("{} {endpoint}", caller.0.name),
+        scope: caller.1.clone(),
         key: key.to_owned(),
+        fingerprint: hex::encode(digest.finalize()),
     }))
 }

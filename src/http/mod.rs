@@ -11,7 +11,10 @@ pub mod extract;
 mod fuzz;
 pub mod metrics;
 pub mod openapi;
+pub mod ops;
 mod router;
+pub mod serve;
+pub mod throttle;
 
 pub use router::router;
 
@@ -31,6 +34,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// This process's counters, gauges and histograms (SPEC §14).
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether the transport started, for `/readyz`.
+    pub readiness: Arc<ops::Readiness>,
 }
 
 impl AppState {
@@ -41,6 +46,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()?),
+            readiness: Arc::new(ops::Readiness::default()),
         })
     }
 
@@ -57,17 +63,13 @@ impl AppState {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves the application on `listener` until `shutdown` resolves, with the timeouts
+/// and connection cap of SPEC §14 (see [`serve::serve`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address lets the dashboard throttle failed logins per client address.
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let max_connections = state.config.max_connections;
+    serve::serve(listener, router(state), max_connections, shutdown).await
 }

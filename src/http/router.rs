@@ -99,12 +99,15 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { axum::Json(doc.as_ref().clone()) }),
         )
         .route("/metrics", get(meta::metrics))
-        .merge(super::dashboard::routes())
+        .route("/readyz", get(super::ops::readyz))
+        .merge(super::dashboard::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Raw messages may be 10 MiB; each extractor applies its own, smaller limit.
         .layer(DefaultBodyLimit::max(super::extract::RAW_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Outermost: request id, access line, the API's headers and error JSON (SPEC §14).
+        .layer(middleware::from_fn(super::ops::access))
         .with_state(state)
 }
 

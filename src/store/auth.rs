@@ -46,6 +46,9 @@ pub struct SessionRecord {
     pub last_seen_at: Micros,
 }
 
+/// A session ends this long after it was opened, however busy (SPEC §14, issue 10).
+pub const SESSION_LIFETIME: Micros = 7 * 24 * 3600 * 1_000_000;
+
 /// Hex SHA-256 of a secret.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -181,7 +184,8 @@ impl Store {
         Ok((secret, csrf))
     }
 
-    /// The session for `secret` if it was seen within `idle`; touches it.
+    /// The session for `secret` if it was seen within `idle` and opened within
+    /// [`SESSION_LIFETIME`]; touches it.
     pub async fn session(
         &self,
         secret: &str,
@@ -195,9 +199,10 @@ impl Store {
                     let row = conn
                         .prepare_cached(
                             "SELECT s.user_name, u.role, s.csrf, s.last_seen_at FROM sessions s
-                             JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?1",
+                             JOIN users u ON u.name = s.user_name
+                             WHERE s.id_hash = ?1 AND s.created_at > ?2",
                         )?
-                        .query_row(params![hash], |r| {
+                        .query_row(params![hash, now_micros() - SESSION_LIFETIME], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 r.get::<_, String>(1)?,

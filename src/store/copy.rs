@@ -28,6 +28,7 @@ pub const TABLES: &[&str] = &[
     "sessions",
     "audit",
     "idempotency",
+    "login_failures",
 ];
 
 /// Placeholders per INSERT inside the copy's transaction (both engines allow more).

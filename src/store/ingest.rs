@@ -15,7 +15,7 @@ use crate::model::{
     ReasonCode, Status, Verdict, new_id,
 };
 use crate::rules::{self, Facts};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// One input string of a creation request, parsed at the edge.
@@ -40,13 +40,16 @@ pub struct IngestRequest {
     pub invite: bool,
 }
 
-/// Scopes an `Idempotency-Key` to its caller and endpoint.
+/// An `Idempotency-Key` with its caller and the request it was sent with.
 #[derive(Clone, Debug)]
 pub struct IdempotencyKey {
-    /// Who called and which endpoint, e.g. `token:abc POST /api/v1/projects/HR/customers`.
+    /// Who called, by id, e.g. `token-id:0193…` (never a token's name).
     pub scope: String,
     /// The header's value.
     pub key: String,
+    /// A digest of the endpoint and the body: the same key with another request is
+    /// refused (see `store::idempotency`).
+    pub fingerprint: String,
 }
 
 /// The Result object of SPEC §3, one per input.
@@ -500,40 +503,4 @@ pub(crate) fn resend_tx(
 /// Keys older than this are forgotten (SPEC §5: "within 24 h").
 pub(crate) const IDEMPOTENCY_WINDOW: Micros = 24 * 3600 * 1_000_000;
 
-/// Runs `job` unless the same key was used within 24 h, in which case the first answer
-/// is returned and nothing is written.
-pub(crate) fn with_idempotency<T: Serialize + DeserializeOwned>(
-    conn: &Db,
-    key: Option<&IdempotencyKey>,
-    job: impl FnOnce(&Db) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let Some(key) = key else {
-        return job(conn);
-    };
-    let now = now_micros();
-    let stored: Option<String> = conn
-        .prepare_cached(
-            "SELECT body FROM idempotency WHERE principal = ?1 AND key = ?2 AND created_at > ?3",
-        )?
-        .query_row(params![key.scope, key.key, now - IDEMPOTENCY_WINDOW], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(body) = stored {
-        return Ok(serde_json::from_str(&body)?);
-    }
-    let answer = job(conn)?;
-    conn.prepare_cached(
-        "INSERT INTO idempotency (principal, key, created_at, status, body)
-         VALUES (?1, ?2, ?3, 0, ?4)
-         ON CONFLICT (principal, key) DO UPDATE
-             SET created_at = excluded.created_at, status = excluded.status, body = excluded.body",
-    )?
-    .execute(params![
-        key.scope,
-        key.key,
-        now,
-        serde_json::to_string(&answer)?
-    ])?;
-    Ok(answer)
-}
+pub(crate) use super::idempotency::with_idempotency;

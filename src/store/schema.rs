@@ -160,6 +160,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (principal, key)
     ) WITHOUT ROWID;
     "#,
+    // 2 (issue 10/11): idempotency keys remember the request they came with, and are
+    // found by key alone (a key reused by another caller is refused).
+    r#"
+    ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
+    CREATE INDEX idempotency_by_key ON idempotency (key, created_at);
+    "#,
+    // 3 (issue 10): failed-login counts, shared by every process on this database.
+    r#"
+    CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_at INTEGER NOT NULL
+    );
+    CREATE INDEX login_failures_by_time ON login_failures (last_at);
+    "#,
 ];
 
 /// PostgreSQL: the same steps as [`MIGRATIONS`], in PostgreSQL's types. Integers are
@@ -330,6 +345,20 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     CREATE TRIGGER decisions_due_update AFTER UPDATE ON decisions
         REFERENCING NEW TABLE AS changed
         FOR EACH STATEMENT EXECUTE FUNCTION mailtrail_notify_due();
+    "#,
+    // 2: as SQLite's 2.
+    r#"
+    ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
+    CREATE INDEX idempotency_by_key ON idempotency (key, created_at);
+    "#,
+    // 3: as SQLite's 3.
+    r#"
+    CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        last_at BIGINT NOT NULL
+    );
+    CREATE INDEX login_failures_by_time ON login_failures (last_at);
     "#,
 ];
 

@@ -284,6 +284,14 @@ impl App {
         command
     }
 
+    /// Every log line the running server wrote to stderr so far.
+    pub fn server_log(&self) -> Vec<String> {
+        self.server
+            .as_ref()
+            .map(|s| s.stderr_lines())
+            .unwrap_or_default()
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:40123`. Panics if the server never started.
     pub fn base_url(&self) -> &str {
         let base_url = self.api.base_url();

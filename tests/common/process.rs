@@ -31,7 +31,12 @@ pub struct Supervised {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// Set when stderr reached EOF, so an error message can wait for the whole tail.
     stderr_closed: Arc<AtomicBool>,
+    /// Every stderr line (up to [`STDERR_KEPT_LINES`]), for tests that read the log.
+    stderr_all: Arc<Mutex<Vec<String>>>,
 }
+
+/// How many stderr lines are kept for [`Supervised::stderr_lines`].
+const STDERR_KEPT_LINES: usize = 100_000;
 
 impl Supervised {
     /// Spawns `command` with piped stdio and starts forwarding its output.
@@ -56,12 +61,20 @@ impl Supervised {
         });
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let stderr_closed = Arc::new(AtomicBool::new(false));
+        let stderr_all = Arc::new(Mutex::new(Vec::new()));
         let tail = Arc::clone(&stderr_tail);
         let closed = Arc::clone(&stderr_closed);
+        let all = Arc::clone(&stderr_all);
         let prefix = name.to_owned();
         std::thread::spawn(move || {
             for_each_line(stderr, |line| {
                 eprintln!("[{prefix}] {line}");
+                {
+                    let mut all = all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if all.len() < STDERR_KEPT_LINES {
+                        all.push(line.clone());
+                    }
+                }
                 let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if tail.len() == STDERR_TAIL_LINES {
                     tail.pop_front();
@@ -77,6 +90,7 @@ impl Supervised {
             stdout_lines: Some(receiver),
             stderr_tail,
             stderr_closed,
+            stderr_all,
         })
     }
 
@@ -171,6 +185,14 @@ impl Supervised {
         let mut child = self.child.take()?;
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// Every stderr line so far (the log of a `mailtrail` child).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The last stderr lines as an indented block for an error message. Once the child

@@ -12,6 +12,8 @@ mod delivery;
 mod delivery_direct;
 mod durability;
 mod engines;
+mod hardening;
+mod load;
 mod metrics;
 mod openapi;
 mod peers_smoke;

@@ -9,10 +9,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
-/// `{items}` of projects.
+/// `{items, next_cursor}` of projects (SPEC §9): every project, so `next_cursor` is
+/// always null; the field keeps the shape of every list.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProjectList {
     pub items: Vec<Project>,
+    pub next_cursor: Option<String>,
 }
 
 /// Every project with its settings.
@@ -25,6 +27,7 @@ pub async fn list_projects(
     caller.require(Role::Viewer)?;
     Ok(Json(ProjectList {
         items: state.store.projects().await?,
+        next_cursor: None,
     }))
 }
 

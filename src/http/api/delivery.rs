@@ -156,7 +156,14 @@ pub async fn resend_skipped(
             }
             None => None,
         };
-    let idempotency = idempotency_key(&headers, &caller, "POST /resend-skipped")?;
+    let request = serde_json::json!([
+        body.reason.as_str(),
+        since,
+        until,
+        project.as_ref().map(|p| p.to_string()),
+    ])
+    .to_string();
+    let idempotency = idempotency_key(&headers, &caller, "POST /resend-skipped", &request)?;
     let outcome = state
         .store
         .resend_skipped(

@@ -117,7 +117,16 @@ async fn ingest(
     recipients: Vec<Recipient>,
     invite: bool,
 ) -> Result<Response, StoreError> {
-    let idempotency = idempotency_key(headers, caller, &endpoint)
+    // The request as the key's fingerprint sees it: every input with its channel.
+    let request = serde_json::json!({
+        "invite": invite,
+        "recipients": recipients
+            .iter()
+            .map(|r| [r.channel.as_str(), r.input.as_str()])
+            .collect::<Vec<_>>(),
+    })
+    .to_string();
+    let idempotency = idempotency_key(headers, caller, &endpoint, &request)
         .map_err(|e| StoreError::invalid("Idempotency-Key", e.to_string()))?;
     let results = state
         .store
@@ -380,6 +389,7 @@ pub async fn resend(
         &headers,
         &caller,
         &format!("POST /projects/{key}/customers/{address}/resend"),
+        "",
     )?;
     match state
         .store

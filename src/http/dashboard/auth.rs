@@ -2,9 +2,11 @@
 //!
 //! The login form has no session to hold a CSRF token, so it uses a double-submit
 //! token: `GET /login` sets it in a `SameSite=Strict` cookie and in the form, and the
-//! POST must carry both. Failed logins are counted per user name and per client
-//! address over 15 minutes; past the limit the form answers 429 without checking the
-//! password. An unknown user costs the same argon2 verification as a known one.
+//! POST must carry both. Failed logins are counted and slowed by
+//! [`crate::http::throttle::LoginGuard`] (SPEC §14): counted before the password is
+//! checked, a growing delay instead of a lock-out, password checks bounded. The body
+//! is read up to 8 KiB and a user name over 200 characters is refused before any of
+//! that. An unknown user costs the same argon2 verification as a known one.
 
 use super::error::PageError;
 use super::form::{Posted, parse_body};
@@ -14,89 +16,43 @@ use super::session::{
 use super::{Ctx, Dash, render};
 use crate::http::AppState;
 use crate::http::extract::constant_time_eq;
+use crate::http::throttle::{LoginGuard, client_ip};
 use crate::model::Role;
 use askama::Template;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::Response;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// How long a failed login counts.
-const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failed logins per user name within the window before logins are refused.
-const PER_USER: usize = 5;
-/// Failed logins per client address within the window before logins are refused.
-const PER_ADDRESS: usize = 20;
+/// Login bodies up to this many bytes (SPEC §14); 413 beyond.
+pub const LOGIN_BODY_LIMIT: usize = 8 * 1024;
+/// User names up to this many characters; longer ones are refused before any throttle,
+/// hash or log line.
+pub const MAX_USER_NAME: usize = 200;
 
-/// Failed logins, by `user:NAME` and `addr:IP`, in memory (a restart forgets them).
-#[derive(Default)]
-pub struct Throttle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-    /// An argon2 hash to verify against when the user does not exist.
+/// The dashboard's login state: the guard, and an argon2 hash to verify against when
+/// the user does not exist.
+pub struct Logins {
+    /// Failure counts and the bound on password checks.
+    pub guard: LoginGuard,
     dummy_hash: tokio::sync::OnceCell<String>,
 }
 
-impl Throttle {
-    fn count(&self, key: &str, now: Instant) -> usize {
-        let Ok(mut map) = self.failures.lock() else {
-            return 0;
-        };
-        match map.get_mut(key) {
-            Some(times) => {
-                while times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > WINDOW)
-                {
-                    times.pop_front();
-                }
-                times.len()
-            }
-            None => 0,
+impl Logins {
+    /// Failure counts kept in `store`, shared by every process that uses it.
+    pub fn new(store: crate::store::Store) -> Self {
+        Logins {
+            guard: LoginGuard::new(
+                Arc::new(crate::http::throttle::StoreCounts::new(store)),
+                LoginGuard::checks_per_process(),
+            ),
+            dummy_hash: tokio::sync::OnceCell::new(),
         }
     }
-
-    /// Whether logins for `user` from `address` are refused right now.
-    pub fn blocked(&self, user: &str, address: Option<&str>) -> bool {
-        let now = Instant::now();
-        self.count(&user_key(user), now) >= PER_USER
-            || address.is_some_and(|a| self.count(&format!("addr:{a}"), now) >= PER_ADDRESS)
-    }
-
-    /// Counts a failed login.
-    pub fn fail(&self, user: &str, address: Option<&str>) {
-        let now = Instant::now();
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        // Keep memory bounded under a flood of made-up user names.
-        if map.len() > 50_000 {
-            map.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) <= WINDOW)
-            });
-        }
-        map.entry(user_key(user)).or_default().push_back(now);
-        if let Some(a) = address {
-            map.entry(format!("addr:{a}")).or_default().push_back(now);
-        }
-    }
-
-    /// Forgets the user's failures after a successful login.
-    pub fn reset(&self, user: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&user_key(user));
-        }
-    }
-}
-
-fn user_key(user: &str) -> String {
-    format!("user:{}", user.trim().to_lowercase())
 }
 
 #[derive(Template)]
@@ -191,8 +147,26 @@ pub async fn login(
     Extension(dash): Extension<Arc<Dash>>,
     headers: HeaderMap,
     extensions: Extensions,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, PageError> {
+    let body = match crate::http::extract::read_body(body, LOGIN_BODY_LIMIT, "8 KiB").await {
+        Ok(body) => body,
+        Err(crate::http::error::ApiError::TooLarge(_)) => {
+            let mut response = super::error::error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The login form is too large".into(),
+                "A login form is at most 8 KiB; this one was larger, so it was refused.".into(),
+                "/login",
+                "Back to the login page",
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return Ok(response);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let form = parse_body(
         crate::http::extract::media_type(&headers).as_deref(),
         "",
@@ -201,6 +175,18 @@ pub async fn login(
     let username = form.get("username").trim().to_owned();
     let password = form.get("password").to_owned();
     let next = safe_path(form.get("next"), "");
+    if username.chars().count() > MAX_USER_NAME {
+        // Refused before any throttle key, hash or log line (SPEC §14).
+        return login_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &headers,
+            next,
+            String::new(),
+            Some(format!(
+                "A user name is at most {MAX_USER_NAME} characters."
+            )),
+        );
+    }
     if !login_form_is_ours(&headers, form.get("csrf")) {
         return login_response(StatusCode::FORBIDDEN, &headers, next, username, Some(
             "The login form expired or was sent from another site, so it was refused. Please log in again.".into(),
@@ -220,25 +206,48 @@ pub async fn login(
             Some(which.into()),
         );
     }
-    let address = extensions
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    if dash.throttle.blocked(&username, address.as_deref()) {
-        tracing::warn!(user = %username, "login refused: too many failures");
-        return login_response(StatusCode::TOO_MANY_REQUESTS, &headers, next, username, Some(
-            "Too many failed logins for this user or from this address. Wait 15 minutes, then try again.".into(),
-        ));
+        .map(|c| c.0.ip());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let client = client_ip(peer, forwarded, &state.config.trusted_proxies);
+    // Counted as a failure first; slowed if there were many; then checked.
+    let attempt = dash.logins.guard.begin(&username, client).await;
+    if !attempt.delay.is_zero() {
+        tracing::info!(
+            user = ?username,
+            delay_ms = attempt.delay.as_millis() as u64,
+            "login slowed after failures"
+        );
+        tokio::time::sleep(attempt.delay).await;
     }
-    let user = if username.len() <= 200 {
-        state.store.user(username.clone()).await?
-    } else {
-        None
+    let Some(_slot) = dash.logins.guard.check_slot() else {
+        attempt.not_checked().await;
+        tracing::warn!("login refused: every password check slot is busy");
+        let mut response = login_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &headers,
+            next,
+            username,
+            Some("mailtrail is busy checking other logins. Try again in a few seconds.".into()),
+        )?;
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("2"),
+        );
+        return Ok(response);
     };
+    let user = state.store.user(username.clone()).await?;
     let ok = match &user {
-        Some(u) => crate::password::verify_blocking(password, u.password_hash.clone()).await,
+        Some(u) => {
+            dash.logins
+                .guard
+                .verify(password, u.password_hash.clone())
+                .await
+        }
         None => {
             let dummy = dash
-                .throttle
+                .logins
                 .dummy_hash
                 .get_or_init(|| async {
                     crate::password::hash_blocking("not a password".into())
@@ -246,13 +255,14 @@ pub async fn login(
                         .unwrap_or_default()
                 })
                 .await;
-            crate::password::verify_blocking(password, dummy.clone()).await;
+            dash.logins.guard.verify(password, dummy.clone()).await;
             false
         }
     };
+    drop(_slot);
     let Some(user) = user.filter(|_| ok) else {
-        dash.throttle.fail(&username, address.as_deref());
-        tracing::info!(user = %username, "login failed");
+        // The failure was counted before the check; it stays.
+        tracing::info!(user = ?username, "login failed");
         return login_response(
             StatusCode::UNAUTHORIZED,
             &headers,
@@ -261,14 +271,14 @@ pub async fn login(
             Some("Wrong user name or password.".into()),
         );
     };
-    dash.throttle.reset(&user.name);
+    attempt.succeeded().await;
     // A new session on every login (no fixation); the browser's old one, if any, ends.
     if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|s| !s.is_empty() && s.len() <= 128)
     {
         state.store.end_session(&old).await?;
     }
     let (secret, _csrf) = state.store.create_session(user.name.clone()).await?;
-    tracing::info!(user = %user.name, role = %user.role, "logged in");
+    tracing::info!(user = ?user.name, role = %user.role, "logged in");
     let landing = if next.is_empty() || next.starts_with("/login") || next.starts_with("/logout") {
         if user.role == Role::Support {
             "/why".to_owned()
@@ -309,7 +319,7 @@ pub async fn logout(
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         state.store.end_session(&secret).await?;
     }
-    tracing::info!(user = %posted.user.name, "logged out");
+    tracing::info!(user = ?posted.user.name, "logged out");
     let mut response = redirect_with(
         "/login",
         Some(Flash::ok("You are logged out.")),
@@ -351,28 +361,5 @@ mod tests {
             "https://evil.example".parse().expect("valid"),
         );
         assert!(!login_form_is_ours(&h, "abc"));
-    }
-
-    #[test]
-    fn throttle_counts_per_user_and_per_address() {
-        let t = Throttle::default();
-        for _ in 0..PER_USER {
-            assert!(!t.blocked("Alice", Some("10.0.0.1")));
-            t.fail("alice", Some("10.0.0.1"));
-        }
-        assert!(
-            t.blocked("alice", Some("10.0.0.2")),
-            "per user, whatever the address"
-        );
-        assert!(
-            !t.blocked("bob", Some("10.0.0.1")),
-            "the address is below its own limit"
-        );
-        t.reset("ALICE");
-        assert!(!t.blocked("alice", None));
-        for i in 0..PER_ADDRESS {
-            t.fail(&format!("user{i}"), Some("10.0.0.9"));
-        }
-        assert!(t.blocked("someone-new", Some("10.0.0.9")));
     }
 }

@@ -164,9 +164,11 @@ impl From<ApiError> for PageError {
             ApiError::Invalid { field, message } => {
                 PageError::BadRequest(format!("{field}: {message}"))
             }
-            ApiError::Malformed(m) | ApiError::Conflict(m) | ApiError::UnsupportedMediaType(m) => {
-                PageError::BadRequest(m)
-            }
+            ApiError::IdempotencyKeyReused => PageError::BadRequest(e.to_string()),
+            ApiError::Malformed(m)
+            | ApiError::Conflict(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::RequestTimeout(m) => PageError::BadRequest(m),
         }
     }
 }

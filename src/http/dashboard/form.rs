@@ -63,7 +63,7 @@ impl FromRequest<AppState> for Posted {
         )?;
         let token = form.get("csrf");
         if token.is_empty() || !constant_time_eq(token.as_bytes(), user.csrf.as_bytes()) {
-            tracing::warn!(user = %user.name, path = %parts.uri.path(), "form refused: missing or wrong CSRF token");
+            tracing::warn!(user = ?user.name, path = ?parts.uri.path(), "form refused: missing or wrong CSRF token");
             return Err(PageError::BadCsrf);
         }
         Ok(Posted { user, form })

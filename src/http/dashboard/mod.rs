@@ -34,16 +34,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Shared, in-memory state of the dashboard (one per router).
-#[derive(Default)]
 pub struct Dash {
-    /// Failed logins per user and per client address.
-    pub throttle: auth::Throttle,
+    /// Failed logins per user and per client address, and the bound on password checks.
+    pub logins: auth::Logins,
     /// The overview's figures, kept briefly when they are slow to compute.
     pub overview: overview::Cache,
 }
 
-/// The dashboard's routes, to be merged into the application router.
-pub fn routes() -> Router<AppState> {
+/// The dashboard's routes, to be merged into the application router; failed logins
+/// are counted in `state`'s store.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let dash = Dash {
+        logins: auth::Logins::new(state.store.clone()),
+        overview: overview::Cache::default(),
+    };
     Router::new()
         .route(
             "/login",
@@ -100,7 +104,7 @@ pub fn routes() -> Router<AppState> {
         // Anything else: an HTML 404 for people, the API's JSON 404 under /api/.
         .route("/{*path}", any(not_found))
         .layer(middleware::map_response(page_headers))
-        .layer(Extension(Arc::new(Dash::default())))
+        .layer(Extension(Arc::new(dash)))
 }
 
 /// A page: GET (and HEAD); any other method is a 405 page.

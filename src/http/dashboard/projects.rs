@@ -516,7 +516,7 @@ pub async fn add_customers(
         )
         .await?;
     state.after_decisions(&results);
-    tracing::info!(user = %user.name, project = %project.key, n = results.len(), invite, "customers added from the dashboard");
+    tracing::info!(user = ?user.name, project = %project.key, n = results.len(), invite, "customers added from the dashboard");
     let mut ctx = Ctx::new(&user, "projects", format!("Project {}", project.key));
     // Keep the invite choice as it was; the list box is emptied (the results show it).
     let mut values = std::collections::HashMap::new();

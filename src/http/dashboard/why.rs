@@ -424,7 +424,7 @@ pub async fn resend(State(state): State<AppState>, posted: Posted) -> Result<Res
         )),
         Ok(ResendOutcome::Recorded(outcome)) => {
             state.after_decisions(std::slice::from_ref(&outcome));
-            tracing::info!(user = %user.name, project = %project, decision = %outcome.decision_id, "resend from the dashboard");
+            tracing::info!(user = ?user.name, project = %project, decision = %outcome.decision_id, "resend from the dashboard");
             let flash = if outcome.decision == Verdict::Send { Flash::ok(outcome.message) } else { Flash::warn(format!("Resend blocked: {}", outcome.message)) };
             Ok(user.redirect(&back, flash))
         }
