@@ -18,6 +18,7 @@
 
 mod auth;
 mod bench;
+mod bulk_remove;
 mod delivery;
 mod ingest;
 mod pages;
@@ -29,6 +30,7 @@ mod time;
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
+pub use bulk_remove::{BulkOutcome, BulkSelection, SAMPLE as BULK_SAMPLE};
 pub use delivery::{
     AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
 };

@@ -160,6 +160,9 @@ pub(crate) fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<DecisionRecor
 pub struct DecisionFilter {
     /// Normalized recipient, or a raw input to find invalid ones.
     pub email: Option<String>,
+    /// The dashboard's partial address: `@domain` matches a domain, anything else the
+    /// start of an address (or a whole invalid input).
+    pub email_part: Option<String>,
     pub project: Option<String>,
     pub status: Option<Status>,
     pub reason: Option<ReasonCode>,
@@ -302,8 +305,8 @@ pub struct Incident {
     pub first_at: String,
     pub last_at: String,
     pub sample: Vec<String>,
-    /// The filters that select this incident in bulk-remove.
-    pub filter: serde_json::Value,
+    /// Its suppressions (their addresses): what `bulk-remove` `{ids}` removes.
+    pub ids: Vec<String>,
 }
 
 /// What `resend-skipped` did.
@@ -613,6 +616,19 @@ fn list_decisions(
         w.push(
             "(recipient = $ OR (recipient IS NULL AND input = $))",
             Box::new(email.clone()),
+        );
+    }
+    if let Some(part) = &f.email_part {
+        let escaped = super::suppressions::like_escape(&part.to_lowercase());
+        let pattern = match escaped.strip_prefix('@') {
+            Some(domain) => format!("%@{domain}"),
+            None => format!("{escaped}%"),
+        };
+        w.push_value(Box::new(part.clone()));
+        let raw = w.next_index() - 1;
+        w.push(
+            &format!("(recipient LIKE $ ESCAPE '\\' OR (recipient IS NULL AND input = ?{raw}))"),
+            Box::new(pattern),
         );
     }
     if let Some(project) = &f.project {

@@ -1050,15 +1050,48 @@ fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
     );
     assert_eq!(r.status, 422, "at least one filter");
     assert!(r.text.contains("Pick at least one filter"), "{}", r.text);
+    // Every error at once: a bad code, a bad day and no note.
     let r = admin.post(
         "/suppressions/bulk-remove",
         &[
             ("form", "bulk"),
             ("back", "/suppressions"),
-            ("reason", "import"),
-            ("note", "wrong import"),
+            ("smtp_code", "55"),
+            ("since", "yesterday"),
+            ("note", ""),
         ],
     );
+    assert_eq!(r.status, 422);
+    for message in [
+        "A note is required",
+        "An SMTP code is three digits",
+        "Write a day like 2026-11-22",
+    ] {
+        assert!(r.text.contains(message), "{message}: {}", r.text);
+    }
+    let fields = [
+        ("form", "bulk"),
+        ("back", "/suppressions"),
+        ("reason", "import"),
+        ("note", "wrong import"),
+    ];
+    // First a confirmation with the count; nothing is removed yet.
+    let r = admin.post("/suppressions/bulk-remove", &fields);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Unsuppress 2 addresses?"), "{}", r.text);
+    assert!(r.text.contains("Yes, unsuppress 2 addresses"), "{}", r.text);
+    assert!(
+        r.text.contains(r#"name="confirm" value="yes""#),
+        "{}",
+        r.text
+    );
+    assert!(
+        admin.get("/suppressions").text.contains("z1@example.com"),
+        "nothing removed before confirming"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/suppressions/bulk-remove", &confirmed);
     assert_eq!(r.status, 303);
     let page = admin.get("/suppressions");
     assert!(

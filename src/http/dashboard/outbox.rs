@@ -58,10 +58,18 @@ impl Filters {
 
     /// The store's filter, or the first field that is wrong and why.
     fn check(&self) -> Result<DecisionFilter, (&'static str, String)> {
-        let email = (!self.email.is_empty()).then(|| match EmailAddress::parse(&self.email) {
-            Ok(a) => a.as_str().to_owned(),
-            Err(_) => crate::model::truncate(&self.email, crate::model::RAW_INPUT_LIMIT).to_owned(),
-        });
+        // A whole address is matched exactly; `@example.com` matches a domain and any
+        // other text the start of an address (or a whole invalid input).
+        let (email, email_part) = match self.email.as_str() {
+            "" => (None, None),
+            text => match EmailAddress::parse(text) {
+                Ok(a) => (Some(a.as_str().to_owned()), None),
+                Err(_) => (
+                    None,
+                    Some(crate::model::truncate(text, crate::model::RAW_INPUT_LIMIT).to_owned()),
+                ),
+            },
+        };
         let project = match self.project.as_str() {
             "" => None,
             p => Some(
@@ -99,6 +107,7 @@ impl Filters {
         }
         Ok(DecisionFilter {
             email,
+            email_part,
             project,
             status,
             reason,
