@@ -142,7 +142,13 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
             RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let state = AppState::new(store, config);
+    let mut state = AppState::new(store, config);
+    if let crate::delivery::TransportSpec::File(dir) = &state.config.transport
+        && !demo
+    {
+        tracing::warn!(dir = %dir.display(), "the transport is file: emails are written to files in this directory, not sent; set --transport smtp://… or direct to send them");
+        state.file_transport_banner = true;
+    }
     if demo {
         crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
     }

@@ -28,6 +28,9 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// In-process histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// The transport writes .eml files outside `--demo`: every dashboard page says
+    /// so (SPEC §14 "File transport").
+    pub file_transport_banner: bool,
 }
 
 impl AppState {
@@ -38,6 +41,7 @@ impl AppState {
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             metrics: Arc::new(metrics::Metrics::default()),
+            file_transport_banner: false,
         }
     }
 

@@ -1116,3 +1116,128 @@ fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
     );
     assert!(csv.text.contains("grace@example.com"));
 }
+
+#[test]
+fn every_page_says_when_outgoing_mail_is_off_and_when_emails_go_to_files() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let id = some_decision_id(&app);
+    let decision = format!("/decisions/{id}");
+    let pages: Vec<&str> = PAGES
+        .iter()
+        .copied()
+        .filter(|p| *p != "/logout")
+        .chain([decision.as_str()])
+        .collect();
+    // The test app writes emails to files and runs without --demo.
+    for path in &pages {
+        let page = admin.get(path);
+        assert!(
+            page.text.contains("not sent: the transport is file"),
+            "{path}: {}",
+            page.text
+        );
+        assert!(!page.text.contains("Outgoing mail is off"), "{path}");
+    }
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": false}))
+        .expect_status(200);
+    for visitor in [&mut admin, &mut vera] {
+        for path in &pages {
+            let page = visitor.get(path);
+            assert!(
+                page.text.contains("Outgoing mail is off"),
+                "{path}: {}",
+                page.text
+            );
+        }
+    }
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": true}))
+        .expect_status(200);
+    assert!(!admin.get("/outbox").text.contains("Outgoing mail is off"));
+}
+
+#[test]
+fn the_demo_has_no_file_transport_banner() {
+    let app = App::builder().arg("--demo").start();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    page.expect_status(200);
+    assert!(
+        !page.text.contains("the transport is file"),
+        "{}",
+        page.text
+    );
+}
+
+#[test]
+fn a_viewer_sees_project_settings_read_only() {
+    let app = seeded_app();
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let page = vera.get("/projects/IT");
+    page.expect_status(200);
+    assert!(page.text.contains("id=\"settings-read\""), "{}", page.text);
+    assert!(page.text.contains("IT Help"));
+    for control in [
+        "name=\"name\"",
+        "name=\"allow_patterns\"",
+        "name=\"email_format\"",
+        "<fieldset",
+    ] {
+        assert!(!page.text.contains(control), "a viewer gets {control}");
+    }
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/projects/IT");
+    assert!(page.text.contains("name=\"allow_patterns\""));
+    assert!(!page.text.contains("id=\"settings-read\""));
+}
+
+#[test]
+fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
+    let app = seeded_app();
+    for email in [
+        "john_doe@example.com",
+        "johnxdoe@example.com",
+        "100%@example.com",
+    ] {
+        app.post_json(
+            "/api/v1/suppressions",
+            &json!({"email": email, "note": "test"}),
+        )
+        .expect_status(201);
+    }
+    let found = app.get("/api/v1/suppressions?q=john_doe").json();
+    let emails: Vec<&str> = found["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["email"].as_str())
+        .collect();
+    assert_eq!(emails, ["john_doe@example.com"], "{found:#}");
+    let found = app.get("/api/v1/suppressions?q=100%25").json();
+    assert_eq!(
+        found["items"].as_array().map(Vec::len),
+        Some(1),
+        "{found:#}"
+    );
+
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["zoe@other.org", "zack@other.org", "alfred@example.com"]}),
+    )
+    .expect_status(200);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let rows = |text: &str, who: &str| text.matches(&format!(">{who}<")).count();
+    let page = admin.get("/outbox?email=%40other.org");
+    page.expect_status(200);
+    assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
+    assert!(rows(&page.text, "zack@other.org") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "alice@example.com"), 0, "{}", page.text);
+    let page = admin.get("/outbox?email=al");
+    assert!(rows(&page.text, "alice@example.com") > 0, "{}", page.text);
+    assert!(rows(&page.text, "alfred@example.com") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "zoe@other.org"), 0, "{}", page.text);
+    let page = admin.get("/outbox?email=zoe%40other.org");
+    assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "zack@other.org"), 0, "{}", page.text);
+}

@@ -235,6 +235,8 @@ pub struct Ctx {
     pub form: FormState,
     /// Cookies get `Secure` (the request came over TLS).
     pub secure: bool,
+    /// Banners every page shows while they hold (outgoing mail off, file transport).
+    pub banners: Vec<String>,
 }
 
 impl Ctx {
@@ -248,6 +250,7 @@ impl Ctx {
             flash: user.flash.clone(),
             form: FormState::default(),
             secure: user.secure,
+            banners: user.banners.clone(),
         }
     }
 
