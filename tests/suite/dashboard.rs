@@ -801,13 +801,61 @@ fn support_fixes_a_suppressed_address_end_to_end() {
     let page = admin.get("/why?email=grace%40example.com");
     assert!(
         page.text
-            .contains("After unsuppressing, a resend would: send the email."),
-        "the preview says the fix works"
+            .contains("After this, a resend would: send the email."),
+        "the preview says the fix works: {}",
+        page.text
+    );
+    // grace asked us to stop (a manual suppression): only renewed consent undoes it.
+    assert!(page.text.contains("renewed consent"), "{}", page.text);
+    assert!(page.text.contains(r#"name="consent""#), "{}", page.text);
+    assert!(
+        !page
+            .text
+            .contains("Customer confirmed the address by phone")
+    );
+    assert!(!page.text.contains("Check the address with the customer"));
+    let why = app.get("/api/v1/why/grace%40example.com").json();
+    let fix = why["fixes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["action"] == "unsuppress")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(fix["requires_consent"], true, "{why:#}");
+    assert!(
+        fix["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("asked us to stop"),
+        "{why:#}"
+    );
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("renewed consent") && summary.contains("unsuppress"),
+        "the verdict names the fix that works: {summary}"
+    );
+    // Without the box ticked and without a note: both errors at once, nothing removed.
+    let r = admin.post(
+        "/suppressions/remove",
+        &[
+            ("email", "grace@example.com"),
+            ("note", ""),
+            ("back", "/why?email=grace%40example.com"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("tick the box to confirm"), "{}", r.text);
+    assert!(r.text.contains("A note is required"), "{}", r.text);
+    assert!(
+        app.get("/api/v1/why/grace%40example.com").json()["suppression"].is_object(),
+        "still suppressed"
     );
     let r = admin.post(
         "/suppressions/remove",
         &[
             ("email", "grace@example.com"),
+            ("consent", "yes"),
             ("note", "customer confirmed by phone"),
             ("back", "/why?email=grace%40example.com"),
         ],
@@ -1240,4 +1288,66 @@ fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
     let page = admin.get("/outbox?email=zoe%40other.org");
     assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
     assert_eq!(rows(&page.text, "zack@other.org"), 0, "{}", page.text);
+}
+
+#[test]
+fn the_verdict_names_the_fix_that_works_and_only_that_one_is_primary() {
+    let app = seeded_app();
+    app.patch_json(
+        "/api/v1/projects/IT",
+        &json!({"invite_notification": false}),
+    )
+    .expect_status(200);
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["henry@example.com"]}),
+    )
+    .expect_status(200);
+    let why = app.get("/api/v1/why/henry%40example.com").json();
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("Resend it now"), "{why:#}");
+    assert!(!summary.contains("turn it on"), "{why:#}");
+    let fixes = why["fixes"].as_array().cloned().unwrap_or_default();
+    let resend = fixes
+        .iter()
+        .find(|f| f["action"] == "resend")
+        .expect("resend");
+    assert_eq!(resend["preview"]["decision"], "send", "{why:#}");
+    assert_eq!(resend["requires_consent"], false);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/why?email=henry%40example.com");
+    assert!(
+        page.text
+            .contains(r#"<button type="submit">Resend invitation (IT)</button>"#),
+        "the working fix is the primary button: {}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains(r#"<button type="submit" class="secondary">Turn it on in IT</button>"#),
+        "a fix that is not needed is not primary: {}",
+        page.text
+    );
+
+    // Outgoing mail off and an opt-out: neither fix is enough alone.
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": false}))
+        .expect_status(200);
+    let why = app.get("/api/v1/why/grace%40example.com").json();
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("No single fix is enough"), "{why:#}");
+    assert!(summary.contains("turn outgoing mail back on"), "{why:#}");
+    let page = admin.get("/why?email=grace%40example.com");
+    assert!(
+        !page.text.contains(r#"<button type="submit">Unsuppress"#),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page
+            .text
+            .contains(r#"<button type="submit">Turn outgoing mail on"#),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("not enough alone"), "{}", page.text);
 }

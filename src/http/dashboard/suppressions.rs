@@ -26,6 +26,8 @@ const PAGE: usize = 50;
 pub struct Row {
     /// The name of its unsuppress form.
     pub form: String,
+    /// A complaint or an opt-out: unsuppressing asks for renewed consent.
+    pub consent: bool,
     pub email: String,
     pub reason: &'static str,
     pub reply: String,
@@ -39,6 +41,7 @@ impl Row {
     fn of(index: usize, s: &SuppressionRecord) -> Row {
         Row {
             form: format!("unsuppress-{index}"),
+            consent: crate::why::requires_consent(s.reason),
             email: s.email.clone(),
             reason: s.reason.as_str(),
             reply: crate::why::smtp_line(
@@ -256,25 +259,39 @@ pub async fn remove(
     let Posted { user, form } = posted;
     user.require(Role::Admin)?;
     let (back, name) = back_of(&form, "unsuppress");
-    let note = match check_note(form.opt("note"), true) {
-        Ok(n) => n.unwrap_or_default(),
-        Err(e) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                FormState::failed(name, &form, "note", field_message(e)),
-            )
-            .await;
-        }
-    };
     let Ok(email) = EmailAddress::parse(form.get("email")) else {
         return Ok(user.redirect(
             &back,
             Flash::error("That is not a valid address, so nothing was unsuppressed."),
         ));
     };
+    let mut errors: Vec<(String, String)> = Vec::new();
+    // A spam complaint or an opt-out is undone only with the customer's renewed consent.
+    if let Some(s) = state.store.suppression(email.clone()).await?
+        && crate::why::requires_consent(s.reason)
+        && !form.checked("consent")
+    {
+        let why = match s.reason {
+            SuppressionReason::Complaint => "marked our email as spam",
+            _ => "asked us to stop",
+        };
+        errors.push((
+            "consent".into(),
+            format!("The customer {why}: tick the box to confirm they asked for our email again."),
+        ));
+    }
+    let note = match check_note(form.opt("note"), true) {
+        Ok(n) => n.unwrap_or_default(),
+        Err(e) => {
+            errors.push(("note".into(), field_message(e)));
+            String::new()
+        }
+    };
+    if !errors.is_empty() {
+        let mut failed = FormState::failed(name, &form, "", "");
+        failed.errors = errors;
+        return reshow(&state, &dash, &user, &back, failed).await;
+    }
     match state
         .store
         .unsuppress(email.clone(), note, user.audit_name())
