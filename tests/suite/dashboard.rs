@@ -904,9 +904,32 @@ fn a_project_toggle_changes_the_next_decision() {
         &[("setting", "invite_notification"), ("value", "off")],
     );
     assert_eq!(r.status, 303);
+    // Nobody of the list would get an email: first a confirmation, nothing added.
     let r = admin.post(
         "/projects/IT/customers",
         &[("emails", "dora@example.com"), ("invite", "on")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text
+            .contains("Add 1 customer to IT Help without any email?"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("0 of the 1 will get an email"),
+        "{}",
+        r.text
+    );
+    let none = app.get("/api/v1/why/dora%40example.com").json();
+    assert_eq!(none["verdict"]["code"], "no_record", "{none:#}");
+    let r = admin.post(
+        "/projects/IT/customers",
+        &[
+            ("emails", "dora@example.com"),
+            ("invite", "on"),
+            ("confirm", "yes"),
+        ],
     );
     assert!(
         r.text.contains("invite_notification_disabled"),
@@ -930,10 +953,13 @@ fn a_project_toggle_changes_the_next_decision() {
     );
     let r = admin.post(
         "/projects/IT/customers",
-        &[(
-            "emails",
-            "frank@example.com, \"Smith, Ann\" <ann@example.com>",
-        )],
+        &[
+            (
+                "emails",
+                "frank@example.com, \"Smith, Ann\" <ann@example.com>",
+            ),
+            ("confirm", "yes"),
+        ],
     );
     assert!(
         r.text.contains("agent_opted_out"),
@@ -949,13 +975,28 @@ fn a_project_toggle_changes_the_next_decision() {
 fn outgoing_mail_off_then_on_offers_to_resend_what_it_skipped() {
     let app = seeded_app();
     let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    // Off asks first, showing what waits; nothing changes until confirmed.
     let r = admin.post("/site/outgoing-mail", &[("value", "off")]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text
+            .contains("Turn outgoing mail off for the whole site?"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("queued emails will wait"), "{}", r.text);
+    assert_eq!(app.get("/api/v1/site").json()["outgoing_mail"], true);
+    let r = admin.post(
+        "/site/outgoing-mail",
+        &[("value", "off"), ("confirm", "yes")],
+    );
     assert_eq!(r.status, 303);
     admin.post(
         "/projects/IT/customers",
         &[
             ("emails", "hal@example.com\nivy@example.com"),
             ("invite", "on"),
+            ("confirm", "yes"),
         ],
     );
     let page = admin.get("/site");
@@ -1350,4 +1391,32 @@ fn the_verdict_names_the_fix_that_works_and_only_that_one_is_primary() {
         page.text
     );
     assert!(page.text.contains("not enough alone"), "{}", page.text);
+}
+
+#[test]
+fn a_project_toggle_from_the_why_page_asks_first() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let fields = [
+        ("setting", "invite_notification"),
+        ("value", "off"),
+        ("back", "/why?email=alice%40example.com"),
+    ];
+    let r = admin.post("/projects/IT/toggle", &fields);
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("for all of IT Help (IT)?"), "{}", r.text);
+    assert!(r.text.contains("not only this customer"), "{}", r.text);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["invite_notification"],
+        true,
+        "nothing changed yet"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/projects/IT/toggle", &confirmed);
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["invite_notification"],
+        false
+    );
 }

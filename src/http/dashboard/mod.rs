@@ -366,6 +366,58 @@ impl Ctx {
     }
 }
 
+/// A second step before an action with a wide effect (SPEC §15): what it will do, and
+/// the same form again with `confirm=yes`. Works without JavaScript.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub ctx: Ctx,
+    pub heading: String,
+    /// What the action will do, one sentence a line.
+    pub impact: Vec<String>,
+    /// Where the confirmed form goes.
+    pub action: String,
+    /// The submitted fields, posted again.
+    pub fields: Vec<(String, String)>,
+    pub button: String,
+    pub danger: bool,
+    /// Where "Cancel" goes.
+    pub cancel: String,
+}
+
+impl ConfirmPage {
+    /// A confirmation of `form`, posted again to `action`.
+    pub fn of(ctx: Ctx, form: &form::Fields, action: &str, cancel: &str) -> ConfirmPage {
+        let mut fields: Vec<(String, String)> = form
+            .text
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "csrf" | "confirm"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fields.sort();
+        ConfirmPage {
+            ctx,
+            heading: String::new(),
+            impact: Vec::new(),
+            action: action.to_owned(),
+            fields,
+            button: String::new(),
+            danger: false,
+            cancel: cancel.to_owned(),
+        }
+    }
+
+    /// The page, 200.
+    pub fn respond(self) -> Result<Response, PageError> {
+        render(&self, &self.ctx, StatusCode::OK)
+    }
+}
+
+/// The form was confirmed on its second step.
+pub fn confirmed(form: &form::Fields) -> bool {
+    form.get("confirm") == "yes"
+}
+
 /// Renders a page with `status`; clears the flash it showed.
 pub fn render<T: Template>(
     template: &T,

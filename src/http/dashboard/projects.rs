@@ -302,6 +302,33 @@ pub async fn toggle(
     ) else {
         return Err(PageError::BadRequest("There is no such setting.".into()));
     };
+    // From the why page, a setting of the whole project changes: say so, and ask.
+    if back.starts_with("/why") && !super::confirmed(&form) {
+        let mut page = super::ConfirmPage::of(
+            super::Ctx::new(&user, "why", "Confirm: change a project setting"),
+            &form,
+            &format!("/projects/{}/toggle", project.key),
+            &back,
+        );
+        page.heading = format!(
+            "Turn {} {} for all of {} ({})?",
+            toggle.title,
+            if on { "on" } else { "off" },
+            project.name,
+            project.key
+        );
+        page.impact = vec![
+            toggle.meaning.to_owned(),
+            format!(
+                "It changes what every new decision of {} gets, not only this customer's.",
+                project.key
+            ),
+            "It sends nothing by itself: use Resend afterwards for the customer you are helping."
+                .into(),
+        ];
+        page.button = format!("Yes, turn it {}", if on { "on" } else { "off" });
+        return page.respond();
+    }
     let updated = state
         .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
@@ -495,6 +522,58 @@ pub async fn add_customers(
         )
         .await;
     }
+    let invite = form.checked("invite");
+    // Reasons that hold for every address (the switch, the project, the choice): when
+    // a brand-new customer would get no email, none of the list will. Ask first.
+    if !super::confirmed(&form)
+        && let Some(address) = inputs
+            .iter()
+            .find_map(|i| crate::model::EmailAddress::parse(i).ok())
+    {
+        let site = state.store.site().await?;
+        let settings = project.settings.rule_settings();
+        let d = crate::rules::decide(&crate::rules::Facts {
+            channel: Channel::Agent,
+            address: &address,
+            outgoing_mail: site.outgoing_mail,
+            settings: &settings,
+            customer_exists: false,
+            invite,
+            suppressed: false,
+        });
+        if !d.reasons.is_empty() {
+            let n = inputs.len();
+            let mut page = super::ConfirmPage::of(
+                Ctx::new(
+                    &user,
+                    "projects",
+                    format!("Confirm: add to {}", project.key),
+                ),
+                &form,
+                &format!("/projects/{}/customers", project.key),
+                &back,
+            );
+            page.heading = format!(
+                "Add {n} {} to {} without any email?",
+                if n == 1 { "customer" } else { "customers" },
+                project.name
+            );
+            page.impact = d
+                .reasons
+                .iter()
+                .map(|r| {
+                    let phrase = crate::messages::reason_phrase(*r);
+                    let cause = phrase.split_once("; ").map(|(c, _)| c).unwrap_or(phrase);
+                    format!("No email will be sent: {cause}.")
+                })
+                .collect();
+            page.impact.push(format!(
+                "0 of the {n} will get an email; they can be sent one later with Resend."
+            ));
+            page.button = format!("Yes, add {n} without an email");
+            return page.respond();
+        }
+    }
     let recipients = inputs
         .into_iter()
         .map(|input| Recipient {
@@ -503,7 +582,6 @@ pub async fn add_customers(
             channel: Channel::Agent,
         })
         .collect();
-    let invite = form.checked("invite");
     let results = state
         .store
         .ingest(
