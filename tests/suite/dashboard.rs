@@ -774,7 +774,36 @@ fn errors_are_pages_not_json() {
             "{method} {path} answered {:?}",
             r.header("content-type")
         );
+        assert!(
+            r.text.contains(r#"<nav aria-label="Main">"#),
+            "{method} {path}: an error page keeps the navigation"
+        );
     }
+    // A forbidden form and an expired one keep it too; the expired one links back to
+    // the form's page, not home.
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let r = vera.post("/site/outgoing-mail", &[("value", "off")]);
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains(r#"<nav aria-label="Main">"#), "{}", r.text);
+    let request = app
+        .anonymous()
+        .request(Method::POST, "/suppressions/add")
+        .header("cookie", v.cookie_header())
+        .header(
+            "referer",
+            format!("{}/suppressions?q=grace", app.base_url()),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=x%40example.com&csrf=stale");
+    let r = app.anonymous().send(request);
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("This form has expired"), "{}", r.text);
+    assert!(r.text.contains(r#"<nav aria-label="Main">"#), "{}", r.text);
+    assert!(
+        r.text.contains(r#"href="/suppressions?q=grace""#),
+        "{}",
+        r.text
+    );
     // The API keeps its JSON errors.
     let r = app.get("/api/v1/no-such-call");
     assert_eq!(r.status, 404);

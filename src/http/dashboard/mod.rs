@@ -237,6 +237,8 @@ pub struct Ctx {
     pub secure: bool,
     /// Banners every page shows while they hold (outgoing mail off, file transport).
     pub banners: Vec<String>,
+    /// An error page: show the navigation though no user is known.
+    pub nav_only: bool,
 }
 
 impl Ctx {
@@ -251,6 +253,7 @@ impl Ctx {
             form: FormState::default(),
             secure: user.secure,
             banners: user.banners.clone(),
+            nav_only: false,
         }
     }
 
