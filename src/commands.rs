@@ -250,6 +250,15 @@ async fn why(
     project: Option<String>,
     json: bool,
 ) -> Result<ExitCode, RunError> {
+    // A look-up never creates a database: an empty new one would answer "no record"
+    // for everything, which is not the truth about the server's database.
+    if !config.db.exists() {
+        return Err(RunError::Runtime(anyhow::anyhow!(
+            "there is no database at {}; name the server's database with --db or MAILTRAIL_DB (`serve --demo` uses ./data/demo.db)",
+            config.db.display()
+        )));
+    }
+    let db = config.db.display().to_string();
     let store = open(&config)?;
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
@@ -265,6 +274,11 @@ async fn why(
         );
     } else {
         let _ = std::io::stdout().write_all(crate::why::render_text(&answer).as_bytes());
+    }
+    if answer.verdict.code == "no_record" {
+        eprintln!(
+            "mailtrail: read the database {db}, which has nothing about this address; if the server uses another one, name it with --db or MAILTRAIL_DB (`serve --demo` uses ./data/demo.db)"
+        );
     }
     Ok(if answer.is_on_its_way() {
         ExitCode::SUCCESS

@@ -11,3 +11,4 @@ mod delivery;
 mod delivery_direct;
 mod durability;
 mod peers_smoke;
+mod readme;
