@@ -1187,6 +1187,18 @@ fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
     ] {
         assert!(r.text.contains(message), "{message}: {}", r.text);
     }
+    // Listed in a summary at the top, which takes focus.
+    let summary = r
+        .text
+        .split(r#"id="error-summary""#)
+        .nth(1)
+        .expect("an error summary");
+    assert!(summary.contains("autofocus"), "{summary}");
+    assert!(summary.contains("3 things to fix"), "{summary}");
+    assert!(
+        r.text.find("error-summary") < r.text.find("<h1"),
+        "the summary comes before the page's heading"
+    );
     let fields = [
         ("form", "bulk"),
         ("back", "/suppressions"),
@@ -1448,4 +1460,34 @@ fn a_project_toggle_from_the_why_page_asks_first() {
         app.get("/api/v1/projects/IT").json()["invite_notification"],
         false
     );
+}
+
+#[test]
+fn decision_links_name_recipient_and_kind_and_tables_take_keyboard_focus() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    page.expect_status(200);
+    assert!(
+        page.text
+            .contains(r#"<span class="sr-only">: invitation to alice@example.com</span>"#),
+        "{}",
+        page.text
+    );
+    for path in ["/outbox", "/suppressions", "/audit"] {
+        let page = admin.get(path);
+        assert!(
+            page.text
+                .contains(r#"<div class="table-wrap" tabindex="0" role="region""#),
+            "{path}: {}",
+            page.text
+        );
+    }
+    let page = admin.get("/why?email=alice%40example.com");
+    assert!(page.text.contains("Details and email preview<span class=\"sr-only\"> of the invitation to alice@example.com"), "{}", page.text);
+    // A bad filter says so instead of "No decisions match."
+    let page = admin.get("/outbox?since=yesterday");
+    assert!(page.text.contains("Fix the filter above"), "{}", page.text);
+    assert!(!page.text.contains("No decisions match."));
+    assert!(!page.text.contains("RFC 3339"));
 }

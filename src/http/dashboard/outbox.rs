@@ -141,7 +141,7 @@ pub fn day_or_time(
     }
     crate::store::parse_time(v).map(Some).ok_or((
         field,
-        "must be a date like 2026-11-22 (or an RFC 3339 time)".into(),
+        "must be a day like 2026-11-22, or a time like 2026-11-22T14:30:00Z".into(),
     ))
 }
 
