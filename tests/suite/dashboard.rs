@@ -1491,3 +1491,56 @@ fn decision_links_name_recipient_and_kind_and_tables_take_keyboard_focus() {
     assert!(!page.text.contains("No decisions match."));
     assert!(!page.text.contains("RFC 3339"));
 }
+
+#[test]
+fn the_settings_form_lists_every_error_at_once_and_refuses_an_ignored_copy() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let settings = |name: &str, allow: &str, copy: &str, copy_as: &str| {
+        vec![
+            ("name".to_owned(), name.to_owned()),
+            ("allow_patterns".to_owned(), allow.to_owned()),
+            ("deny_patterns".to_owned(), String::new()),
+            ("email_format".to_owned(), "multipart".to_owned()),
+            ("template_set".to_owned(), "default".to_owned()),
+            ("copy_to_address".to_owned(), copy.to_owned()),
+            ("copy_to_as".to_owned(), copy_as.to_owned()),
+        ]
+    };
+    let post = |admin: &mut Visitor, fields: Vec<(String, String)>| {
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        admin.post("/projects/IT", &fields)
+    };
+    let r = post(&mut admin, settings("", "([a-z]", "not-an-address", "cc"));
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("3 things to fix"), "{}", r.text);
+    assert!(r.text.contains("project name is 1 to 100"), "{}", r.text);
+    assert!(
+        r.text.contains("Line 1: invalid regular expression"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("Not a valid address"), "{}", r.text);
+    // A copy address with "none" would be dropped: refused, nothing saved.
+    let r = post(&mut admin, settings("IT Help", "", "boss@example.com", ""));
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("with &#34;none&#34; it would not be used"),
+        "{}",
+        r.text
+    );
+    assert!(app.get("/api/v1/projects/IT").json()["copy_to"].is_null());
+    // Valid: saved, and the browser is sent on (post/redirect/get).
+    let r = post(
+        &mut admin,
+        settings("IT Help", "", "boss@example.com", "bcc"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["copy_to"]["address"],
+        "boss@example.com"
+    );
+}

@@ -392,6 +392,75 @@ fn settings_patch(form: &Fields) -> Result<ProjectPatch, (&'static str, String)>
     })
 }
 
+/// Every field of the settings form checked on its own, so one submit shows every
+/// error (SPEC §15); a copy address without a way to send it, or a way without an
+/// address, would be ignored and is refused.
+fn settings_errors(form: &Fields) -> Vec<(String, String)> {
+    fn check(
+        errors: &mut Vec<(String, String)>,
+        field: &str,
+        result: Result<(), crate::model::FieldError>,
+    ) {
+        if let Err(e) = result {
+            let message = match e
+                .field
+                .split_once('[')
+                .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
+            {
+                Some(i) => format!("Line {}: {}.", i + 1, e.message.trim_end_matches('.')),
+                None => capital(&e.message),
+            };
+            errors.push((field.to_owned(), message));
+        }
+    }
+    let mut errors = Vec::new();
+    check(
+        &mut errors,
+        "name",
+        crate::model::validate_name(form.get("name")).map(|_| ()),
+    );
+    for field in ["allow_patterns", "deny_patterns"] {
+        let mut settings = crate::model::ProjectSettings::default();
+        let patterns = lines(form.get(field));
+        if field == "allow_patterns" {
+            settings.allow_patterns = patterns;
+        } else {
+            settings.deny_patterns = patterns;
+        }
+        check(&mut errors, field, settings.validate().map(|_| ()));
+    }
+    if form.get("email_format").parse::<EmailFormat>().is_err() {
+        errors.push((
+            "email_format".into(),
+            "Choose multipart, html or text.".into(),
+        ));
+    }
+    match (form.opt("copy_to_address"), form.get("copy_to_as")) {
+        (Some(address), "" | "none") => {
+            let shown = crate::model::truncate(address, 80);
+            errors.push((
+                "copy_to_as".into(),
+                format!("Choose To, Cc or Bcc for {shown}, or empty the address: with \"none\" it would not be used."),
+            ));
+        }
+        (None, copy_as) if !matches!(copy_as, "" | "none") => errors.push((
+            "copy_to_address".into(),
+            "Give the address to send the copy to, or choose \"none\".".into(),
+        )),
+        (Some(address), _) => check(
+            &mut errors,
+            "copy_to_address",
+            crate::model::EmailAddress::parse(address)
+                .map(|_| ())
+                .map_err(|e| {
+                    crate::model::FieldError::new("copy_to", format!("not a valid address: {e}"))
+                }),
+        ),
+        _ => {}
+    }
+    errors
+}
+
 /// `POST /projects/{key}` (admin): the name, patterns, format, template set and copy.
 pub async fn settings(
     State(state): State<AppState>,
@@ -403,6 +472,12 @@ pub async fn settings(
     user.require(Role::Admin)?;
     let project = load(&state, &key).await?;
     let back = format!("/projects/{}", project.key);
+    let errors = settings_errors(&form);
+    if !errors.is_empty() {
+        let mut failed = FormState::failed("settings", &form, "", "");
+        failed.errors = errors;
+        return reshow(&state, &dash, &user, &back, failed).await;
+    }
     let patch = match settings_patch(&form) {
         Ok(p) => p,
         Err((field, message)) => {
