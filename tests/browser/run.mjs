@@ -7,6 +7,7 @@
 // non-zero when anything failed.
 
 import { mkdirSync } from 'node:fs';
+import { axeSweep } from './axe.mjs';
 import { ADMIN_PASSWORD, addUser, api, launch, login, startServer } from './helpers.mjs';
 
 const outputDir = new URL('./test-output/', import.meta.url).pathname;
@@ -207,6 +208,18 @@ try {
   }
 } finally {
   await server.stop();
+}
+// The accessibility sweep runs on its own --demo server.
+{
+  const started = Date.now();
+  const failures = await axeSweep({ log: () => {} });
+  if (failures.length === 0) {
+    passed += 1;
+    console.log(`ok   axe-core finds no WCAG 2.1 AA violation on any page, any role, desktop and phone (${Date.now() - started} ms)`);
+  } else {
+    failed += 1;
+    console.log(`FAIL axe-core found ${failures.length} violations:\n  ${failures.join('\n  ')}`);
+  }
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);
