@@ -1357,7 +1357,11 @@ fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
     )
     .expect_status(200);
     let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
-    let rows = |text: &str, who: &str| text.matches(&format!(">{who}<")).count();
+    // Addresses are shown with a break opportunity after `@` and each `.`.
+    let rows = |text: &str, who: &str| {
+        let shown = who.replace('@', "@<wbr>").replace('.', ".<wbr>");
+        text.matches(&format!(">{shown}<")).count()
+    };
     let page = admin.get("/outbox?email=%40other.org");
     page.expect_status(200);
     assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
@@ -1543,4 +1547,24 @@ fn the_settings_form_lists_every_error_at_once_and_refuses_an_ignored_copy() {
         app.get("/api/v1/projects/IT").json()["copy_to"]["address"],
         "boss@example.com"
     );
+}
+
+#[test]
+fn addresses_break_only_after_at_or_dot_and_tables_become_cards() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    assert!(
+        page.text.contains(">alice@<wbr>example.<wbr>com<"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(r#"<table class="cards">"#));
+    assert!(
+        page.text
+            .contains(r#"<td class="first" data-label="Status">"#)
+    );
+    let css = admin.get("/assets/app.css").text;
+    assert!(css.contains(".addr { overflow-wrap: normal; word-break: normal; }"));
+    assert!(css.contains("table.cards td.first { order: -1; }"));
 }

@@ -363,6 +363,26 @@ impl Ctx {
         }
     }
 
+    /// An address as HTML that may break only after `@` or `.` (SPEC §15), escaped;
+    /// for `|safe`.
+    pub fn addr(&self, address: &str) -> String {
+        let mut out = String::with_capacity(address.len() + 16);
+        for c in address.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&#34;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+            if c == '@' || c == '.' {
+                out.push_str("<wbr>");
+            }
+        }
+        out
+    }
+
     /// The form `form` failed (any field).
     pub fn failed(&self, form: &str) -> bool {
         self.form.form == form && !self.form.errors.is_empty()
