@@ -22,6 +22,7 @@ mod bulk_remove;
 mod delivery;
 mod ingest;
 mod pages;
+mod paging;
 mod queries;
 mod schema;
 mod suppressions;
@@ -36,6 +37,7 @@ pub use delivery::{
 };
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
+pub use paging::CappedCount;
 pub use queries::{
     AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership,
     MetricsSnapshot, Page, ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter,

@@ -611,6 +611,25 @@ fn list_decisions(
     conn: &Connection,
     f: &DecisionFilter,
 ) -> Result<Page<DecisionRecord>, StoreError> {
+    let mut w = decision_where(f);
+    if let Some(before) = f.before {
+        w.push("seq < $", Box::new(before));
+    }
+    let sql = format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions {} ORDER BY seq DESC LIMIT ?{}",
+        w.sql(),
+        w.next_index()
+    );
+    w.push_value(Box::new(f.limit as i64 + 1));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let items = stmt
+        .query_map(w.params(), decision_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(items, f.limit, |d| d.seq.to_string()))
+}
+
+/// The WHERE clause of a decision filter, without its page position (`before`).
+pub(crate) fn decision_where(f: &DecisionFilter) -> Filter {
     let mut w = Filter::default();
     if let Some(email) = &f.email {
         w.push(
@@ -652,20 +671,7 @@ fn list_decisions(
     if let Some(until) = f.until {
         w.push("created_at < $", Box::new(until));
     }
-    if let Some(before) = f.before {
-        w.push("seq < $", Box::new(before));
-    }
-    let sql = format!(
-        "SELECT {DECISION_COLUMNS} FROM decisions {} ORDER BY seq DESC LIMIT ?{}",
-        w.sql(),
-        w.next_index()
-    );
-    w.push_value(Box::new(f.limit as i64 + 1));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let items = stmt
-        .query_map(w.params(), decision_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page(items, f.limit, |d| d.seq.to_string()))
+    w
 }
 
 fn why_tx(

@@ -1344,6 +1344,20 @@ fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
         .filter_map(|s| s["email"].as_str())
         .collect();
     assert_eq!(emails, ["john_doe@example.com"], "{found:#}");
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/suppressions?q=john_doe");
+    assert!(
+        page.text
+            .contains(r#"<p class="small muted" id="total">1 address.</p>"#),
+        "{}",
+        page.text
+    );
+    let page = admin.get("/suppressions");
+    assert!(
+        page.text.contains(r#"id="total">4 addresses.</p>"#),
+        "{}",
+        page.text
+    );
     let found = app.get("/api/v1/suppressions?q=100%25").json();
     assert_eq!(
         found["items"].as_array().map(Vec::len),
@@ -1356,7 +1370,6 @@ fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
         &json!({"emails": ["zoe@other.org", "zack@other.org", "alfred@example.com"]}),
     )
     .expect_status(200);
-    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
     // Addresses are shown with a break opportunity after `@` and each `.`.
     let rows = |text: &str, who: &str| {
         let shown = who.replace('@', "@<wbr>").replace('.', ".<wbr>");
@@ -1567,4 +1580,69 @@ fn addresses_break_only_after_at_or_dot_and_tables_become_cards() {
     let css = admin.get("/assets/app.css").text;
     assert!(css.contains(".addr { overflow-wrap: normal; word-break: normal; }"));
     assert!(css.contains("table.cards td.first { order: -1; }"));
+}
+
+#[test]
+fn the_outbox_shows_its_total_and_pages_both_ways() {
+    let app = seeded_app();
+    let emails: Vec<String> = (0..60).map(|i| format!("page{i}@example.com")).collect();
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({ "emails": emails }),
+    )
+    .expect_status(200);
+    let total = app.get("/api/v1/decisions?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let href = |text: &str, rel: &str| -> Option<String> {
+        let marker = format!(r#"rel="{rel}""#);
+        let before = text.split(&marker).next()?;
+        if before.len() == text.len() {
+            return None;
+        }
+        let href = before.rsplit("href=\"").next()?.split('"').next()?;
+        Some(href.replace("&amp;", "&"))
+    };
+    let first_link = |text: &str| -> String {
+        text.split("href=\"/decisions/")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let page1 = admin.get("/outbox");
+    assert!(
+        page1.text.contains(&format!("{total} decisions match.")),
+        "{}",
+        page1.text
+    );
+    assert!(
+        href(&page1.text, "prev").is_none(),
+        "no newer page on the first"
+    );
+    let older = href(&page1.text, "next").expect("an older page");
+    let page2 = admin.get(&older);
+    page2.expect_status(200);
+    assert!(page2.text.contains(&format!("{total} decisions match.")));
+    let newer = href(&page2.text, "prev").expect("a newer page from the second");
+    let back = admin.get(&newer);
+    back.expect_status(200);
+    assert_eq!(
+        first_link(&back.text),
+        first_link(&page1.text),
+        "back on the first page's rows"
+    );
+    assert!(
+        href(&back.text, "prev").is_none(),
+        "nothing newer than the newest"
+    );
+    assert!(href(&back.text, "next").is_some(), "and older again");
+    let page = admin.get("/outbox?email=page1");
+    assert!(
+        page.text.contains("11 decisions match."),
+        "page1 and page10..19: {}",
+        page.text
+    );
 }

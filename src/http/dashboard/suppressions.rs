@@ -69,6 +69,8 @@ struct SuppressionsPage {
     csv: String,
     incidents: Vec<IncidentView>,
     reasons: Vec<&'static str>,
+    /// How many match (capped).
+    total: String,
 }
 
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
@@ -96,6 +98,10 @@ pub async fn show(
         limit: PAGE,
         after,
     };
+    let total = state
+        .store
+        .count_suppressions(filter.q.clone(), 10_000)
+        .await?;
     let page = state.store.suppressions(filter).await?;
     let week = crate::store::now_micros() - 7 * 24 * 3_600_000_000;
     let incidents = state.store.incidents(week).await?;
@@ -126,6 +132,11 @@ pub async fn show(
             .map(|(i, inc)| IncidentView::new(i, inc))
             .collect(),
         reasons: SuppressionReason::ALL.iter().map(|r| r.as_str()).collect(),
+        total: match (total.count, total.exact) {
+            (1, true) => "1 address.".to_owned(),
+            (n, true) => format!("{} addresses.", super::thousands(n)),
+            (n, false) => format!("More than {} addresses.", super::thousands(n)),
+        },
         q: search,
         back,
         ctx,

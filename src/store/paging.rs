@@ -1,0 +1,97 @@
+//! Lists that page both ways and say how many there are (SPEC §15 "Lists"): a page of
+//! decisions newer than one already seen, and capped counts of the outbox and the
+//! suppression list (a count stops at its cap, so a million rows cost no full scan).
+
+use super::queries::{
+    DECISION_COLUMNS, DecisionFilter, DecisionRecord, decision_from_row, decision_where,
+};
+use super::suppressions::like_escape;
+use super::{Store, StoreError};
+use rusqlite::params;
+
+/// A count of at most `cap`: `exact` is false when there are more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CappedCount {
+    pub count: i64,
+    pub exact: bool,
+}
+
+impl CappedCount {
+    fn of(counted: i64, cap: i64) -> CappedCount {
+        CappedCount {
+            count: counted.min(cap),
+            exact: counted <= cap,
+        }
+    }
+}
+
+impl Store {
+    /// Up to `filter.limit` decisions just newer than `after` (a `seq`), newest first,
+    /// and whether there are newer ones still.
+    pub async fn decisions_newer(
+        &self,
+        filter: DecisionFilter,
+        after: i64,
+    ) -> Result<(Vec<DecisionRecord>, bool), StoreError> {
+        self.read(move |conn| {
+            let mut w = decision_where(&filter);
+            w.push("seq > $", Box::new(after));
+            let sql = format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions {} ORDER BY seq ASC LIMIT ?{}",
+                w.sql(),
+                w.next_index()
+            );
+            w.push_value(Box::new(filter.limit as i64 + 1));
+            let mut items = conn
+                .prepare_cached(&sql)?
+                .query_map(w.params(), decision_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = items.len() > filter.limit;
+            items.truncate(filter.limit);
+            items.reverse();
+            Ok((items, more))
+        })
+        .await
+    }
+
+    /// How many decisions match `filter` (its page position ignored), up to `cap`.
+    pub async fn count_decisions(
+        &self,
+        filter: DecisionFilter,
+        cap: i64,
+    ) -> Result<CappedCount, StoreError> {
+        self.read(move |conn| {
+            let mut w = decision_where(&filter);
+            let sql = format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM decisions {} LIMIT ?{}) AS capped",
+                w.sql(),
+                w.next_index()
+            );
+            w.push_value(Box::new(cap + 1));
+            let counted: i64 = conn
+                .prepare_cached(&sql)?
+                .query_row(w.params(), |r| r.get(0))?;
+            Ok(CappedCount::of(counted, cap))
+        })
+        .await
+    }
+
+    /// How many suppressions match the search `q` (as the list searches), up to `cap`.
+    pub async fn count_suppressions(
+        &self,
+        q: Option<String>,
+        cap: i64,
+    ) -> Result<CappedCount, StoreError> {
+        self.read(move |conn| {
+            let pattern = q.map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
+            let counted: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM suppressions
+                     WHERE (?1 IS NULL OR email LIKE ?1 ESCAPE '\\') LIMIT ?2) AS capped",
+                )?
+                .query_row(params![pattern, cap + 1], |r| r.get(0))?;
+            Ok(CappedCount::of(counted, cap))
+        })
+        .await
+    }
+}
