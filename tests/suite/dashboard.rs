@@ -1646,3 +1646,86 @@ fn the_outbox_shows_its_total_and_pages_both_ways() {
         page.text
     );
 }
+
+#[test]
+fn a_demo_incident_holds_only_bounces_and_its_button_removes_exactly_them() {
+    let app = App::builder().arg("--demo").start();
+    let all = |app: &App| -> Vec<serde_json::Value> {
+        app.get("/api/v1/suppressions?limit=500").json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = all(&app);
+    let incidents = app.get("/api/v1/suppressions/incidents?window=30d").json();
+    let items = incidents["items"].as_array().cloned().unwrap_or_default();
+    assert!(!items.is_empty(), "the demo has bounces: {incidents:#}");
+    for incident in &items {
+        let ids = incident["ids"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ids.len() as i64, incident["count"].as_i64().unwrap_or(-1));
+        for id in &ids {
+            let reason = before
+                .iter()
+                .find(|s| s["email"] == *id)
+                .map(|s| s["reason"].clone())
+                .unwrap_or_default();
+            assert!(
+                reason == "hard_bounce" || reason == "bounce_report",
+                "{id} ({reason}) in {incident:#}"
+            );
+        }
+    }
+    // The dashboard's undo form of the largest incident, as the page renders it.
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/suppressions");
+    let incident = &items[0];
+    let ids: Vec<String> = incident["ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str().map(str::to_owned))
+        .collect();
+    let field = ids.join("\n");
+    if incident["count"].as_i64().unwrap_or(0) > 1 {
+        assert!(page.text.contains(r#"name="ids""#), "{}", page.text);
+    }
+    let fields = [
+        ("form", "incident-0"),
+        ("back", "/suppressions"),
+        ("ids", field.as_str()),
+        ("note", "the relay's bad hour"),
+    ];
+    let r = admin.post("/suppressions/bulk-remove", &fields);
+    assert_eq!(r.status, 200, "a confirmation first: {}", r.text);
+    let count = ids.len();
+    let noun = if count == 1 { "address" } else { "addresses" };
+    assert!(
+        r.text.contains(&format!("Unsuppress {count} {noun}?")),
+        "{}",
+        r.text
+    );
+    assert_eq!(all(&app).len(), before.len(), "nothing removed yet");
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/suppressions/bulk-remove", &confirmed);
+    assert_eq!(r.status, 303);
+    let after = all(&app);
+    assert_eq!(
+        after.len(),
+        before.len() - count,
+        "exactly the incident's members"
+    );
+    for s in &after {
+        assert!(
+            !ids.iter().any(|id| s["email"] == id.as_str()),
+            "{s:#} should be gone"
+        );
+    }
+    for reason in ["complaint", "manual"] {
+        assert_eq!(
+            before.iter().filter(|s| s["reason"] == reason).count(),
+            after.iter().filter(|s| s["reason"] == reason).count(),
+            "no {reason} suppression was touched"
+        );
+    }
+}
