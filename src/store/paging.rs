@@ -95,3 +95,38 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Up to `limit` suppressions just newer than the one at `(at, email)` in the
+    /// list's order (newest first, then by address), matching the search `q`, newest
+    /// first; and whether there are newer ones still.
+    pub async fn suppressions_newer(
+        &self,
+        q: Option<String>,
+        at: i64,
+        email: String,
+        limit: usize,
+    ) -> Result<(Vec<super::SuppressionRecord>, bool), StoreError> {
+        self.read(move |conn| {
+            let pattern = q.map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
+            let mut items = conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM suppressions
+                     WHERE (?1 IS NULL OR email LIKE ?1 ESCAPE '\\')
+                       AND (suppressed_at > ?2 OR (suppressed_at = ?2 AND email < ?3))
+                     ORDER BY suppressed_at ASC, email DESC LIMIT ?4",
+                    super::queries::SUPPRESSION_COLUMNS
+                ))?
+                .query_map(
+                    params![pattern, at, email, limit as i64 + 1],
+                    super::queries::suppression_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = items.len() > limit;
+            items.truncate(limit);
+            items.reverse();
+            Ok((items, more))
+        })
+        .await
+    }
+}

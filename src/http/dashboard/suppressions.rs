@@ -65,6 +65,8 @@ struct SuppressionsPage {
     back: String,
     rows: Vec<Row>,
     next: Option<String>,
+    /// A page of newer rows (paging back up).
+    newer: Option<String>,
     first: Option<String>,
     csv: String,
     incidents: Vec<IncidentView>,
@@ -102,7 +104,37 @@ pub async fn show(
         .store
         .count_suppressions(filter.q.clone(), 10_000)
         .await?;
-    let page = state.store.suppressions(filter).await?;
+    let after = match q.get("after").filter(|c| !c.is_empty()) {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            PageError::BadRequest("That page link is broken; start from the first page.".into())
+        })?),
+        None => None,
+    };
+    let paged = cursor.is_some() || after.is_some();
+    let position = |s: &SuppressionRecord| format!("{}|{}", s.suppressed_at_micros, s.email);
+    // `cursor`: older than a row seen; `after`: newer than one (paging back up).
+    let (page, newer) = match after {
+        Some((at, email)) => {
+            let (items, more) = state
+                .store
+                .suppressions_newer(filter.q.clone(), at, email, PAGE)
+                .await?;
+            let newer = more.then(|| items.first().map(position)).flatten();
+            let older = items.last().map(position);
+            (
+                crate::store::Page {
+                    items,
+                    next_cursor: older,
+                },
+                newer,
+            )
+        }
+        None => {
+            let page = state.store.suppressions(filter).await?;
+            let newer = cursor.and(page.items.first().map(position));
+            (page, newer)
+        }
+    };
     let week = crate::store::now_micros() - 7 * 24 * 3_600_000_000;
     let incidents = state.store.incidents(week).await?;
     let back = format!(
@@ -122,7 +154,8 @@ pub async fn show(
         next: page
             .next_cursor
             .map(|c| format!("/suppressions{}", query(&[("q", &search), ("cursor", &c)]))),
-        first: cursor.map(|_| format!("/suppressions{}", query(&[("q", &search)]))),
+        first: paged.then(|| format!("/suppressions{}", query(&[("q", &search)]))),
+        newer: newer.map(|c| format!("/suppressions{}", query(&[("q", &search), ("after", &c)]))),
         csv: format!("/suppressions.csv{}", query(&[("q", &search)])),
         incidents: incidents
             .iter()
