@@ -130,3 +130,50 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Up to `limit` audit entries just newer than entry `after`, newest first, and
+    /// whether there are newer ones still.
+    pub async fn audit_newer(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<super::AuditEntry>, bool), StoreError> {
+        self.read(move |conn| {
+            let mut items = conn
+                .prepare_cached(
+                    "SELECT id, who, what, target, note, at, detail FROM audit
+                     WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
+                )?
+                .query_map(params![after, limit as i64 + 1], |r| {
+                    let detail: Option<String> = r.get(6)?;
+                    Ok(super::AuditEntry {
+                        id: r.get(0)?,
+                        who: r.get(1)?,
+                        what: r.get(2)?,
+                        target: r.get(3)?,
+                        note: r.get(4)?,
+                        when: super::format_time(r.get(5)?),
+                        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = items.len() > limit;
+            items.truncate(limit);
+            items.reverse();
+            Ok((items, more))
+        })
+        .await
+    }
+
+    /// How many audit entries there are, up to `cap`.
+    pub async fn count_audit(&self, cap: i64) -> Result<CappedCount, StoreError> {
+        self.read(move |conn| {
+            let counted: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM audit LIMIT ?1) AS capped")?
+                .query_row(params![cap + 1], |r| r.get(0))?;
+            Ok(CappedCount::of(counted, cap))
+        })
+        .await
+    }
+}

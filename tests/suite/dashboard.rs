@@ -1772,3 +1772,48 @@ fn the_suppression_list_pages_both_ways_through_equal_times() {
     );
     assert!(href(&back.text, "prev").is_none());
 }
+
+#[test]
+fn the_audit_log_shows_its_total_and_pages_both_ways() {
+    let app = seeded_app();
+    for i in 0..55 {
+        app.post_json(
+            "/api/v1/suppressions",
+            &json!({"email": format!("a{i}@example.com"), "note": "test"}),
+        )
+        .expect_status(201);
+    }
+    let total = app.get("/api/v1/audit?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let href = |text: &str, rel: &str| -> Option<String> {
+        let (before, _) = text.split_once(&format!(r#"rel="{rel}""#))?;
+        before
+            .rsplit("href=\"")
+            .next()?
+            .split('"')
+            .next()
+            .map(str::to_owned)
+    };
+    let page1 = admin.get("/audit");
+    assert!(
+        page1
+            .text
+            .contains(&format!(r#"id="total">{total} entries.</p>"#)),
+        "{}",
+        page1.text
+    );
+    assert!(href(&page1.text, "prev").is_none());
+    let page2 = admin.get(&href(&page1.text, "next").expect("older"));
+    let back = admin.get(&href(&page2.text, "prev").expect("newer"));
+    back.expect_status(200);
+    let first_row = |t: &str| {
+        t.split("<tbody>")
+            .nth(1)
+            .map(|s| s[..400.min(s.len())].to_owned())
+    };
+    assert_eq!(first_row(&back.text), first_row(&page1.text));
+    assert!(href(&back.text, "prev").is_none());
+}
