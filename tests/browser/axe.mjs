@@ -1,6 +1,7 @@
 // The accessibility sweep (SPEC §15): axe-core, an independent checker, runs on every
 // dashboard page as admin, support and viewer, at desktop (1280 px) and phone (390 px)
-// width, against a `mailtrail serve --demo`, and must find no WCAG 2.1 A/AA violation.
+// width, against a `mailtrail serve --demo`, and must find no WCAG 2.1 A/AA violation;
+// no page may be wider than the screen.
 //
 //   node tests/browser/axe.mjs          (TEST_MAILTRAIL_BIN / CHROMIUM as for run.mjs)
 //
@@ -79,6 +80,9 @@ export async function axeSweep({ log = console.log } = {}) {
               await page.goto(server.base + path);
             }
             const found = await violations(page);
+            // Nothing widens the page beyond the screen (tables are cards on a phone).
+            const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+            if (scroll > inner) found.push(`the page is ${scroll} px wide on a ${inner} px screen`);
             for (const v of found) failures.push(`${size.name} ${role} ${path}: ${v}`);
             log(`${found.length === 0 ? 'ok  ' : 'FAIL'} axe ${size.name} ${role} ${path}`);
           }
