@@ -274,7 +274,13 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
             RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
+    let mut state = AppState::new(store, config).map_err(anyhow::Error::from)?;
+    if let crate::delivery::TransportSpec::File(dir) = &state.config.transport
+        && !demo
+    {
+        tracing::warn!(dir = %dir.display(), "the transport is file: emails are written to files in this directory, not sent; set --transport smtp://… or direct to send them");
+        state.file_transport_banner = true;
+    }
     if demo {
         crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
     }
@@ -383,6 +389,17 @@ async fn why(
     project: Option<String>,
     json: bool,
 ) -> Result<ExitCode, RunError> {
+    // A look-up never creates a database: an empty new one would answer "no record"
+    // for everything, which is not the truth about the server's database.
+    if let DbLocation::Sqlite(path) = &config.db
+        && !path.exists()
+    {
+        return Err(RunError::Runtime(anyhow::anyhow!(
+            "there is no database at {}; name the server's database with --db or MAILTRAIL_DB (`serve --demo` uses ./data/demo.db)",
+            path.display()
+        )));
+    }
+    let db = config.db.to_string();
     let store = open(&config).await?;
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
@@ -398,6 +415,11 @@ async fn why(
         );
     } else {
         let _ = std::io::stdout().write_all(crate::why::render_text(&answer).as_bytes());
+    }
+    if answer.verdict.code == "no_record" {
+        eprintln!(
+            "mailtrail: read the database {db}, which has nothing about this address; if the server uses another one, name it with --db or MAILTRAIL_DB (`serve --demo` uses ./data/demo.db)"
+        );
     }
     Ok(if answer.is_on_its_way() {
         ExitCode::SUCCESS

@@ -6,7 +6,7 @@
 //! The API, the dashboard and `mailtrail why` all print this one answer.
 
 use crate::messages::{reason_phrase, verdict_summary};
-use crate::model::{Channel, EmailAddress, ReasonCode, Status, Verdict};
+use crate::model::{Channel, EmailAddress, ReasonCode, Status, SuppressionReason, Verdict};
 use crate::rules::{self, Facts};
 use crate::store::{CustomerView, DecisionRecord, SuppressionRecord, WhyFacts};
 use serde::Serialize;
@@ -50,6 +50,22 @@ pub struct Fix {
     /// What it acts on: a project key, `KEY.setting`, the address, or `site`.
     pub target: String,
     pub description: String,
+    /// For `unsuppress` of a spam complaint or an opt-out (`complaint`, `manual`): undo
+    /// it only with the customer's renewed consent (SPEC §15).
+    pub requires_consent: bool,
+    /// What a resend would get once this fix is done (for `resend`: right now), from
+    /// the same rules that record decisions; null when there is no project to resend
+    /// for.
+    pub preview: Option<PreviewDecision>,
+}
+
+impl Fix {
+    /// The fix, followed by a resend, sends the email.
+    pub fn will_work(&self) -> bool {
+        self.preview
+            .as_ref()
+            .is_some_and(|p| p.decision == Verdict::Send)
+    }
 }
 
 /// What would happen right now, for one project.
@@ -66,7 +82,7 @@ pub struct Preview {
 }
 
 /// A decision that was not recorded.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PreviewDecision {
     pub decision: Verdict,
     pub reasons: Vec<ReasonCode>,
@@ -137,17 +153,30 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
         }
     };
     if let Some(s) = &suppression {
+        let consent = requires_consent(s.reason);
         push(Fix {
             action: "unsuppress".into(),
             target: s.email.clone(),
-            description: format!(
-                "Remove {} from the suppression list{} once you know the address is good.",
-                s.email,
-                s.response
-                    .as_deref()
-                    .map(|r| format!(" (it was suppressed after \"{r}\")"))
-                    .unwrap_or_default()
-            ),
+            description: match s.reason {
+                SuppressionReason::Complaint => format!(
+                    "The customer marked our email to {} as spam. Remove it from the suppression list only when the customer has asked for our email again (renewed consent).",
+                    s.email
+                ),
+                SuppressionReason::Manual => format!(
+                    "{} was suppressed by hand: an opt-out, the customer asked us to stop. Remove it from the suppression list only when the customer has asked for our email again (renewed consent).",
+                    s.email
+                ),
+                _ => format!(
+                    "Remove {} from the suppression list{} once you know the address is good.",
+                    s.email,
+                    s.response
+                        .as_deref()
+                        .map(|r| format!(" (it was suppressed after \"{r}\")"))
+                        .unwrap_or_default()
+                ),
+            },
+            requires_consent: consent,
+            preview: None,
         });
     }
     if !site.outgoing_mail {
@@ -156,6 +185,8 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
             target: "site".into(),
             description: "Turn outgoing mail back on for the site; then resend what it skipped."
                 .into(),
+            requires_consent: false,
+            preview: None,
         });
     }
     if let Some(d) = newest {
@@ -194,6 +225,8 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                         action: "enable_project_setting".into(),
                         target: format!("{}.{field}", p.key),
                         description: format!("{text} in {} ({}).", p.name, p.key),
+                        requires_consent: false,
+                        preview: None,
                     });
                 }
             }
@@ -205,6 +238,8 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                         "\"{}\" is not a valid address: correct it and add the customer again.",
                         crate::model::truncate(&d.input, 80)
                     ),
+                    requires_consent: false,
+                    preview: None,
                 });
             }
         }
@@ -225,9 +260,59 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                 action: "resend".into(),
                 target: target.clone(),
                 description: format!("Resend the invitation to {} for {target}.", c.email),
+                requires_consent: false,
+                preview: None,
             });
         }
     }
+
+    // Each fix's preview: one rules run with that fix applied, then a resend for the
+    // project a resend would go to (the newest decision's, else the first membership).
+    let resend_project = customer.as_ref().and_then(|c| {
+        newest
+            .map(|d| d.project.clone())
+            .filter(|k| c.projects.iter().any(|m| &m.key == k))
+            .or_else(|| c.projects.first().map(|m| m.key.clone()))
+    });
+    if let (Some(address), Some(key)) = (address, resend_project.as_deref())
+        && let Some(project) = projects.iter().find(|p| p.key.as_str() == key)
+    {
+        for fix in &mut fixes {
+            let mut settings = project.settings.rule_settings();
+            let mut outgoing_mail = site.outgoing_mail;
+            let mut suppressed = suppression.is_some();
+            match fix.action.as_str() {
+                "unsuppress" => suppressed = false,
+                "enable_outgoing_mail" => outgoing_mail = true,
+                "enable_project_setting" => {
+                    let field = fix.target.split_once('.').map(|(_, f)| f).unwrap_or("");
+                    match field {
+                        "invite_notification" => settings.invite_notification = true,
+                        "verification_emails" => settings.verification_emails = true,
+                        "public_signup" => settings.public_signup = true,
+                        "share_with_anyone" => settings.share_with_anyone = true,
+                        _ => settings.notify_auto_created = true,
+                    }
+                }
+                "resend" => {}
+                _ => continue,
+            }
+            let d = rules::decide(&Facts {
+                channel: Channel::Resend,
+                address,
+                outgoing_mail,
+                settings: &settings,
+                customer_exists: true,
+                invite: true,
+                suppressed,
+            });
+            fix.preview = Some(PreviewDecision {
+                decision: d.verdict(),
+                reasons: d.reasons,
+            });
+        }
+    }
+    let verdict = agree(verdict, key, newest, suppression.as_ref(), &fixes);
 
     WhyAnswer {
         email: address
@@ -242,6 +327,109 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
         decisions,
         fixes,
         preview,
+    }
+}
+
+/// A complaint or an opt-out is undone only with the customer's renewed consent.
+pub fn requires_consent(reason: SuppressionReason) -> bool {
+    matches!(
+        reason,
+        SuppressionReason::Complaint | SuppressionReason::Manual
+    )
+}
+
+/// What to do, in a summary's words, for one fix.
+fn instruction(fix: &Fix) -> String {
+    match fix.action.as_str() {
+        "resend" => format!("use Resend for {}", fix.target),
+        "unsuppress" if fix.requires_consent => {
+            "only if the customer asks for our email again (renewed consent), unsuppress the address".into()
+        }
+        "unsuppress" => "check the address with the customer, then unsuppress it".into(),
+        "enable_outgoing_mail" => "turn outgoing mail back on".into(),
+        "enable_project_setting" => {
+            let text = fix.description.trim_end_matches('.');
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => String::new(),
+            }
+        }
+        _ => fix.description.trim_end_matches('.').to_owned(),
+    }
+}
+
+/// The verdict's summary names the fix whose preview says it will work (SPEC §15):
+/// the cause, then that fix, or every fix when none is enough alone.
+fn agree(
+    verdict: VerdictView,
+    email: &str,
+    newest: Option<&DecisionRecord>,
+    suppression: Option<&SuppressionRecord>,
+    fixes: &[Fix],
+) -> VerdictView {
+    let cause = match verdict.code.as_str() {
+        "suppressed" => match suppression {
+            Some(s) if s.reason == SuppressionReason::Complaint => format!(
+                "{email} is suppressed because the customer marked our email as spam, so mailtrail sends it nothing."
+            ),
+            Some(s) if s.reason == SuppressionReason::Manual => format!(
+                "{email} is suppressed by hand (an opt-out: the customer asked us to stop), so mailtrail sends it nothing."
+            ),
+            Some(s) => format!(
+                "{email} is suppressed ({}{}), so mailtrail sends it nothing.",
+                crate::messages::suppression_phrase(s.reason),
+                s.response
+                    .as_deref()
+                    .map(|r| format!(": \"{r}\""))
+                    .unwrap_or_default()
+            ),
+            None => return verdict,
+        },
+        "skipped" => match newest.and_then(|d| d.reasons.first()) {
+            Some(reason) => {
+                let phrase = reason_phrase(*reason);
+                let cause = phrase.split_once("; ").map(|(c, _)| c).unwrap_or(phrase);
+                format!("No email was sent to {email}: {cause}.")
+            }
+            None => return verdict,
+        },
+        _ => return verdict,
+    };
+    let known: Vec<&Fix> = fixes.iter().filter(|f| f.preview.is_some()).collect();
+    if known.is_empty() {
+        return verdict;
+    }
+    let resend_works = known.iter().any(|f| f.action == "resend" && f.will_work());
+    let fix = if resend_works {
+        "Resend it now: that will send the email.".to_owned()
+    } else if let Some(f) = known.iter().find(|f| f.will_work()) {
+        format!("{}, then resend.", capital(&instruction(f)))
+    } else {
+        let steps: Vec<String> = known
+            .iter()
+            .filter(|f| f.action != "resend")
+            .map(|f| instruction(f))
+            .collect();
+        if steps.is_empty() {
+            return verdict;
+        }
+        format!(
+            "No single fix is enough: {}, then resend.",
+            steps.join("; and ")
+        )
+    };
+    VerdictView {
+        code: verdict.code,
+        summary: format!("{cause} {fix}"),
+    }
+}
+
+fn capital(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -272,7 +460,7 @@ fn verdict(
                 s.response.as_deref(),
             ),
             _ => format!(
-                "{email} is suppressed ({}{}), so mailtrail sends it nothing. Check the address with the customer, then unsuppress it and resend.",
+                "{email} is suppressed ({}{}), so mailtrail sends it nothing.",
                 crate::messages::suppression_phrase(s.reason),
                 s.response
                     .as_deref()

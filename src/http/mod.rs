@@ -36,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Whether the transport started, for `/readyz`.
     pub readiness: Arc<ops::Readiness>,
+    /// The transport writes .eml files outside `--demo`: every dashboard page says
+    /// so (SPEC §14 "File transport").
+    pub file_transport_banner: bool,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()?),
             readiness: Arc::new(ops::Readiness::default()),
+            file_transport_banner: false,
         })
     }
 

@@ -178,7 +178,7 @@ pub enum AddressError {
     )]
     MultipleMailboxes,
     /// No `@` at all.
-    #[error("it has no @")]
+    #[error("it is missing the @ between the mailbox and the domain, as in bob@example.com")]
     MissingAt,
     /// The part before `@` is not a dot-atom or quoted string (RFC 5321 §4.1.2).
     #[error("the part before @ has characters or dots where they are not allowed")]

@@ -28,6 +28,7 @@
 mod accounts;
 mod auth;
 mod bench;
+mod bulk_remove;
 mod copy;
 pub mod db;
 mod delivery;
@@ -39,6 +40,7 @@ mod metrics;
 mod pages;
 mod postgres;
 pub use postgres::{create_scratch_database, drop_scratch_database};
+mod paging;
 mod queries;
 mod retention;
 mod schema;
@@ -49,6 +51,7 @@ pub use accounts::{TokenListing, UserListing};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
+pub use bulk_remove::{BulkOutcome, BulkSelection, SAMPLE as BULK_SAMPLE};
 pub use copy::{CopyReport, copy};
 pub use db::Engine;
 pub use delivery::{
@@ -58,6 +61,7 @@ pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcom
 pub use location::DbLocation;
 pub use metrics::QueueGauges;
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
+pub use paging::CappedCount;
 pub use queries::{
     AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, Page,
     ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,

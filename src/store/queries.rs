@@ -156,6 +156,9 @@ pub(crate) fn decision_from_row(row: &Row<'_>) -> Result<DecisionRecord, DbError
 pub struct DecisionFilter {
     /// Normalized recipient, or a raw input to find invalid ones.
     pub email: Option<String>,
+    /// The dashboard's partial address: `@domain` matches a domain, anything else the
+    /// start of an address (or a whole invalid input).
+    pub email_part: Option<String>,
     pub project: Option<String>,
     pub status: Option<Status>,
     pub reason: Option<ReasonCode>,
@@ -298,8 +301,8 @@ pub struct Incident {
     pub first_at: String,
     pub last_at: String,
     pub sample: Vec<String>,
-    /// The filters that select this incident in bulk-remove.
-    pub filter: serde_json::Value,
+    /// Its suppressions (their addresses): what `bulk-remove` `{ids}` removes.
+    pub ids: Vec<String>,
 }
 
 /// What `resend-skipped` did.
@@ -610,11 +613,43 @@ impl Filter {
 }
 
 fn list_decisions(conn: &Db, f: &DecisionFilter) -> Result<Page<DecisionRecord>, StoreError> {
+    let mut w = decision_where(f);
+    if let Some(before) = f.before {
+        w.push("seq < $", Box::new(before));
+    }
+    let sql = format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions {} ORDER BY seq DESC LIMIT ?{}",
+        w.sql(),
+        w.next_index()
+    );
+    w.push_value(Box::new(f.limit as i64 + 1));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let items = stmt
+        .query_map(&w.params(), decision_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(items, f.limit, |d| d.seq.to_string()))
+}
+
+/// The WHERE clause of a decision filter, without its page position (`before`).
+pub(crate) fn decision_where(f: &DecisionFilter) -> Filter {
     let mut w = Filter::default();
     if let Some(email) = &f.email {
         w.push(
             "(recipient = $ OR (recipient IS NULL AND input = $))",
             Box::new(email.clone()),
+        );
+    }
+    if let Some(part) = &f.email_part {
+        let escaped = super::suppressions::like_escape(&part.to_lowercase());
+        let pattern = match escaped.strip_prefix('@') {
+            Some(domain) => format!("%@{domain}"),
+            None => format!("{escaped}%"),
+        };
+        w.push_value(Box::new(part.clone()));
+        let raw = w.next_index() - 1;
+        w.push(
+            &format!("(recipient LIKE $ ESCAPE '\\' OR (recipient IS NULL AND input = ?{raw}))"),
+            Box::new(pattern),
         );
     }
     if let Some(project) = &f.project {
@@ -638,20 +673,7 @@ fn list_decisions(conn: &Db, f: &DecisionFilter) -> Result<Page<DecisionRecord>,
     if let Some(until) = f.until {
         w.push("created_at < $", Box::new(until));
     }
-    if let Some(before) = f.before {
-        w.push("seq < $", Box::new(before));
-    }
-    let sql = format!(
-        "SELECT {DECISION_COLUMNS} FROM decisions {} ORDER BY seq DESC LIMIT ?{}",
-        w.sql(),
-        w.next_index()
-    );
-    w.push_value(Box::new(f.limit as i64 + 1));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let items = stmt
-        .query_map(&w.params(), decision_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page(items, f.limit, |d| d.seq.to_string()))
+    w
 }
 
 fn why_tx(

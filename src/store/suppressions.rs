@@ -4,9 +4,7 @@
 //! logged in `suppression_events` so the overview can chart suppression growth.
 
 use super::db::{Db, OptionalExtension, params};
-use super::queries::{
-    Filter, SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row,
-};
+use super::queries::{SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row};
 use super::time::{Micros, format_time, now_micros};
 use super::{Incident, Page, Store, StoreError, SuppressionRecord};
 use crate::model::{EmailAddress, SuppressionReason};
@@ -91,7 +89,7 @@ pub(crate) fn insert_suppression(
     Ok(added)
 }
 
-fn log_event(
+pub(super) fn log_event(
     conn: &Db,
     email: &str,
     added: bool,
@@ -103,6 +101,19 @@ fn log_event(
     )?
     .execute(params![email, added, reason, now])?;
     Ok(())
+}
+
+/// `text` with LIKE's wildcards (and the escape character) escaped by `\\`, so a
+/// search for `john_doe` finds exactly that.
+pub(super) fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn get(conn: &Db, email: &str) -> Result<Option<SuppressionRecord>, StoreError> {
@@ -125,10 +136,10 @@ impl Store {
             let q = filter
                 .q
                 .as_deref()
-                .map(|q| format!("%{}%", q.to_lowercase().replace(['%', '_'], "")));
+                .map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SUPPRESSION_COLUMNS} FROM suppressions
-                 WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1 ESCAPE '\\')
                    AND (suppressed_at < ?2 OR (suppressed_at = ?2 AND email > ?3))
                  ORDER BY suppressed_at DESC, email LIMIT ?4"
             ))?;
@@ -228,80 +239,15 @@ impl Store {
         .await
     }
 
-    /// Unsuppresses every match in one transaction; audited as one action listing the
-    /// addresses.
-    pub async fn bulk_unsuppress(
-        &self,
-        filter: BulkRemoveFilter,
-        note: String,
-        who: String,
-    ) -> Result<Vec<String>, StoreError> {
-        self.write(move |conn| {
-            let mut w = Filter::default();
-            if let Some(r) = filter.reason {
-                w.push("reason = $", Box::new(r.as_str()));
-            }
-            if let Some(c) = filter.smtp_code {
-                w.push("smtp_code = $", Box::new(c));
-            }
-            if let Some(e) = &filter.enhanced_code {
-                w.push("enhanced_code = $", Box::new(e.clone()));
-            }
-            if let Some(d) = &filter.domain {
-                w.push("domain = $", Box::new(d.clone()));
-            }
-            if let Some(h) = &filter.remote_host {
-                w.push("remote_host = $", Box::new(h.clone()));
-            }
-            if let Some(s) = filter.since {
-                w.push("suppressed_at >= $", Box::new(s));
-            }
-            if let Some(u) = filter.until {
-                w.push("suppressed_at < $", Box::new(u));
-            }
-            if w.is_empty() {
-                return Err(StoreError::invalid("filter", "name at least one filter"));
-            }
-            let filter_sql = w.sql();
-            let emails = conn
-                .prepare_cached(&format!(
-                    "SELECT email, reason FROM suppressions {filter_sql} ORDER BY email"
-                ))?
-                .query_map(&w.params(), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            conn.execute(
-                &format!("DELETE FROM suppressions {filter_sql}"),
-                &w.params(),
-            )?;
-            let now = now_micros();
-            for (email, reason) in &emails {
-                log_event(conn, email, false, reason, now)?;
-            }
-            let addresses: Vec<&String> = emails.iter().map(|(e, _)| e).collect();
-            audit(
-                conn,
-                &who,
-                "suppression.bulk_remove",
-                None,
-                Some(&note),
-                Some(&serde_json::json!({
-                    "removed": addresses.len(), "addresses": addresses,
-                })),
-            )?;
-            Ok(emails.into_iter().map(|(e, _)| e).collect())
-        })
-        .await
-    }
-
-    /// Suppressions since `since`, grouped by shared cause within one hour, largest first.
+    /// Bounce suppressions (`hard_bounce`, `bounce_report`) since `since`, grouped by
+    /// shared cause within one hour, largest first (SPEC §15).
     pub async fn incidents(&self, since: Micros) -> Result<Vec<Incident>, StoreError> {
         self.read(move |conn| {
             let rows = conn
                 .prepare_cached(
                     "SELECT email, domain, reason, remote_host, enhanced_code, smtp_code, suppressed_at
-                     FROM suppressions WHERE suppressed_at >= ?1 ORDER BY suppressed_at LIMIT 200000",
+                     FROM suppressions WHERE suppressed_at >= ?1 AND reason IN ('hard_bounce', 'bounce_report')
+                     ORDER BY suppressed_at LIMIT 200000",
                 )?
                 .query_map(params![since], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
@@ -351,33 +297,23 @@ fn group_incidents(rows: Vec<IncidentRow>) -> Vec<Incident> {
         {
             done.push(finished.incident);
         }
-        let entry = open.entry(cause.clone()).or_insert_with(|| {
-            let mut filter = serde_json::json!({"since": format_time(at)});
-            match &host {
-                Some(h) => filter["remote_host"] = h.clone().into(),
-                None => filter["domain"] = domain.clone().into(),
-            }
-            if let Some(e) = &enhanced {
-                filter["enhanced_code"] = e.clone().into();
-            }
-            Open {
-                incident: Incident {
-                    cause,
-                    count: 0,
-                    first_at: format_time(at),
-                    last_at: String::new(),
-                    sample: Vec::new(),
-                    filter,
-                },
-                first: at,
-            }
+        let entry = open.entry(cause.clone()).or_insert_with(|| Open {
+            incident: Incident {
+                cause,
+                count: 0,
+                first_at: format_time(at),
+                last_at: String::new(),
+                sample: Vec::new(),
+                ids: Vec::new(),
+            },
+            first: at,
         });
         entry.incident.count += 1;
         entry.incident.last_at = format_time(at);
-        entry.incident.filter["until"] = format_time(at + 1).into();
         if entry.incident.sample.len() < 5 {
-            entry.incident.sample.push(email);
+            entry.incident.sample.push(email.clone());
         }
+        entry.incident.ids.push(email);
     }
     done.extend(open.into_values().map(|o| o.incident));
     done.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_at.cmp(&a.last_at)));

@@ -7,6 +7,7 @@
 // non-zero when anything failed.
 
 import { mkdirSync } from 'node:fs';
+import { axeSweep } from './axe.mjs';
 import { ADMIN_PASSWORD, addUser, api, launch, login, startServer } from './helpers.mjs';
 
 const outputDir = new URL('./test-output/', import.meta.url).pathname;
@@ -66,12 +67,16 @@ scenario('look up a suppressed address and unsuppress it with a note', 'admin', 
   await page.getByLabel("Customer's email address").fill('rosa@example.com');
   await page.getByRole('button', { name: 'Look up' }).click();
   await expectText(page, 'rosa@example.com is suppressed');
-  await expectText(page, 'After unsuppressing, a resend would: send the email.');
-  // Without a note the form comes back with the error next to the field.
+  await expectText(page, 'After this, a resend would: send the email.');
+  // rosa was suppressed by hand (an opt-out): the page asks for renewed consent.
+  await expectText(page, 'renewed consent');
+  // Without the box and a note the form comes back with both errors at once.
   await page.getByRole('button', { name: 'Unsuppress rosa@example.com' }).click();
   await expectText(page, 'A note is required');
+  await expectText(page, 'tick the box to confirm');
   assert(await page.locator('#unsuppress-note[aria-invalid="true"]').count() === 1, 'the note field is marked invalid');
-  await page.getByLabel('Note (required): why is the address good now?').fill('Customer confirmed the address by phone');
+  await page.getByLabel('The customer asked for our email again (renewed consent)').check();
+  await page.getByLabel('Note (required): how and when did the customer consent?').fill('Customer confirmed the address by phone');
   await page.getByRole('button', { name: 'Unsuppress rosa@example.com' }).click();
   await expectText(page, 'rosa@example.com is no longer suppressed.');
   await expectText(page, 'Not suppressed.');
@@ -94,10 +99,17 @@ scenario('look up an existing customer and resend', 'sam', async ({ page, base }
 scenario('switch outgoing mail off and on and resend what it skipped', 'admin', async ({ page, base }) => {
   await page.getByRole('link', { name: 'Site' }).click();
   await page.getByRole('button', { name: 'Turn outgoing mail off' }).click();
+  // A second step shows the impact; nothing changed yet.
+  await expectText(page, 'Turn outgoing mail off for the whole site?');
+  assert((await api({ base }, 'GET', '/api/v1/site')).body.outgoing_mail === true, 'off before confirming');
+  await page.getByRole('button', { name: 'Yes, turn outgoing mail off' }).click();
   await expectText(page, 'Outgoing mail is off');
   await page.goto(`${base}/projects/OUT`);
+  await expectText(page, 'Outgoing mail is off: mailtrail sends no email at all');
   await page.getByLabel('Addresses, one per line (or separated by commas)').fill('hal@example.com\nivy@example.com');
   await page.getByRole('button', { name: 'Add customers' }).click();
+  await expectText(page, '0 of the 2 will get an email');
+  await page.getByRole('button', { name: 'Yes, add 2 without an email' }).click();
   await expectText(page, 'outgoing_mail_disabled');
   await page.getByRole('link', { name: 'Site' }).click();
   await expectText(page, 'Turn outgoing mail back on first');
@@ -117,6 +129,8 @@ scenario('change a project toggle and see the next decision change', 'admin', as
   await expectText(page, '"Customer invited" notification is now off in Toggle Desk (TOG).');
   await page.getByLabel('Addresses, one per line (or separated by commas)').fill('jon@example.com');
   await page.getByRole('button', { name: 'Add customers' }).click();
+  await expectText(page, 'Add 1 customer to Toggle Desk without any email?');
+  await page.getByRole('button', { name: 'Yes, add 1 without an email' }).click();
   await expectText(page, 'Results: 0 will get an email, 1 will not');
   await expectText(page, 'invite_notification_disabled');
   await page.getByRole('button', { name: 'Turn on "Customer invited" notification' }).click();
@@ -194,6 +208,18 @@ try {
   }
 } finally {
   await server.stop();
+}
+// The accessibility sweep runs on its own --demo server.
+{
+  const started = Date.now();
+  const failures = await axeSweep({ log: () => {} });
+  if (failures.length === 0) {
+    passed += 1;
+    console.log(`ok   axe-core finds no WCAG 2.1 AA violation on any page, any role, desktop and phone (${Date.now() - started} ms)`);
+  } else {
+    failed += 1;
+    console.log(`FAIL axe-core found ${failures.length} violations:\n  ${failures.join('\n  ')}`);
+  }
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

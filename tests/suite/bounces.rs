@@ -855,23 +855,71 @@ fn incidents_group_the_hard_bounces_of_one_relay_and_status() {
 }
 
 #[test]
-fn bulk_remove_with_an_incidents_filter_removes_the_whole_incident() {
+fn bulk_remove_with_an_incidents_ids_removes_exactly_the_incident() {
     let (peer, app) = hard_bounce_day();
     let incident = relay_incident(&app, &peer);
-    let mut body = incident["filter"].clone();
-    assert!(
-        body.is_object(),
-        "the incident names its filter: {incident:#}"
+    let mut ids: Vec<&str> = incident["ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "bounce-1@example.test",
+            "bounce-2@example.test",
+            "bounce-3@example.test",
+            "bounce-4@example.test"
+        ],
+        "the incident lists its suppressions: {incident:#}"
     );
-    body["note"] = json!("relay refused everyone for an hour");
+    // A manual opt-out and a complaint on the same domain, in the same hour.
+    app.post_json(
+        "/api/v1/suppressions",
+        &json!({"email": "stop@example.test", "note": "customer asked us to stop"}),
+    )
+    .expect_status(201);
+    app.post_raw(
+        "/api/v1/suppressions/import",
+        "text/csv",
+        "spam@example.test,complaint,marked as spam\n",
+    )
+    .expect_status(200);
+    let again = relay_incident(&app, &peer);
+    assert_eq!(again["count"], 4, "opt-outs join no incident: {again:#}");
+
+    // A dry run counts and changes nothing.
+    let body = json!({"ids": incident["ids"], "note": "relay refused everyone for an hour"});
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let would = app
+        .post_json("/api/v1/suppressions/bulk-remove", &dry)
+        .expect_status(200)
+        .json();
+    assert_eq!(would["would_remove"], 4, "{would:#}");
+    assert_eq!(
+        would["sample"].as_array().map(Vec::len),
+        Some(4),
+        "{would:#}"
+    );
+    assert!(would.get("removed").is_none(), "{would:#}");
+    assert_eq!(all_suppressions(&app).len(), 8, "a dry run removes nothing");
+
     let removed = app
         .post_json("/api/v1/suppressions/bulk-remove", &body)
         .expect_status(200)
         .json();
-    assert_eq!(removed["removed"], 4, "filter {body}: {removed:#}");
+    assert_eq!(removed["removed"], incident["count"], "{removed:#}");
     assert_eq!(
         suppressed_emails(&app),
-        ["full-1@example.test", "nobody@example.test"]
+        [
+            "full-1@example.test",
+            "nobody@example.test",
+            "spam@example.test",
+            "stop@example.test"
+        ]
     );
     let audited = audit_entries(&app, "suppression.bulk_remove");
     assert_eq!(
@@ -880,6 +928,73 @@ fn bulk_remove_with_an_incidents_filter_removes_the_whole_incident() {
         "one audit entry for the call: {audited:#?}"
     );
     assert_eq!(audited[0]["note"], "relay refused everyone for an hour");
+    // Removed meanwhile: the answer counts what was still there.
+    let again = app
+        .post_json("/api/v1/suppressions/bulk-remove", &body)
+        .expect_status(200)
+        .json();
+    assert_eq!(again["removed"], 0, "{again:#}");
+    // ids and filters together, or ids that are no addresses, are refused.
+    for bad in [
+        json!({"ids": ["bounce-1@example.test"], "domain": "example.test", "note": "x"}),
+        json!({"ids": [], "note": "x"}),
+        json!({"ids": ["not an address"], "note": "x"}),
+    ] {
+        app.post_json("/api/v1/suppressions/bulk-remove", &bad)
+            .expect_status(422);
+    }
+}
+
+#[test]
+fn bulk_remove_by_filter_spares_complaints_and_opt_outs_unless_named() {
+    let (_peer, app) = hard_bounce_day();
+    app.post_json(
+        "/api/v1/suppressions",
+        &json!({"email": "stop@example.test", "note": "customer asked us to stop"}),
+    )
+    .expect_status(201);
+    app.post_raw(
+        "/api/v1/suppressions/import",
+        "text/csv",
+        "spam@example.test,complaint,marked as spam\n",
+    )
+    .expect_status(200);
+    let dry = app
+        .post_json(
+            "/api/v1/suppressions/bulk-remove",
+            &json!({"domain": "example.test", "note": "all of them", "dry_run": true}),
+        )
+        .expect_status(200)
+        .json();
+    assert_eq!(dry["would_remove"], 6, "{dry:#}");
+    let sample = dry["sample"].to_string();
+    assert!(
+        !sample.contains("spam@") && !sample.contains("stop@"),
+        "{dry:#}"
+    );
+    assert_eq!(all_suppressions(&app).len(), 8, "a dry run removes nothing");
+    let removed = app
+        .post_json(
+            "/api/v1/suppressions/bulk-remove",
+            &json!({"domain": "example.test", "note": "all of them"}),
+        )
+        .expect_status(200)
+        .json();
+    assert_eq!(removed["removed"], 6, "{removed:#}");
+    assert_eq!(
+        suppressed_emails(&app),
+        ["spam@example.test", "stop@example.test"]
+    );
+    // Named, they go.
+    let removed = app
+        .post_json(
+            "/api/v1/suppressions/bulk-remove",
+            &json!({"reason": "complaint", "note": "re-consented in writing"}),
+        )
+        .expect_status(200)
+        .json();
+    assert_eq!(removed["removed"], 1, "{removed:#}");
+    assert_eq!(suppressed_emails(&app), ["stop@example.test"]);
 }
 
 #[test]

@@ -52,6 +52,25 @@ fn why_prints_the_verdict_and_exits_0_only_when_mail_is_on_its_way() {
         never.to_uppercase().contains("NO_RECORD") || never.contains("no record"),
         "{never}"
     );
+    // Finding nothing, it says which database it read.
+    let output = app.cli(&["why", "never@example.com"]);
+    let db = app.dir().join("mailtrail.db");
+    assert!(
+        output
+            .stderr_text()
+            .contains(&format!("read the database {}", db.display())),
+        "{}",
+        output.stderr_text()
+    );
+    // A database that does not exist is named, and not created.
+    let output = app.cli(&["--db", "elsewhere.db", "why", "never@example.com"]);
+    assert_eq!(output.code(), 1, "{}", output.stderr_text());
+    assert!(
+        output.stderr_text().contains("no database at elsewhere.db"),
+        "{}",
+        output.stderr_text()
+    );
+    assert!(!app.dir().join("elsewhere.db").exists());
 
     suppress(&app, "fine@example.com");
     let suppressed = run(&app, &["why", "fine@example.com"], NO_EMAIL);

@@ -777,7 +777,36 @@ fn errors_are_pages_not_json() {
             "{method} {path} answered {:?}",
             r.header("content-type")
         );
+        assert!(
+            r.text.contains(r#"<nav aria-label="Main">"#),
+            "{method} {path}: an error page keeps the navigation"
+        );
     }
+    // A forbidden form and an expired one keep it too; the expired one links back to
+    // the form's page, not home.
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let r = vera.post("/site/outgoing-mail", &[("value", "off")]);
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains(r#"<nav aria-label="Main">"#), "{}", r.text);
+    let request = app
+        .anonymous()
+        .request(Method::POST, "/suppressions/add")
+        .header("cookie", v.cookie_header())
+        .header(
+            "referer",
+            format!("{}/suppressions?q=grace", app.base_url()),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=x%40example.com&csrf=stale");
+    let r = app.anonymous().send(request);
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("This form has expired"), "{}", r.text);
+    assert!(r.text.contains(r#"<nav aria-label="Main">"#), "{}", r.text);
+    assert!(
+        r.text.contains(r#"href="/suppressions?q=grace""#),
+        "{}",
+        r.text
+    );
     // The API keeps its JSON errors.
     let r = app.get("/api/v1/no-such-call");
     assert_eq!(r.status, 404);
@@ -804,13 +833,61 @@ fn support_fixes_a_suppressed_address_end_to_end() {
     let page = admin.get("/why?email=grace%40example.com");
     assert!(
         page.text
-            .contains("After unsuppressing, a resend would: send the email."),
-        "the preview says the fix works"
+            .contains("After this, a resend would: send the email."),
+        "the preview says the fix works: {}",
+        page.text
+    );
+    // grace asked us to stop (a manual suppression): only renewed consent undoes it.
+    assert!(page.text.contains("renewed consent"), "{}", page.text);
+    assert!(page.text.contains(r#"name="consent""#), "{}", page.text);
+    assert!(
+        !page
+            .text
+            .contains("Customer confirmed the address by phone")
+    );
+    assert!(!page.text.contains("Check the address with the customer"));
+    let why = app.get("/api/v1/why/grace%40example.com").json();
+    let fix = why["fixes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["action"] == "unsuppress")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(fix["requires_consent"], true, "{why:#}");
+    assert!(
+        fix["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("asked us to stop"),
+        "{why:#}"
+    );
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("renewed consent") && summary.contains("unsuppress"),
+        "the verdict names the fix that works: {summary}"
+    );
+    // Without the box ticked and without a note: both errors at once, nothing removed.
+    let r = admin.post(
+        "/suppressions/remove",
+        &[
+            ("email", "grace@example.com"),
+            ("note", ""),
+            ("back", "/why?email=grace%40example.com"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("tick the box to confirm"), "{}", r.text);
+    assert!(r.text.contains("A note is required"), "{}", r.text);
+    assert!(
+        app.get("/api/v1/why/grace%40example.com").json()["suppression"].is_object(),
+        "still suppressed"
     );
     let r = admin.post(
         "/suppressions/remove",
         &[
             ("email", "grace@example.com"),
+            ("consent", "yes"),
             ("note", "customer confirmed by phone"),
             ("back", "/why?email=grace%40example.com"),
         ],
@@ -859,9 +936,32 @@ fn a_project_toggle_changes_the_next_decision() {
         &[("setting", "invite_notification"), ("value", "off")],
     );
     assert_eq!(r.status, 303);
+    // Nobody of the list would get an email: first a confirmation, nothing added.
     let r = admin.post(
         "/projects/IT/customers",
         &[("emails", "dora@example.com"), ("invite", "on")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text
+            .contains("Add 1 customer to IT Help without any email?"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("0 of the 1 will get an email"),
+        "{}",
+        r.text
+    );
+    let none = app.get("/api/v1/why/dora%40example.com").json();
+    assert_eq!(none["verdict"]["code"], "no_record", "{none:#}");
+    let r = admin.post(
+        "/projects/IT/customers",
+        &[
+            ("emails", "dora@example.com"),
+            ("invite", "on"),
+            ("confirm", "yes"),
+        ],
     );
     assert!(
         r.text.contains("invite_notification_disabled"),
@@ -885,10 +985,13 @@ fn a_project_toggle_changes_the_next_decision() {
     );
     let r = admin.post(
         "/projects/IT/customers",
-        &[(
-            "emails",
-            "frank@example.com, \"Smith, Ann\" <ann@example.com>",
-        )],
+        &[
+            (
+                "emails",
+                "frank@example.com, \"Smith, Ann\" <ann@example.com>",
+            ),
+            ("confirm", "yes"),
+        ],
     );
     assert!(
         r.text.contains("agent_opted_out"),
@@ -904,13 +1007,28 @@ fn a_project_toggle_changes_the_next_decision() {
 fn outgoing_mail_off_then_on_offers_to_resend_what_it_skipped() {
     let app = seeded_app();
     let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    // Off asks first, showing what waits; nothing changes until confirmed.
     let r = admin.post("/site/outgoing-mail", &[("value", "off")]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text
+            .contains("Turn outgoing mail off for the whole site?"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("queued emails will wait"), "{}", r.text);
+    assert_eq!(app.get("/api/v1/site").json()["outgoing_mail"], true);
+    let r = admin.post(
+        "/site/outgoing-mail",
+        &[("value", "off"), ("confirm", "yes")],
+    );
     assert_eq!(r.status, 303);
     admin.post(
         "/projects/IT/customers",
         &[
             ("emails", "hal@example.com\nivy@example.com"),
             ("invite", "on"),
+            ("confirm", "yes"),
         ],
     );
     let page = admin.get("/site");
@@ -1053,15 +1171,60 @@ fn suppressions_are_imported_added_and_bulk_removed_from_the_page() {
     );
     assert_eq!(r.status, 422, "at least one filter");
     assert!(r.text.contains("Pick at least one filter"), "{}", r.text);
+    // Every error at once: a bad code, a bad day and no note.
     let r = admin.post(
         "/suppressions/bulk-remove",
         &[
             ("form", "bulk"),
             ("back", "/suppressions"),
-            ("reason", "import"),
-            ("note", "wrong import"),
+            ("smtp_code", "55"),
+            ("since", "yesterday"),
+            ("note", ""),
         ],
     );
+    assert_eq!(r.status, 422);
+    for message in [
+        "A note is required",
+        "An SMTP code is three digits",
+        "Write a day like 2026-11-22",
+    ] {
+        assert!(r.text.contains(message), "{message}: {}", r.text);
+    }
+    // Listed in a summary at the top, which takes focus.
+    let summary = r
+        .text
+        .split(r#"id="error-summary""#)
+        .nth(1)
+        .expect("an error summary");
+    assert!(summary.contains("autofocus"), "{summary}");
+    assert!(summary.contains("3 things to fix"), "{summary}");
+    assert!(
+        r.text.find("error-summary") < r.text.find("<h1"),
+        "the summary comes before the page's heading"
+    );
+    let fields = [
+        ("form", "bulk"),
+        ("back", "/suppressions"),
+        ("reason", "import"),
+        ("note", "wrong import"),
+    ];
+    // First a confirmation with the count; nothing is removed yet.
+    let r = admin.post("/suppressions/bulk-remove", &fields);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Unsuppress 2 addresses?"), "{}", r.text);
+    assert!(r.text.contains("Yes, unsuppress 2 addresses"), "{}", r.text);
+    assert!(
+        r.text.contains(r#"name="confirm" value="yes""#),
+        "{}",
+        r.text
+    );
+    assert!(
+        admin.get("/suppressions").text.contains("z1@example.com"),
+        "nothing removed before confirming"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/suppressions/bulk-remove", &confirmed);
     assert_eq!(r.status, 303);
     let page = admin.get("/suppressions");
     assert!(
@@ -1123,4 +1286,575 @@ fn cli_user_list_passwd_and_remove() {
         last_admin.stderr_text()
     );
     Visitor::login(&app, "admin", ADMIN_PASSWORD);
+}
+
+#[test]
+fn every_page_says_when_outgoing_mail_is_off_and_when_emails_go_to_files() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let id = some_decision_id(&app);
+    let decision = format!("/decisions/{id}");
+    let pages: Vec<&str> = PAGES
+        .iter()
+        .copied()
+        .filter(|p| *p != "/logout")
+        .chain([decision.as_str()])
+        .collect();
+    // The test app writes emails to files and runs without --demo.
+    for path in &pages {
+        let page = admin.get(path);
+        assert!(
+            page.text.contains("not sent: the transport is file"),
+            "{path}: {}",
+            page.text
+        );
+        assert!(!page.text.contains("Outgoing mail is off"), "{path}");
+    }
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": false}))
+        .expect_status(200);
+    for visitor in [&mut admin, &mut vera] {
+        for path in &pages {
+            let page = visitor.get(path);
+            assert!(
+                page.text.contains("Outgoing mail is off"),
+                "{path}: {}",
+                page.text
+            );
+        }
+    }
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": true}))
+        .expect_status(200);
+    assert!(!admin.get("/outbox").text.contains("Outgoing mail is off"));
+}
+
+#[test]
+fn the_demo_has_no_file_transport_banner() {
+    let app = App::builder().arg("--demo").start();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    page.expect_status(200);
+    assert!(
+        !page.text.contains("the transport is file"),
+        "{}",
+        page.text
+    );
+}
+
+#[test]
+fn a_viewer_sees_project_settings_read_only() {
+    let app = seeded_app();
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let page = vera.get("/projects/IT");
+    page.expect_status(200);
+    assert!(page.text.contains("id=\"settings-read\""), "{}", page.text);
+    assert!(page.text.contains("IT Help"));
+    for control in [
+        "name=\"name\"",
+        "name=\"allow_patterns\"",
+        "name=\"email_format\"",
+        "<fieldset",
+    ] {
+        assert!(!page.text.contains(control), "a viewer gets {control}");
+    }
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/projects/IT");
+    assert!(page.text.contains("name=\"allow_patterns\""));
+    assert!(!page.text.contains("id=\"settings-read\""));
+}
+
+#[test]
+fn searches_find_underscores_and_the_outbox_matches_a_domain_or_a_prefix() {
+    let app = seeded_app();
+    for email in [
+        "john_doe@example.com",
+        "johnxdoe@example.com",
+        "100%@example.com",
+    ] {
+        app.post_json(
+            "/api/v1/suppressions",
+            &json!({"email": email, "note": "test"}),
+        )
+        .expect_status(201);
+    }
+    let found = app.get("/api/v1/suppressions?q=john_doe").json();
+    let emails: Vec<&str> = found["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["email"].as_str())
+        .collect();
+    assert_eq!(emails, ["john_doe@example.com"], "{found:#}");
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/suppressions?q=john_doe");
+    assert!(
+        page.text
+            .contains(r#"<p class="small muted" id="total">1 address.</p>"#),
+        "{}",
+        page.text
+    );
+    let page = admin.get("/suppressions");
+    assert!(
+        page.text.contains(r#"id="total">4 addresses.</p>"#),
+        "{}",
+        page.text
+    );
+    let found = app.get("/api/v1/suppressions?q=100%25").json();
+    assert_eq!(
+        found["items"].as_array().map(Vec::len),
+        Some(1),
+        "{found:#}"
+    );
+
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["zoe@other.org", "zack@other.org", "alfred@example.com"]}),
+    )
+    .expect_status(200);
+    // Addresses are shown with a break opportunity after `@` and each `.`.
+    let rows = |text: &str, who: &str| {
+        let shown = who.replace('@', "@<wbr>").replace('.', ".<wbr>");
+        text.matches(&format!(">{shown}<")).count()
+    };
+    let page = admin.get("/outbox?email=%40other.org");
+    page.expect_status(200);
+    assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
+    assert!(rows(&page.text, "zack@other.org") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "alice@example.com"), 0, "{}", page.text);
+    let page = admin.get("/outbox?email=al");
+    assert!(rows(&page.text, "alice@example.com") > 0, "{}", page.text);
+    assert!(rows(&page.text, "alfred@example.com") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "zoe@other.org"), 0, "{}", page.text);
+    let page = admin.get("/outbox?email=zoe%40other.org");
+    assert!(rows(&page.text, "zoe@other.org") > 0, "{}", page.text);
+    assert_eq!(rows(&page.text, "zack@other.org"), 0, "{}", page.text);
+}
+
+#[test]
+fn the_verdict_names_the_fix_that_works_and_only_that_one_is_primary() {
+    let app = seeded_app();
+    app.patch_json(
+        "/api/v1/projects/IT",
+        &json!({"invite_notification": false}),
+    )
+    .expect_status(200);
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({"emails": ["henry@example.com"]}),
+    )
+    .expect_status(200);
+    let why = app.get("/api/v1/why/henry%40example.com").json();
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("Resend it now"), "{why:#}");
+    assert!(!summary.contains("turn it on"), "{why:#}");
+    let fixes = why["fixes"].as_array().cloned().unwrap_or_default();
+    let resend = fixes
+        .iter()
+        .find(|f| f["action"] == "resend")
+        .expect("resend");
+    assert_eq!(resend["preview"]["decision"], "send", "{why:#}");
+    assert_eq!(resend["requires_consent"], false);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/why?email=henry%40example.com");
+    assert!(
+        page.text
+            .contains(r#"<button type="submit">Resend invitation (IT)</button>"#),
+        "the working fix is the primary button: {}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains(r#"<button type="submit" class="secondary">Turn it on in IT</button>"#),
+        "a fix that is not needed is not primary: {}",
+        page.text
+    );
+
+    // Outgoing mail off and an opt-out: neither fix is enough alone.
+    app.patch_json("/api/v1/site", &json!({"outgoing_mail": false}))
+        .expect_status(200);
+    let why = app.get("/api/v1/why/grace%40example.com").json();
+    let summary = why["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("No single fix is enough"), "{why:#}");
+    assert!(summary.contains("turn outgoing mail back on"), "{why:#}");
+    let page = admin.get("/why?email=grace%40example.com");
+    assert!(
+        !page.text.contains(r#"<button type="submit">Unsuppress"#),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page
+            .text
+            .contains(r#"<button type="submit">Turn outgoing mail on"#),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("not enough alone"), "{}", page.text);
+}
+
+#[test]
+fn a_project_toggle_from_the_why_page_asks_first() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let fields = [
+        ("setting", "invite_notification"),
+        ("value", "off"),
+        ("back", "/why?email=alice%40example.com"),
+    ];
+    let r = admin.post("/projects/IT/toggle", &fields);
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("for all of IT Help (IT)?"), "{}", r.text);
+    assert!(r.text.contains("not only this customer"), "{}", r.text);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["invite_notification"],
+        true,
+        "nothing changed yet"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/projects/IT/toggle", &confirmed);
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["invite_notification"],
+        false
+    );
+}
+
+#[test]
+fn decision_links_name_recipient_and_kind_and_tables_take_keyboard_focus() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    page.expect_status(200);
+    assert!(
+        page.text
+            .contains(r#"<span class="sr-only">: invitation to alice@example.com</span>"#),
+        "{}",
+        page.text
+    );
+    for path in ["/outbox", "/suppressions", "/audit"] {
+        let page = admin.get(path);
+        assert!(
+            page.text
+                .contains(r#"<div class="table-wrap" tabindex="0" role="region""#),
+            "{path}: {}",
+            page.text
+        );
+    }
+    let page = admin.get("/why?email=alice%40example.com");
+    assert!(page.text.contains("Details and email preview<span class=\"sr-only\"> of the invitation to alice@example.com"), "{}", page.text);
+    // A bad filter says so instead of "No decisions match."
+    let page = admin.get("/outbox?since=yesterday");
+    assert!(page.text.contains("Fix the filter above"), "{}", page.text);
+    assert!(!page.text.contains("No decisions match."));
+    assert!(!page.text.contains("RFC 3339"));
+}
+
+#[test]
+fn the_settings_form_lists_every_error_at_once_and_refuses_an_ignored_copy() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let settings = |name: &str, allow: &str, copy: &str, copy_as: &str| {
+        vec![
+            ("name".to_owned(), name.to_owned()),
+            ("allow_patterns".to_owned(), allow.to_owned()),
+            ("deny_patterns".to_owned(), String::new()),
+            ("email_format".to_owned(), "multipart".to_owned()),
+            ("template_set".to_owned(), "default".to_owned()),
+            ("copy_to_address".to_owned(), copy.to_owned()),
+            ("copy_to_as".to_owned(), copy_as.to_owned()),
+        ]
+    };
+    let post = |admin: &mut Visitor, fields: Vec<(String, String)>| {
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        admin.post("/projects/IT", &fields)
+    };
+    let r = post(&mut admin, settings("", "([a-z]", "not-an-address", "cc"));
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("3 things to fix"), "{}", r.text);
+    assert!(r.text.contains("project name is 1 to 100"), "{}", r.text);
+    assert!(
+        r.text.contains("Line 1: invalid regular expression"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("Not a valid address"), "{}", r.text);
+    // A copy address with "none" would be dropped: refused, nothing saved.
+    let r = post(&mut admin, settings("IT Help", "", "boss@example.com", ""));
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("with &#34;none&#34; it would not be used"),
+        "{}",
+        r.text
+    );
+    assert!(app.get("/api/v1/projects/IT").json()["copy_to"].is_null());
+    // Valid: saved, and the browser is sent on (post/redirect/get).
+    let r = post(
+        &mut admin,
+        settings("IT Help", "", "boss@example.com", "bcc"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(
+        app.get("/api/v1/projects/IT").json()["copy_to"]["address"],
+        "boss@example.com"
+    );
+}
+
+#[test]
+fn addresses_break_only_after_at_or_dot_and_tables_become_cards() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/outbox");
+    assert!(
+        page.text.contains(">alice@<wbr>example.<wbr>com<"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(r#"<table class="cards">"#));
+    assert!(
+        page.text
+            .contains(r#"<td class="first" data-label="Status">"#)
+    );
+    let css = admin.get("/assets/app.css").text;
+    assert!(css.contains(".addr { overflow-wrap: normal; word-break: normal; }"));
+    assert!(css.contains("table.cards td.first { order: -1; }"));
+}
+
+#[test]
+fn the_outbox_shows_its_total_and_pages_both_ways() {
+    let app = seeded_app();
+    let emails: Vec<String> = (0..60).map(|i| format!("page{i}@example.com")).collect();
+    app.post_json(
+        "/api/v1/projects/IT/customers",
+        &json!({ "emails": emails }),
+    )
+    .expect_status(200);
+    let total = app.get("/api/v1/decisions?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let href = |text: &str, rel: &str| -> Option<String> {
+        let marker = format!(r#"rel="{rel}""#);
+        let before = text.split(&marker).next()?;
+        if before.len() == text.len() {
+            return None;
+        }
+        let href = before.rsplit("href=\"").next()?.split('"').next()?;
+        Some(href.replace("&amp;", "&"))
+    };
+    let first_link = |text: &str| -> String {
+        text.split("href=\"/decisions/")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let page1 = admin.get("/outbox");
+    assert!(
+        page1.text.contains(&format!("{total} decisions match.")),
+        "{}",
+        page1.text
+    );
+    assert!(
+        href(&page1.text, "prev").is_none(),
+        "no newer page on the first"
+    );
+    let older = href(&page1.text, "next").expect("an older page");
+    let page2 = admin.get(&older);
+    page2.expect_status(200);
+    assert!(page2.text.contains(&format!("{total} decisions match.")));
+    let newer = href(&page2.text, "prev").expect("a newer page from the second");
+    let back = admin.get(&newer);
+    back.expect_status(200);
+    assert_eq!(
+        first_link(&back.text),
+        first_link(&page1.text),
+        "back on the first page's rows"
+    );
+    assert!(
+        href(&back.text, "prev").is_none(),
+        "nothing newer than the newest"
+    );
+    assert!(href(&back.text, "next").is_some(), "and older again");
+    let page = admin.get("/outbox?email=page1");
+    assert!(
+        page.text.contains("11 decisions match."),
+        "page1 and page10..19: {}",
+        page.text
+    );
+}
+
+#[test]
+fn a_demo_incident_holds_only_bounces_and_its_button_removes_exactly_them() {
+    let app = App::builder().arg("--demo").start();
+    let all = |app: &App| -> Vec<serde_json::Value> {
+        app.get("/api/v1/suppressions?limit=500").json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = all(&app);
+    let incidents = app.get("/api/v1/suppressions/incidents?window=30d").json();
+    let items = incidents["items"].as_array().cloned().unwrap_or_default();
+    assert!(!items.is_empty(), "the demo has bounces: {incidents:#}");
+    for incident in &items {
+        let ids = incident["ids"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ids.len() as i64, incident["count"].as_i64().unwrap_or(-1));
+        for id in &ids {
+            let reason = before
+                .iter()
+                .find(|s| s["email"] == *id)
+                .map(|s| s["reason"].clone())
+                .unwrap_or_default();
+            assert!(
+                reason == "hard_bounce" || reason == "bounce_report",
+                "{id} ({reason}) in {incident:#}"
+            );
+        }
+    }
+    // The dashboard's undo form of the largest incident, as the page renders it.
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/suppressions");
+    let incident = &items[0];
+    let ids: Vec<String> = incident["ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str().map(str::to_owned))
+        .collect();
+    let field = ids.join("\n");
+    if incident["count"].as_i64().unwrap_or(0) > 1 {
+        assert!(page.text.contains(r#"name="ids""#), "{}", page.text);
+    }
+    let fields = [
+        ("form", "incident-0"),
+        ("back", "/suppressions"),
+        ("ids", field.as_str()),
+        ("note", "the relay's bad hour"),
+    ];
+    let r = admin.post("/suppressions/bulk-remove", &fields);
+    assert_eq!(r.status, 200, "a confirmation first: {}", r.text);
+    let count = ids.len();
+    let noun = if count == 1 { "address" } else { "addresses" };
+    assert!(
+        r.text.contains(&format!("Unsuppress {count} {noun}?")),
+        "{}",
+        r.text
+    );
+    assert_eq!(all(&app).len(), before.len(), "nothing removed yet");
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let r = admin.post("/suppressions/bulk-remove", &confirmed);
+    assert_eq!(r.status, 303);
+    let after = all(&app);
+    assert_eq!(
+        after.len(),
+        before.len() - count,
+        "exactly the incident's members"
+    );
+    for s in &after {
+        assert!(
+            !ids.iter().any(|id| s["email"] == id.as_str()),
+            "{s:#} should be gone"
+        );
+    }
+    for reason in ["complaint", "manual"] {
+        assert_eq!(
+            before.iter().filter(|s| s["reason"] == reason).count(),
+            after.iter().filter(|s| s["reason"] == reason).count(),
+            "no {reason} suppression was touched"
+        );
+    }
+}
+
+#[test]
+fn the_suppression_list_pages_both_ways_through_equal_times() {
+    let app = seeded_app();
+    // One import: 60 suppressions with the same time, ordered by address.
+    let csv: String = (0..60).map(|i| format!("s{i:02}@example.com\n")).collect();
+    app.post_raw("/api/v1/suppressions/import", "text/csv", csv)
+        .expect_status(200);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let href = |text: &str, rel: &str| -> Option<String> {
+        let marker = format!(r#"rel="{rel}""#);
+        let (before, _) = text.split_once(&marker)?;
+        let href = before.rsplit("href=\"").next()?.split('"').next()?;
+        Some(href.replace("&amp;", "&").replace("&#124;", "|"))
+    };
+    let listed = |text: &str| -> Vec<String> {
+        text.split(r#"<td class="addr" data-label="Address"><a href="/why?email="#)
+            .skip(1)
+            .filter_map(|s| s.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    let page1 = admin.get("/suppressions");
+    assert!(
+        page1.text.contains(r#"id="total">61 addresses.</p>"#),
+        "{}",
+        page1.text
+    );
+    assert!(href(&page1.text, "prev").is_none());
+    let rows1 = listed(&page1.text);
+    assert_eq!(rows1.len(), 50);
+    let page2 = admin.get(&href(&page1.text, "next").expect("older"));
+    let rows2 = listed(&page2.text);
+    assert_eq!(rows2.len(), 11, "{}", page2.text);
+    assert!(rows2.iter().all(|r| !rows1.contains(r)), "no row twice");
+    let back = admin.get(&href(&page2.text, "prev").expect("newer"));
+    back.expect_status(200);
+    assert_eq!(
+        listed(&back.text),
+        rows1,
+        "the newer page is the first page again"
+    );
+    assert!(href(&back.text, "prev").is_none());
+}
+
+#[test]
+fn the_audit_log_shows_its_total_and_pages_both_ways() {
+    let app = seeded_app();
+    for i in 0..55 {
+        app.post_json(
+            "/api/v1/suppressions",
+            &json!({"email": format!("a{i}@example.com"), "note": "test"}),
+        )
+        .expect_status(201);
+    }
+    let total = app.get("/api/v1/audit?limit=500").json()["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let href = |text: &str, rel: &str| -> Option<String> {
+        let (before, _) = text.split_once(&format!(r#"rel="{rel}""#))?;
+        before
+            .rsplit("href=\"")
+            .next()?
+            .split('"')
+            .next()
+            .map(str::to_owned)
+    };
+    let page1 = admin.get("/audit");
+    assert!(
+        page1
+            .text
+            .contains(&format!(r#"id="total">{total} entries.</p>"#)),
+        "{}",
+        page1.text
+    );
+    assert!(href(&page1.text, "prev").is_none());
+    let page2 = admin.get(&href(&page1.text, "next").expect("older"));
+    let back = admin.get(&href(&page2.text, "prev").expect("newer"));
+    back.expect_status(200);
+    let first_row = |t: &str| {
+        t.split("<tbody>")
+            .nth(1)
+            .map(|s| s[..400.min(s.len())].to_owned())
+    };
+    assert_eq!(first_row(&back.text), first_row(&page1.text));
+    assert!(href(&back.text, "prev").is_none());
 }

@@ -17,4 +17,5 @@ mod load;
 mod metrics;
 mod openapi;
 mod peers_smoke;
+mod readme;
 mod retention;

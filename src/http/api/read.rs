@@ -129,6 +129,7 @@ pub fn decision_filter(q: &HashMap<String, String>) -> Result<DecisionFilter, Ap
     };
     Ok(DecisionFilter {
         email,
+        email_part: None,
         project: q.get("project").filter(|p| !p.is_empty()).cloned(),
         status: parsed(q, "status")?,
         reason: parsed(q, "reason")?,

@@ -7,8 +7,8 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, media_type, read_body};
 use crate::model::{EmailAddress, Role, SuppressionReason};
 use crate::store::{
-    BulkRemoveFilter, Incident, NewSuppression, Page, SuppressionFilter, SuppressionRecord,
-    parse_query_time,
+    BulkOutcome, BulkRemoveFilter, BulkSelection, Incident, NewSuppression, Page,
+    SuppressionFilter, SuppressionRecord, parse_query_time,
 };
 use axum::Json;
 use axum::body::Body;
@@ -301,10 +301,13 @@ pub struct IncidentList {
     pub items: Vec<Incident>,
 }
 
-/// Body of bulk-remove.
+/// Body of bulk-remove: an incident's `ids`, or filters; a note; maybe a dry run.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRemove {
+    /// Exactly these suppressions (their addresses, as an incident lists them).
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
     pub reason: Option<SuppressionReason>,
     pub smtp_code: Option<i64>,
     pub enhanced_code: Option<String>,
@@ -313,15 +316,49 @@ pub struct BulkRemove {
     pub since: Option<String>,
     pub until: Option<String>,
     pub note: String,
+    /// Count and sample what would be removed; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
-/// `{removed}`.
+/// `{removed}`, or for a dry run `{would_remove, sample}`.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct BulkRemoveResult {
-    pub removed: usize,
+#[serde(untagged)]
+pub enum BulkRemoveResult {
+    /// What was removed.
+    Removed { removed: usize },
+    /// What a dry run would remove: how many, and some of them.
+    DryRun {
+        would_remove: usize,
+        sample: Vec<String>,
+    },
 }
 
-/// Unsuppresses every match in one transaction.
+impl BulkRemoveResult {
+    /// The answer for an outcome of the store.
+    pub fn of(outcome: BulkOutcome) -> BulkRemoveResult {
+        if outcome.dry_run {
+            BulkRemoveResult::DryRun {
+                would_remove: outcome.addresses.len(),
+                sample: outcome
+                    .addresses
+                    .into_iter()
+                    .take(crate::store::BULK_SAMPLE)
+                    .collect(),
+            }
+        } else {
+            BulkRemoveResult::Removed {
+                removed: outcome.addresses.len(),
+            }
+        }
+    }
+}
+
+/// Most `ids` one call takes.
+pub const MAX_IDS: usize = 10_000;
+
+/// Unsuppresses exactly the `ids`, or every match of the filters (which never take a
+/// `complaint` or `manual` suppression unless `reason` names it), in one transaction.
 #[utoipa::path(post, path = "/api/v1/suppressions/bulk-remove", tag = "suppressions",
     request_body = BulkRemove,
     responses((status = 200, body = BulkRemoveResult), (status = 422, body = crate::http::error::ErrorBody)),
@@ -333,14 +370,60 @@ pub async fn bulk_remove(
 ) -> Result<Json<BulkRemoveResult>, ApiError> {
     caller.require(Role::Admin)?;
     let note = check_note(Some(&body.note), true)?.unwrap_or_default();
-    let filter = bulk_filter(body)?;
-    let removed = state
+    let dry_run = body.dry_run;
+    let selection = bulk_selection(body)?;
+    let outcome = state
         .store
-        .bulk_unsuppress(filter, note, caller.name())
+        .bulk_remove(selection, note, caller.name(), dry_run)
         .await?;
-    Ok(Json(BulkRemoveResult {
-        removed: removed.len(),
-    }))
+    Ok(Json(BulkRemoveResult::of(outcome)))
+}
+
+/// Checks a bulk-remove body: `ids` alone, or at least one filter.
+pub fn bulk_selection(mut body: BulkRemove) -> Result<BulkSelection, ApiError> {
+    let Some(ids) = body.ids.take() else {
+        return Ok(BulkSelection::Filter(bulk_filter(body)?));
+    };
+    let has_filter = body.reason.is_some()
+        || body.smtp_code.is_some()
+        || [
+            &body.enhanced_code,
+            &body.domain,
+            &body.remote_host,
+            &body.since,
+            &body.until,
+        ]
+        .iter()
+        .any(|f| f.as_deref().is_some_and(|s| !s.is_empty()));
+    if has_filter {
+        return Err(ApiError::invalid(
+            "ids",
+            "give either ids or filters, not both",
+        ));
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid("ids", "name at least one suppression"));
+    }
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::invalid("ids", "at most 10,000 in one call"));
+    }
+    let ids = ids
+        .iter()
+        .map(|id| {
+            EmailAddress::parse(id)
+                .map(|a| a.as_str().to_owned())
+                .map_err(|e| {
+                    ApiError::invalid(
+                        "ids",
+                        format!(
+                            "`{}` is not a suppressed address: {e}",
+                            crate::model::truncate(id, 80)
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BulkSelection::Ids(ids))
 }
 
 /// Checks bulk-remove filters; at least one is needed.

@@ -30,7 +30,11 @@ struct AuditPage {
     ctx: Ctx,
     rows: Vec<Row>,
     next: Option<String>,
+    /// A page of newer entries (paging back up).
+    newer: Option<String>,
     first: bool,
+    /// How many entries there are (capped).
+    total: String,
 }
 
 /// `GET /audit?cursor=`.
@@ -47,7 +51,33 @@ pub async fn page(
         })?),
         None => None,
     };
-    let page = state.store.audit_log(PAGE, before).await?;
+    let after = match q.get("after").filter(|c| !c.is_empty()) {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            PageError::BadRequest("That page link is broken; start from the first page.".into())
+        })?),
+        None => None,
+    };
+    let total = state.store.count_audit(10_000).await?;
+    // `cursor`: older than an entry seen; `after`: newer than one (paging back up).
+    let (page, newer) = match after {
+        Some(after) => {
+            let (items, more) = state.store.audit_newer(after, PAGE).await?;
+            let newer = more.then(|| items.first().map(|e| e.id)).flatten();
+            let older = items.last().map(|e| e.id.to_string());
+            (
+                crate::store::Page {
+                    items,
+                    next_cursor: older,
+                },
+                newer,
+            )
+        }
+        None => {
+            let page = state.store.audit_log(PAGE, before).await?;
+            let newer = before.and(page.items.first().map(|e| e.id));
+            (page, newer)
+        }
+    };
     let rows = page
         .items
         .into_iter()
@@ -67,7 +97,13 @@ pub async fn page(
         ctx: Ctx::new(&user, "audit", "Audit log"),
         rows,
         next: page.next_cursor.map(|c| format!("/audit?cursor={c}")),
-        first: before.is_some(),
+        newer: newer.map(|id| format!("/audit?after={id}")),
+        first: before.is_some() || after.is_some(),
+        total: match (total.count, total.exact) {
+            (1, true) => "1 entry.".to_owned(),
+            (n, true) => format!("{} entries.", super::thousands(n)),
+            (n, false) => format!("More than {} entries.", super::thousands(n)),
+        },
     };
     render(&page, &page.ctx, StatusCode::OK)
 }

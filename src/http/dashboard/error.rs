@@ -20,8 +20,9 @@ pub enum PageError {
     SessionEnded,
     /// The user's role may not do this: 403.
     Forbidden(Role),
-    /// The form's CSRF token is missing or wrong: 403.
-    BadCsrf,
+    /// The form's CSRF token is missing or wrong: 403; `back` is the page the form
+    /// came from (from `Referer`, on this site only), to reload it.
+    BadCsrf { back: String },
     /// Too many failed logins: 429.
     Throttled,
     /// The named thing does not exist: 404.
@@ -43,7 +44,7 @@ struct ErrorPage {
     status: u16,
     heading: String,
     message: String,
-    link: &'static str,
+    link: String,
     link_text: &'static str,
 }
 
@@ -51,7 +52,7 @@ impl PageError {
     fn status(&self) -> StatusCode {
         match self {
             PageError::LoginRequired { .. } => StatusCode::SEE_OTHER,
-            PageError::SessionEnded | PageError::Forbidden(_) | PageError::BadCsrf => {
+            PageError::SessionEnded | PageError::Forbidden(_) | PageError::BadCsrf { .. } => {
                 StatusCode::FORBIDDEN
             }
             PageError::Throttled => StatusCode::TOO_MANY_REQUESTS,
@@ -63,7 +64,7 @@ impl PageError {
         }
     }
 
-    fn words(&self) -> (String, String, &'static str, &'static str) {
+    fn words(&self) -> (String, String, String, &'static str) {
         let home = ("/", "Go to the dashboard");
         let (heading, message, (link, link_text)) = match self {
             PageError::LoginRequired { .. } => ("Please log in".into(), "Log in to see this page.".into(), ("/login", "Log in")),
@@ -77,11 +78,14 @@ impl PageError {
                 format!("This needs the {role} role, so nothing was changed. Ask an admin if you need to do this."),
                 home,
             ),
-            PageError::BadCsrf => (
-                "This form has expired".into(),
-                "The form was sent without its security token (or with an old one), so nothing was changed. Go back, reload the page and try again.".into(),
-                home,
-            ),
+            PageError::BadCsrf { back } => {
+                return (
+                    "This form has expired".into(),
+                    "The form was sent without its security token (or with an old one), so nothing was changed. Open the page again and send the form once more.".into(),
+                    back.clone(),
+                    "Open the form's page again",
+                );
+            }
             PageError::Throttled => (
                 "Too many failed logins".into(),
                 "There were too many failed logins for this user or from this address. Wait 15 minutes, then try again.".into(),
@@ -93,7 +97,15 @@ impl PageError {
             PageError::Unavailable => ("mailtrail is busy".into(), "The database is not available right now (mailtrail may be shutting down). Try again in a moment.".into(), home),
             PageError::Internal(_) => ("Something went wrong".into(), "mailtrail could not do this because of an internal error; it has been logged. Try again, and tell an admin if it keeps happening.".into(), home),
         };
-        (heading, message, link, link_text)
+        (heading, message, link.to_owned(), link_text)
+    }
+
+    /// The page keeps the navigation: the visitor is (most likely) logged in.
+    fn keeps_navigation(&self) -> bool {
+        !matches!(
+            self,
+            PageError::LoginRequired { .. } | PageError::SessionEnded | PageError::Throttled
+        )
     }
 }
 
@@ -118,8 +130,9 @@ impl IntoResponse for PageError {
             tracing::error!(%cause, "internal error on a dashboard page");
         }
         let status = self.status();
+        let nav = self.keeps_navigation();
         let (heading, message, link, link_text) = self.words();
-        error_page(status, heading, message, link, link_text)
+        page_with(status, heading, message, link, link_text, nav)
     }
 }
 
@@ -131,8 +144,21 @@ pub fn error_page(
     link: &'static str,
     link_text: &'static str,
 ) -> Response {
+    page_with(status, heading, message, link.to_owned(), link_text, false)
+}
+
+fn page_with(
+    status: StatusCode,
+    heading: String,
+    message: String,
+    link: String,
+    link_text: &'static str,
+    nav: bool,
+) -> Response {
+    let mut ctx = Ctx::anonymous(&heading);
+    ctx.nav_only = nav;
     let page = ErrorPage {
-        ctx: Ctx::anonymous(&heading),
+        ctx,
         status: status.as_u16(),
         heading,
         message,

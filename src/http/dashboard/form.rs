@@ -64,10 +64,28 @@ impl FromRequest<AppState> for Posted {
         let token = form.get("csrf");
         if token.is_empty() || !constant_time_eq(token.as_bytes(), user.csrf.as_bytes()) {
             tracing::warn!(user = ?user.name, path = ?parts.uri.path(), "form refused: missing or wrong CSRF token");
-            return Err(PageError::BadCsrf);
+            let back = same_site_referer(&parts.headers).unwrap_or_else(|| "/".to_owned());
+            return Err(PageError::BadCsrf { back });
         }
         Ok(Posted { user, form })
     }
+}
+
+/// The path (and query) of `Referer` when it is a page of this site (its host is the
+/// request's `Host`), for a link back to the form's page.
+fn same_site_referer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let referer = header(axum::http::header::REFERER)?;
+    let host = header(axum::http::header::HOST)?;
+    let rest = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !authority.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    Some(super::session::safe_path(path, "/"))
 }
 
 fn content_type(headers: &axum::http::HeaderMap) -> &str {

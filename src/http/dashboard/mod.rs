@@ -239,6 +239,10 @@ pub struct Ctx {
     pub form: FormState,
     /// Cookies get `Secure` (the request came over TLS).
     pub secure: bool,
+    /// Banners every page shows while they hold (outgoing mail off, file transport).
+    pub banners: Vec<String>,
+    /// An error page: show the navigation though no user is known.
+    pub nav_only: bool,
 }
 
 impl Ctx {
@@ -252,6 +256,8 @@ impl Ctx {
             flash: user.flash.clone(),
             form: FormState::default(),
             secure: user.secure,
+            banners: user.banners.clone(),
+            nav_only: false,
         }
     }
 
@@ -361,10 +367,82 @@ impl Ctx {
         }
     }
 
+    /// An address as HTML that may break only after `@` or `.` (SPEC §15), escaped;
+    /// for `|safe`.
+    pub fn addr(&self, address: &str) -> String {
+        let mut out = String::with_capacity(address.len() + 16);
+        for c in address.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&#34;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+            if c == '@' || c == '.' {
+                out.push_str("<wbr>");
+            }
+        }
+        out
+    }
+
     /// The form `form` failed (any field).
     pub fn failed(&self, form: &str) -> bool {
         self.form.form == form && !self.form.errors.is_empty()
     }
+}
+
+/// A second step before an action with a wide effect (SPEC §15): what it will do, and
+/// the same form again with `confirm=yes`. Works without JavaScript.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub ctx: Ctx,
+    pub heading: String,
+    /// What the action will do, one sentence a line.
+    pub impact: Vec<String>,
+    /// Where the confirmed form goes.
+    pub action: String,
+    /// The submitted fields, posted again.
+    pub fields: Vec<(String, String)>,
+    pub button: String,
+    pub danger: bool,
+    /// Where "Cancel" goes.
+    pub cancel: String,
+}
+
+impl ConfirmPage {
+    /// A confirmation of `form`, posted again to `action`.
+    pub fn of(ctx: Ctx, form: &form::Fields, action: &str, cancel: &str) -> ConfirmPage {
+        let mut fields: Vec<(String, String)> = form
+            .text
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "csrf" | "confirm"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fields.sort();
+        ConfirmPage {
+            ctx,
+            heading: String::new(),
+            impact: Vec::new(),
+            action: action.to_owned(),
+            fields,
+            button: String::new(),
+            danger: false,
+            cancel: cancel.to_owned(),
+        }
+    }
+
+    /// The page, 200.
+    pub fn respond(self) -> Result<Response, PageError> {
+        render(&self, &self.ctx, StatusCode::OK)
+    }
+}
+
+/// The form was confirmed on its second step.
+pub fn confirmed(form: &form::Fields) -> bool {
+    form.get("confirm") == "yes"
 }
 
 /// Renders a page with `status`; clears the flash it showed.

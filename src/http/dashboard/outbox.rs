@@ -58,10 +58,18 @@ impl Filters {
 
     /// The store's filter, or the first field that is wrong and why.
     fn check(&self) -> Result<DecisionFilter, (&'static str, String)> {
-        let email = (!self.email.is_empty()).then(|| match EmailAddress::parse(&self.email) {
-            Ok(a) => a.as_str().to_owned(),
-            Err(_) => crate::model::truncate(&self.email, crate::model::RAW_INPUT_LIMIT).to_owned(),
-        });
+        // A whole address is matched exactly; `@example.com` matches a domain and any
+        // other text the start of an address (or a whole invalid input).
+        let (email, email_part) = match self.email.as_str() {
+            "" => (None, None),
+            text => match EmailAddress::parse(text) {
+                Ok(a) => (Some(a.as_str().to_owned()), None),
+                Err(_) => (
+                    None,
+                    Some(crate::model::truncate(text, crate::model::RAW_INPUT_LIMIT).to_owned()),
+                ),
+            },
+        };
         let project = match self.project.as_str() {
             "" => None,
             p => Some(
@@ -99,6 +107,7 @@ impl Filters {
         }
         Ok(DecisionFilter {
             email,
+            email_part,
             project,
             status,
             reason,
@@ -132,7 +141,7 @@ pub fn day_or_time(
     }
     crate::store::parse_time(v).map(Some).ok_or((
         field,
-        "must be a date like 2026-11-22 (or an RFC 3339 time)".into(),
+        "must be a day like 2026-11-22, or a time like 2026-11-22T14:30:00Z".into(),
     ))
 }
 
@@ -177,10 +186,17 @@ struct OutboxPage {
     channels: Vec<&'static str>,
     rows: Vec<Row>,
     next: Option<String>,
+    /// A page of newer rows (paging back up).
+    newer: Option<String>,
     first: Option<String>,
+    /// "N decisions match." (capped).
+    total: Option<String>,
     csv: String,
     filtered: bool,
 }
+
+/// Counts stop here: a million rows need no full count to say "more than".
+const TOTAL_CAP: i64 = 10_000;
 
 fn list_query(q: &Option<String>) -> HashMap<String, String> {
     serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default()
@@ -200,32 +216,82 @@ pub async fn page(
         errors: Vec::new(),
         values: q.clone(),
     };
-    let (rows, next, status) = match filters.check() {
+    let broken =
+        || PageError::BadRequest("That page link is broken; start from the first page.".into());
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
+    let after = q.get("after").filter(|c| !c.is_empty());
+    // `cursor`: older than a row seen; `after`: newer than one (paging back up).
+    let (rows, next, newer, total, status) = match filters.check() {
         Ok(mut filter) => {
-            if let Some(c) = q.get("cursor").filter(|c| !c.is_empty()) {
-                filter.before = Some(parse_cursor(c).ok_or_else(|| {
-                    PageError::BadRequest(
-                        "That page link is broken; start from the first page.".into(),
+            let total = state
+                .store
+                .count_decisions(filter.clone(), TOTAL_CAP)
+                .await?;
+            match (after, cursor) {
+                (Some(a), _) => {
+                    let after = parse_cursor(a).ok_or_else(broken)?;
+                    let (items, more) = state.store.decisions_newer(filter, after).await?;
+                    // The row `after` is older than all of these, so an older page exists.
+                    let older = items.last().map(|d| d.seq.to_string());
+                    let newer = more
+                        .then(|| items.first().map(|d| d.seq.to_string()))
+                        .flatten();
+                    (
+                        items.iter().map(Row::of).collect(),
+                        older,
+                        newer,
+                        Some(total),
+                        StatusCode::OK,
                     )
-                })?);
+                }
+                (None, Some(c)) => {
+                    filter.before = Some(parse_cursor(c).ok_or_else(broken)?);
+                    let page = state.store.decisions(filter).await?;
+                    // Came down from newer pages, so newer rows exist.
+                    let newer = page.items.first().map(|d| d.seq.to_string());
+                    (
+                        page.items.iter().map(Row::of).collect(),
+                        page.next_cursor,
+                        newer,
+                        Some(total),
+                        StatusCode::OK,
+                    )
+                }
+                (None, None) => {
+                    let page = state.store.decisions(filter).await?;
+                    (
+                        page.items.iter().map(Row::of).collect(),
+                        page.next_cursor,
+                        None,
+                        Some(total),
+                        StatusCode::OK,
+                    )
+                }
             }
-            let page = state.store.decisions(filter).await?;
-            (
-                page.items.iter().map(Row::of).collect(),
-                page.next_cursor,
-                StatusCode::OK,
-            )
         }
         Err((field, message)) => {
             ctx.form.errors.push((field.to_owned(), message));
-            (Vec::new(), None, StatusCode::UNPROCESSABLE_ENTITY)
+            (
+                Vec::new(),
+                None,
+                None,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         }
     };
     let pairs = filters.pairs();
-    let first = q
-        .get("cursor")
-        .filter(|c| !c.is_empty())
-        .map(|_| format!("/outbox{}", query(&pairs)));
+    let first = (cursor.is_some() || after.is_some()).then(|| format!("/outbox{}", query(&pairs)));
+    let newer = newer.map(|after| {
+        let mut pairs = pairs.clone();
+        pairs.push(("after", after.as_str()));
+        format!("/outbox{}", query(&pairs))
+    });
+    let total = total.map(|t| match (t.count, t.exact) {
+        (1, true) => "1 decision matches.".to_owned(),
+        (n, true) => format!("{} decisions match.", super::thousands(n)),
+        (n, false) => format!("More than {} decisions match.", super::thousands(n)),
+    });
     let csv = format!("/outbox.csv{}", query(&pairs));
     let next = next.map(|cursor| {
         let mut pairs = pairs.clone();
@@ -248,7 +314,9 @@ pub async fn page(
         channels: Channel::ALL.iter().map(|c| c.as_str()).collect(),
         rows,
         next,
+        newer,
         first,
+        total,
         csv,
         filtered: filters.pairs().iter().any(|(_, v)| !v.is_empty()),
         ctx,

@@ -140,7 +140,7 @@ pub struct SenderSideView {
     pub last: String,
 }
 
-/// A suppression incident with the fields of its undo form.
+/// A bounce incident with its suppressions, which its undo form removes exactly.
 pub struct IncidentView {
     pub form: String,
     pub cause: String,
@@ -148,28 +148,13 @@ pub struct IncidentView {
     pub first: String,
     pub last: String,
     pub sample: String,
-    pub fields: Vec<(String, String)>,
+    /// Its suppressions (addresses), one a line: the `ids` of bulk-remove.
+    pub ids: String,
 }
 
 impl IncidentView {
-    /// The incident as shown, with the hidden fields that select it in bulk-remove.
+    /// The incident as shown, with the `ids` that select exactly it in bulk-remove.
     pub fn new(index: usize, incident: &Incident) -> IncidentView {
-        let fields = incident
-            .filter
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| {
-                        let v = match v {
-                            serde_json::Value::String(s) => s.clone(),
-                            serde_json::Value::Number(n) => n.to_string(),
-                            _ => return None,
-                        };
-                        Some((k.clone(), v))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         IncidentView {
             form: format!("incident-{index}"),
             cause: incident.cause.clone(),
@@ -177,7 +162,7 @@ impl IncidentView {
             first: short_time(&incident.first_at),
             last: short_time(&incident.last_at),
             sample: incident.sample.join(", "),
-            fields,
+            ids: incident.ids.join("\n"),
         }
     }
 }

@@ -302,6 +302,33 @@ pub async fn toggle(
     ) else {
         return Err(PageError::BadRequest("There is no such setting.".into()));
     };
+    // From the why page, a setting of the whole project changes: say so, and ask.
+    if back.starts_with("/why") && !super::confirmed(&form) {
+        let mut page = super::ConfirmPage::of(
+            super::Ctx::new(&user, "why", "Confirm: change a project setting"),
+            &form,
+            &format!("/projects/{}/toggle", project.key),
+            &back,
+        );
+        page.heading = format!(
+            "Turn {} {} for all of {} ({})?",
+            toggle.title,
+            if on { "on" } else { "off" },
+            project.name,
+            project.key
+        );
+        page.impact = vec![
+            toggle.meaning.to_owned(),
+            format!(
+                "It changes what every new decision of {} gets, not only this customer's.",
+                project.key
+            ),
+            "It sends nothing by itself: use Resend afterwards for the customer you are helping."
+                .into(),
+        ];
+        page.button = format!("Yes, turn it {}", if on { "on" } else { "off" });
+        return page.respond();
+    }
     let updated = state
         .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
@@ -365,6 +392,75 @@ fn settings_patch(form: &Fields) -> Result<ProjectPatch, (&'static str, String)>
     })
 }
 
+/// Every field of the settings form checked on its own, so one submit shows every
+/// error (SPEC §15); a copy address without a way to send it, or a way without an
+/// address, would be ignored and is refused.
+fn settings_errors(form: &Fields) -> Vec<(String, String)> {
+    fn check(
+        errors: &mut Vec<(String, String)>,
+        field: &str,
+        result: Result<(), crate::model::FieldError>,
+    ) {
+        if let Err(e) = result {
+            let message = match e
+                .field
+                .split_once('[')
+                .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
+            {
+                Some(i) => format!("Line {}: {}.", i + 1, e.message.trim_end_matches('.')),
+                None => capital(&e.message),
+            };
+            errors.push((field.to_owned(), message));
+        }
+    }
+    let mut errors = Vec::new();
+    check(
+        &mut errors,
+        "name",
+        crate::model::validate_name(form.get("name")).map(|_| ()),
+    );
+    for field in ["allow_patterns", "deny_patterns"] {
+        let mut settings = crate::model::ProjectSettings::default();
+        let patterns = lines(form.get(field));
+        if field == "allow_patterns" {
+            settings.allow_patterns = patterns;
+        } else {
+            settings.deny_patterns = patterns;
+        }
+        check(&mut errors, field, settings.validate().map(|_| ()));
+    }
+    if form.get("email_format").parse::<EmailFormat>().is_err() {
+        errors.push((
+            "email_format".into(),
+            "Choose multipart, html or text.".into(),
+        ));
+    }
+    match (form.opt("copy_to_address"), form.get("copy_to_as")) {
+        (Some(address), "" | "none") => {
+            let shown = crate::model::truncate(address, 80);
+            errors.push((
+                "copy_to_as".into(),
+                format!("Choose To, Cc or Bcc for {shown}, or empty the address: with \"none\" it would not be used."),
+            ));
+        }
+        (None, copy_as) if !matches!(copy_as, "" | "none") => errors.push((
+            "copy_to_address".into(),
+            "Give the address to send the copy to, or choose \"none\".".into(),
+        )),
+        (Some(address), _) => check(
+            &mut errors,
+            "copy_to_address",
+            crate::model::EmailAddress::parse(address)
+                .map(|_| ())
+                .map_err(|e| {
+                    crate::model::FieldError::new("copy_to", format!("not a valid address: {e}"))
+                }),
+        ),
+        _ => {}
+    }
+    errors
+}
+
 /// `POST /projects/{key}` (admin): the name, patterns, format, template set and copy.
 pub async fn settings(
     State(state): State<AppState>,
@@ -376,6 +472,12 @@ pub async fn settings(
     user.require(Role::Admin)?;
     let project = load(&state, &key).await?;
     let back = format!("/projects/{}", project.key);
+    let errors = settings_errors(&form);
+    if !errors.is_empty() {
+        let mut failed = FormState::failed("settings", &form, "", "");
+        failed.errors = errors;
+        return reshow(&state, &dash, &user, &back, failed).await;
+    }
     let patch = match settings_patch(&form) {
         Ok(p) => p,
         Err((field, message)) => {
@@ -495,6 +597,58 @@ pub async fn add_customers(
         )
         .await;
     }
+    let invite = form.checked("invite");
+    // Reasons that hold for every address (the switch, the project, the choice): when
+    // a brand-new customer would get no email, none of the list will. Ask first.
+    if !super::confirmed(&form)
+        && let Some(address) = inputs
+            .iter()
+            .find_map(|i| crate::model::EmailAddress::parse(i).ok())
+    {
+        let site = state.store.site().await?;
+        let settings = project.settings.rule_settings();
+        let d = crate::rules::decide(&crate::rules::Facts {
+            channel: Channel::Agent,
+            address: &address,
+            outgoing_mail: site.outgoing_mail,
+            settings: &settings,
+            customer_exists: false,
+            invite,
+            suppressed: false,
+        });
+        if !d.reasons.is_empty() {
+            let n = inputs.len();
+            let mut page = super::ConfirmPage::of(
+                Ctx::new(
+                    &user,
+                    "projects",
+                    format!("Confirm: add to {}", project.key),
+                ),
+                &form,
+                &format!("/projects/{}/customers", project.key),
+                &back,
+            );
+            page.heading = format!(
+                "Add {n} {} to {} without any email?",
+                if n == 1 { "customer" } else { "customers" },
+                project.name
+            );
+            page.impact = d
+                .reasons
+                .iter()
+                .map(|r| {
+                    let phrase = crate::messages::reason_phrase(*r);
+                    let cause = phrase.split_once("; ").map(|(c, _)| c).unwrap_or(phrase);
+                    format!("No email will be sent: {cause}.")
+                })
+                .collect();
+            page.impact.push(format!(
+                "0 of the {n} will get an email; they can be sent one later with Resend."
+            ));
+            page.button = format!("Yes, add {n} without an email");
+            return page.respond();
+        }
+    }
     let recipients = inputs
         .into_iter()
         .map(|input| Recipient {
@@ -503,7 +657,6 @@ pub async fn add_customers(
             channel: Channel::Agent,
         })
         .collect();
-    let invite = form.checked("invite");
     let results = state
         .store
         .ingest(

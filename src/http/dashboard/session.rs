@@ -181,6 +181,9 @@ pub struct User {
     pub secure: bool,
     /// The message the previous POST left, if any.
     pub flash: Option<Flash>,
+    /// What every page must say while it holds: outgoing mail is off, emails go to
+    /// files (SPEC §14, §15).
+    pub banners: Vec<String>,
 }
 
 impl User {
@@ -235,7 +238,20 @@ impl FromRequestParts<AppState> for User {
                 },
             );
         };
+        let mut banners = Vec::new();
+        if !state.store.site().await?.outgoing_mail {
+            banners.push("Outgoing mail is off: mailtrail sends no email at all until an admin turns it on again on the Site page.".to_owned());
+        }
+        if state.file_transport_banner
+            && let crate::delivery::TransportSpec::File(dir) = &state.config.transport
+        {
+            banners.push(format!(
+                "Emails are written to files in {}, not sent: the transport is file.",
+                dir.display()
+            ));
+        }
         Ok(User {
+            banners,
             name: session.user,
             role: session.role,
             csrf: session.csrf,

@@ -95,6 +95,30 @@ pub async fn outgoing_mail(
     user.require(Role::Admin)?;
     let on = form.get("value") == "on";
     let back = safe_path(form.get("back"), "/site");
+    if !on && !super::confirmed(&form) {
+        let queued = state
+            .store
+            .count_status(crate::model::Status::Queued)
+            .await?;
+        let mut page = super::ConfirmPage::of(
+            super::Ctx::new(&user, "site", "Confirm: outgoing mail off"),
+            &form,
+            "/site/outgoing-mail",
+            &back,
+        );
+        page.heading = "Turn outgoing mail off for the whole site?".into();
+        page.impact = vec![
+            "mailtrail will send no email to anyone: every new email is skipped (reason outgoing_mail_disabled).".into(),
+            match queued {
+                1 => "1 queued email will wait and not be delivered until outgoing mail is on again.".into(),
+                n => format!("{n} queued emails will wait and not be delivered until outgoing mail is on again."),
+            },
+            "Emails skipped meanwhile are not sent by themselves later: you can resend them from the Site page.".into(),
+        ];
+        page.button = "Yes, turn outgoing mail off".into();
+        page.danger = true;
+        return page.respond();
+    }
     let patch = SitePatch {
         outgoing_mail: Some(on),
         ..SitePatch::default()

@@ -8,7 +8,7 @@ use super::overview::IncidentView;
 use super::session::{Flash, User, safe_path};
 use super::{Ctx, Dash, FormState, query, render, reshow, short_time};
 use crate::http::AppState;
-use crate::http::api::suppressions::{BulkRemove, bulk_filter, check_note, parse_import};
+use crate::http::api::suppressions::{BulkRemove, bulk_selection, check_note, parse_import};
 use crate::http::error::ApiError;
 use crate::model::{EmailAddress, Role, SuppressionReason};
 use crate::store::{NewSuppression, StoreError, SuppressionFilter, SuppressionRecord};
@@ -26,6 +26,8 @@ const PAGE: usize = 50;
 pub struct Row {
     /// The name of its unsuppress form.
     pub form: String,
+    /// A complaint or an opt-out: unsuppressing asks for renewed consent.
+    pub consent: bool,
     pub email: String,
     pub reason: &'static str,
     pub reply: String,
@@ -39,6 +41,7 @@ impl Row {
     fn of(index: usize, s: &SuppressionRecord) -> Row {
         Row {
             form: format!("unsuppress-{index}"),
+            consent: crate::why::requires_consent(s.reason),
             email: s.email.clone(),
             reason: s.reason.as_str(),
             reply: crate::why::smtp_line(
@@ -62,10 +65,14 @@ struct SuppressionsPage {
     back: String,
     rows: Vec<Row>,
     next: Option<String>,
+    /// A page of newer rows (paging back up).
+    newer: Option<String>,
     first: Option<String>,
     csv: String,
     incidents: Vec<IncidentView>,
     reasons: Vec<&'static str>,
+    /// How many match (capped).
+    total: String,
 }
 
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
@@ -93,7 +100,41 @@ pub async fn show(
         limit: PAGE,
         after,
     };
-    let page = state.store.suppressions(filter).await?;
+    let total = state
+        .store
+        .count_suppressions(filter.q.clone(), 10_000)
+        .await?;
+    let after = match q.get("after").filter(|c| !c.is_empty()) {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            PageError::BadRequest("That page link is broken; start from the first page.".into())
+        })?),
+        None => None,
+    };
+    let paged = cursor.is_some() || after.is_some();
+    let position = |s: &SuppressionRecord| format!("{}|{}", s.suppressed_at_micros, s.email);
+    // `cursor`: older than a row seen; `after`: newer than one (paging back up).
+    let (page, newer) = match after {
+        Some((at, email)) => {
+            let (items, more) = state
+                .store
+                .suppressions_newer(filter.q.clone(), at, email, PAGE)
+                .await?;
+            let newer = more.then(|| items.first().map(position)).flatten();
+            let older = items.last().map(position);
+            (
+                crate::store::Page {
+                    items,
+                    next_cursor: older,
+                },
+                newer,
+            )
+        }
+        None => {
+            let page = state.store.suppressions(filter).await?;
+            let newer = cursor.and(page.items.first().map(position));
+            (page, newer)
+        }
+    };
     let week = crate::store::now_micros() - 7 * 24 * 3_600_000_000;
     let incidents = state.store.incidents(week).await?;
     let back = format!(
@@ -113,7 +154,8 @@ pub async fn show(
         next: page
             .next_cursor
             .map(|c| format!("/suppressions{}", query(&[("q", &search), ("cursor", &c)]))),
-        first: cursor.map(|_| format!("/suppressions{}", query(&[("q", &search)]))),
+        first: paged.then(|| format!("/suppressions{}", query(&[("q", &search)]))),
+        newer: newer.map(|c| format!("/suppressions{}", query(&[("q", &search), ("after", &c)]))),
         csv: format!("/suppressions.csv{}", query(&[("q", &search)])),
         incidents: incidents
             .iter()
@@ -123,6 +165,11 @@ pub async fn show(
             .map(|(i, inc)| IncidentView::new(i, inc))
             .collect(),
         reasons: SuppressionReason::ALL.iter().map(|r| r.as_str()).collect(),
+        total: match (total.count, total.exact) {
+            (1, true) => "1 address.".to_owned(),
+            (n, true) => format!("{} addresses.", super::thousands(n)),
+            (n, false) => format!("More than {} addresses.", super::thousands(n)),
+        },
         q: search,
         back,
         ctx,
@@ -259,25 +306,39 @@ pub async fn remove(
     let Posted { user, form } = posted;
     user.require(Role::Admin)?;
     let (back, name) = back_of(&form, "unsuppress");
-    let note = match check_note(form.opt("note"), true) {
-        Ok(n) => n.unwrap_or_default(),
-        Err(e) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                FormState::failed(name, &form, "note", field_message(e)),
-            )
-            .await;
-        }
-    };
     let Ok(email) = EmailAddress::parse(form.get("email")) else {
         return Ok(user.redirect(
             &back,
             Flash::error("That is not a valid address, so nothing was unsuppressed."),
         ));
     };
+    let mut errors: Vec<(String, String)> = Vec::new();
+    // A spam complaint or an opt-out is undone only with the customer's renewed consent.
+    if let Some(s) = state.store.suppression(email.clone()).await?
+        && crate::why::requires_consent(s.reason)
+        && !form.checked("consent")
+    {
+        let why = match s.reason {
+            SuppressionReason::Complaint => "marked our email as spam",
+            _ => "asked us to stop",
+        };
+        errors.push((
+            "consent".into(),
+            format!("The customer {why}: tick the box to confirm they asked for our email again."),
+        ));
+    }
+    let note = match check_note(form.opt("note"), true) {
+        Ok(n) => n.unwrap_or_default(),
+        Err(e) => {
+            errors.push(("note".into(), field_message(e)));
+            String::new()
+        }
+    };
+    if !errors.is_empty() {
+        let mut failed = FormState::failed(name, &form, "", "");
+        failed.errors = errors;
+        return reshow(&state, &dash, &user, &back, failed).await;
+    }
     match state
         .store
         .unsuppress(email.clone(), note, user.audit_name())
@@ -299,8 +360,21 @@ pub async fn remove(
     }
 }
 
-/// `POST /suppressions/bulk-remove` (admin): unsuppresses every match of the filters in
-/// one transaction (an incident, or hand-picked filters); the note is required.
+#[derive(Template)]
+#[template(path = "bulk_confirm.html")]
+struct BulkConfirmPage {
+    ctx: Ctx,
+    back: String,
+    count: usize,
+    sample: Vec<String>,
+    note: String,
+    /// The form's fields, posted again with `confirm=yes`.
+    fields: Vec<(String, String)>,
+}
+
+/// `POST /suppressions/bulk-remove` (admin): exactly an incident's suppressions (`ids`,
+/// one address a line), or every match of the filters; the note is required. Without
+/// `confirm=yes` nothing is removed: a page shows how many would be, and asks.
 pub async fn bulk_remove(
     State(state): State<AppState>,
     Extension(dash): Extension<Arc<Dash>>,
@@ -309,66 +383,58 @@ pub async fn bulk_remove(
     let Posted { user, form } = posted;
     user.require(Role::Admin)?;
     let (back, name) = back_of(&form, "bulk");
-    let fail =
-        |field: &str, message: String| FormState::failed(name.clone(), &form, field, message);
+    let mut errors: Vec<(String, String)> = Vec::new();
     let note = match check_note(form.opt("note"), true) {
         Ok(n) => n.unwrap_or_default(),
-        Err(e) => return reshow(&state, &dash, &user, &back, fail("note", field_message(e))).await,
+        Err(e) => {
+            errors.push(("note".into(), field_message(e)));
+            String::new()
+        }
     };
-    let reason = match form
+    let reason = form
         .opt("reason")
         .map(str::parse::<SuppressionReason>)
         .transpose()
-    {
-        Ok(r) => r,
-        Err(_) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                fail("reason", "Choose one of the listed reasons.".into()),
-            )
-            .await;
-        }
-    };
-    let smtp_code = match form.opt("smtp_code").map(str::parse::<i64>).transpose() {
-        Ok(c) => c,
-        Err(_) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                fail(
-                    "smtp_code",
+        .unwrap_or_else(|_| {
+            errors.push(("reason".into(), "Choose one of the listed reasons.".into()));
+            None
+        });
+    let smtp_code = form
+        .opt("smtp_code")
+        .map(|c| c.parse::<i64>().ok().filter(|c| (200..=599).contains(c)))
+        .map(|c| {
+            c.ok_or_else(|| {
+                errors.push((
+                    "smtp_code".into(),
                     "An SMTP code is three digits, like 550.".into(),
-                ),
-            )
-            .await;
+                ))
+            })
+        })
+        .and_then(Result::ok);
+    let mut time = |name: &'static str, end: bool| match super::outbox::day_or_time(
+        name,
+        form.get(name).trim(),
+        end,
+    ) {
+        Ok(t) => t.map(crate::store::format_time),
+        Err((field, _)) => {
+            errors.push((
+                field.into(),
+                "Write a day like 2026-11-22, or leave it empty.".into(),
+            ));
+            None
         }
     };
-    let time = |name: &'static str, end: bool| {
-        super::outbox::day_or_time(name, form.get(name).trim(), end)
-            .map(|t| t.map(crate::store::format_time))
-    };
-    let (since, until) = match (time("since", false), time("until", true)) {
-        (Ok(s), Ok(u)) => (s, u),
-        (Err((field, m)), _) | (_, Err((field, m))) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                fail(
-                    field,
-                    format!("Must be {}.", m.trim_start_matches("must be ")),
-                ),
-            )
-            .await;
-        }
-    };
+    let (since, until) = (time("since", false), time("until", true));
+    let ids: Option<Vec<String>> = form.opt("ids").map(|ids| {
+        ids.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
     let body = BulkRemove {
+        ids,
         reason,
         smtp_code,
         enhanced_code: form.opt("enhanced_code").map(str::to_owned),
@@ -377,35 +443,76 @@ pub async fn bulk_remove(
         since,
         until,
         note: note.clone(),
+        dry_run: false,
     };
-    let filter = match bulk_filter(body) {
-        Ok(f) => f,
-        Err(e) => {
-            return reshow(
-                &state,
-                &dash,
-                &user,
-                &back,
-                fail(
-                    "reason",
+    let selection = if errors.iter().any(|(f, _)| f != "note") {
+        None
+    } else {
+        match bulk_selection(body) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push((
+                    "reason".into(),
                     format!(
                         "{} Pick at least one filter.",
                         field_message(e).trim_end_matches('.')
                     ),
-                ),
-            )
-            .await;
+                ));
+                None
+            }
         }
     };
-    let removed = state
+    let selection = match selection {
+        Some(s) if errors.is_empty() => s,
+        _ => {
+            let mut failed = FormState::failed(name, &form, "", "");
+            failed.errors = errors;
+            return reshow(&state, &dash, &user, &back, failed).await;
+        }
+    };
+    if form.get("confirm") != "yes" {
+        let outcome = state
+            .store
+            .bulk_remove(selection, note.clone(), user.audit_name(), true)
+            .await?;
+        if outcome.addresses.is_empty() {
+            return Ok(user.redirect(
+                &back,
+                Flash::warn("No suppression matches, so nothing was removed."),
+            ));
+        }
+        let mut fields: Vec<(String, String)> = form
+            .text
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "csrf" | "confirm" | "note"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fields.sort();
+        let page = BulkConfirmPage {
+            ctx: Ctx::new(&user, "suppressions", "Confirm: unsuppress"),
+            back,
+            count: outcome.addresses.len(),
+            sample: outcome
+                .addresses
+                .into_iter()
+                .take(crate::store::BULK_SAMPLE)
+                .collect(),
+            note,
+            fields,
+        };
+        return render(&page, &page.ctx, StatusCode::OK);
+    }
+    let outcome = state
         .store
-        .bulk_unsuppress(filter, note, user.audit_name())
+        .bulk_remove(selection, note, user.audit_name(), false)
         .await?;
-    let flash = match removed.len() {
-        0 => Flash::warn("No suppression matched, so nothing was removed."),
-        1 => Flash::ok(format!("Unsuppressed 1 address: {}.", removed[0])),
-        n => Flash::ok(format!(
-            "Unsuppressed {n} addresses in one step (audited as one action)."
+    let removed = outcome.addresses;
+    let flash = match removed.as_slice() {
+        [] => Flash::warn("No suppression matched any more, so nothing was removed."),
+        [one] => Flash::ok(format!("Unsuppressed 1 address: {one}.")),
+        _ => Flash::ok(format!(
+            "Unsuppressed {} addresses in one step (audited as one action).",
+            removed.len()
         )),
     };
     Ok(user.redirect(&back, flash))

@@ -12,7 +12,7 @@ use crate::http::AppState;
 use crate::http::api::read::why_answer;
 use crate::model::{EmailAddress, ProjectKey, ReasonCode, Role, Verdict};
 use crate::store::ResendOutcome;
-use crate::why::{PreviewDecision, WhyAnswer};
+use crate::why::WhyAnswer;
 use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -42,14 +42,6 @@ fn preview_text(lead: &str, reasons: &[ReasonCode]) -> PreviewText {
             text: format!("{lead} still be skipped: {}.", names.join(", ")),
         }
     }
-}
-
-fn without(d: &PreviewDecision, gone: &[ReasonCode]) -> Vec<ReasonCode> {
-    d.reasons
-        .iter()
-        .copied()
-        .filter(|r| !gone.contains(r))
-        .collect()
 }
 
 /// A project the customer belongs to, with what a resend would do now.
@@ -86,6 +78,10 @@ pub struct SuppressionCard {
 
 /// One fix with its button.
 pub struct FixView {
+    /// Its preview says it will work: the page's primary button.
+    pub primary: bool,
+    /// Unsuppressing a complaint or an opt-out: ask for the customer's renewed consent.
+    pub requires_consent: bool,
     pub action: String,
     pub description: String,
     pub preview: Option<PreviewText>,
@@ -162,17 +158,6 @@ pub struct Answer {
     pub timeline: Vec<DecisionView>,
 }
 
-fn setting_reasons(setting: &str) -> &'static [ReasonCode] {
-    match setting {
-        "invite_notification" => &[ReasonCode::InviteNotificationDisabled],
-        "verification_emails" => &[ReasonCode::VerificationEmailsDisabled],
-        "public_signup" => &[ReasonCode::PublicSignupDisabled],
-        "share_with_anyone" => &[ReasonCode::CcSharingDisabled],
-        "notify_auto_created" => &[ReasonCode::AutomationCreated, ReasonCode::ApiCreated],
-        _ => &[],
-    }
-}
-
 fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
     let email = answer.email.clone();
     let previews: HashMap<&str, &crate::why::Preview> = answer
@@ -226,7 +211,10 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
         decision_id: s.decision_id.clone().unwrap_or_default(),
         note: s.note.clone().unwrap_or_default(),
     });
-    let main_resend = main_project.as_deref().and_then(member_resend);
+    let resend_works = answer
+        .fixes
+        .iter()
+        .any(|f| f.action == "resend" && f.will_work());
     let fixes = answer
         .fixes
         .iter()
@@ -240,50 +228,30 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
                 "resend" => (f.target.clone(), String::new()),
                 _ => (main_project.clone().unwrap_or_default(), String::new()),
             };
-            let (needs, preview) = match f.action.as_str() {
-                "resend" => (
-                    "support",
-                    member_resend(&project).map(|d| preview_text("A resend now would", &d.reasons)),
-                ),
-                "unsuppress" => (
-                    "admin",
-                    main_resend.map(|d| {
-                        preview_text(
-                            "After unsuppressing, a resend would",
-                            &without(d, &[ReasonCode::Suppressed]),
-                        )
-                    }),
-                ),
-                "enable_outgoing_mail" => (
-                    "admin",
-                    main_resend.map(|d| {
-                        preview_text(
-                            "After turning it on, a resend would",
-                            &without(d, &[ReasonCode::OutgoingMailDisabled]),
-                        )
-                    }),
-                ),
-                "enable_project_setting" => (
-                    "admin",
-                    previews.get(project.as_str()).map(|p| {
-                        let after = without(&p.agent_add, setting_reasons(&setting));
-                        let mut text = preview_text(
-                            "After this, adding this address as a new customer would",
-                            &after,
-                        );
-                        text.text.push_str(
-                            " It sends nothing to this customer by itself: use Resend afterwards.",
-                        );
-                        text
-                    }),
-                ),
-                _ => ("support", None),
+            let needs = match f.action.as_str() {
+                "resend" => "support",
+                _ => "admin",
             };
+            // The preview is the why answer's own rules run with this fix applied.
+            let preview = f.preview.as_ref().map(|d| {
+                if f.action == "resend" {
+                    preview_text("A resend now would", &d.reasons)
+                } else if resend_works {
+                    PreviewText {
+                        send: false,
+                        text: "Not needed for this customer: a resend works without it. It changes only what later decisions get.".into(),
+                    }
+                } else {
+                    preview_text("After this, a resend would", &d.reasons)
+                }
+            });
             let allowed = match needs {
                 "admin" => ctx.can_admin(),
                 _ => ctx.can_support(),
             };
             FixView {
+                primary: f.will_work() && (f.action == "resend" || !resend_works),
+                requires_consent: f.requires_consent,
                 action: f.action.clone(),
                 description: f.description.clone(),
                 preview,
