@@ -202,6 +202,25 @@ async fn queued_store(location: &DbLocation, messages: usize) -> anyhow::Result<
     Ok(store)
 }
 
+/// Waits until `messages` are sent; answers the time since `started`.
+async fn all_sent(
+    store: &Store,
+    messages: usize,
+    started: Instant,
+    who: &str,
+) -> anyhow::Result<Duration> {
+    loop {
+        let sent = sent_count(store).await?;
+        if sent as usize >= messages {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            bail!("{who} sent only {sent} of {messages} in 180 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn sent_count(store: &Store) -> anyhow::Result<i64> {
     // A cheap count: the bench's own polling must not eat the CPU it measures.
     Ok(store.count_status(crate::model::Status::Sent).await?)
@@ -235,17 +254,7 @@ async fn ours(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);
-    loop {
-        let sent = sent_count(&store).await?;
-        if sent as usize >= messages {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("our worker sent only {sent} of {messages} in 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let elapsed = started.elapsed();
+    let elapsed = all_sent(&store, messages, started, "our worker").await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     Ok(messages as f64 / elapsed.as_secs_f64())
@@ -372,17 +381,7 @@ async fn processes(
             command.spawn().context("cannot start `mailtrail worker`")?,
         ));
     }
-    loop {
-        let sent = sent_count(&store).await?;
-        if sent as usize >= messages {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(180) {
-            bail!("{workers} workers sent only {sent} of {messages} in 180 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let elapsed = started.elapsed();
+    let elapsed = all_sent(&store, messages, started, &format!("{workers} workers")).await?;
     drop(children);
     // The sink appends after it answers; give the last messages a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -452,6 +452,9 @@ trait WriteJob: Send {
     /// Whether the job's last run lost a race to another process (worth a rerun).
     fn lost_race(&self) -> bool;
 
+    /// Whether the job has run at all (a batch can fail at its BEGIN).
+    fn ran(&self) -> bool;
+
     /// Answers the caller with the job's result, once the batch's COMMIT returned.
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>);
 }
@@ -485,6 +488,10 @@ where
 
     fn lost_race(&self) -> bool {
         matches!(&self.result, Some(Err(e)) if e.is_contention())
+    }
+
+    fn ran(&self) -> bool {
+        self.result.is_some()
     }
 
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>) {
@@ -570,14 +577,26 @@ fn writer_loop(conn: Db, opener: Opener, inbox: &Mutex<mpsc::Receiver<Job>>, max
                 }
             };
         }
-        let Some(db) = conn.as_ref() else { continue };
-        let commit = run_batch_retrying(db, &mut batch);
+        let Some(db) = conn.take() else { continue };
+        let mut db = db;
+        let mut commit = run_batch_retrying(&db, &mut batch);
+        // A PostgreSQL connection that died while idle (the server restarted) is found
+        // out at the batch's BEGIN, before any job ran: the batch runs on a new one.
+        if matches!(commit, Err(StoreError::Unavailable(_)))
+            && db.is_broken()
+            && !batch.iter().any(|job| job.ran())
+            && let Ok(fresh) = opener(Role::Writer)
+        {
+            db = fresh;
+            commit = run_batch_retrying(&db, &mut batch);
+        }
         if let Err(error) = &commit {
             tracing::error!(%error, "the write batch is rolled back");
             if !db.is_autocommit() || db.engine() == db::Engine::Postgres {
                 let _ = db.rollback();
             }
         }
+        conn = Some(db);
         for job in batch {
             job.answer(commit.as_ref().map(|_| ()));
         }

@@ -87,7 +87,7 @@ impl Store {
             let counted: i64 = conn
                 .prepare_cached(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM suppressions
-                     WHERE (?1 IS NULL OR email LIKE ?1 ESCAPE '\\') LIMIT ?2) AS capped",
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1 ESCAPE '\\') LIMIT ?2) AS capped",
                 )?
                 .query_row(params![pattern, cap + 1], |r| r.get(0))?;
             Ok(CappedCount::of(counted, cap))
@@ -112,7 +112,7 @@ impl Store {
             let mut items = conn
                 .prepare_cached(&format!(
                     "SELECT {} FROM suppressions
-                     WHERE (?1 IS NULL OR email LIKE ?1 ESCAPE '\\')
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1 ESCAPE '\\')
                        AND (suppressed_at > ?2 OR (suppressed_at = ?2 AND email < ?3))
                      ORDER BY suppressed_at ASC, email DESC LIMIT ?4",
                     super::queries::SUPPRESSION_COLUMNS

@@ -462,6 +462,35 @@ impl App {
         self.db().starts_with("postgres")
     }
 
+    /// Runs `sql` (no parameters) on the app's database, whichever engine it is, for a
+    /// test that ages rows; answers the rows changed.
+    pub fn db_execute(&self, sql: &str) -> u64 {
+        if self.on_postgres() {
+            let mut client = postgres::Client::connect(&self.db(), postgres::NoTls)
+                .expect("connecting to the app's PostgreSQL database");
+            client.execute(sql, &[]).expect("the statement runs")
+        } else {
+            rusqlite::Connection::open(self.db_path())
+                .expect("opening the app's SQLite database")
+                .execute(sql, [])
+                .expect("the statement runs") as u64
+        }
+    }
+
+    /// The first column of the first row of `sql` as an integer, whichever engine.
+    pub fn db_query_i64(&self, sql: &str) -> i64 {
+        if self.on_postgres() {
+            let mut client = postgres::Client::connect(&self.db(), postgres::NoTls)
+                .expect("connecting to the app's PostgreSQL database");
+            client.query_one(sql, &[]).expect("a row").get::<_, i64>(0)
+        } else {
+            rusqlite::Connection::open(self.db_path())
+                .expect("opening the app's SQLite database")
+                .query_row(sql, [], |r| r.get(0))
+                .expect("a row")
+        }
+    }
+
     /// The SQLite database file (meaningful only when not [`App::on_postgres`]).
     pub fn db_path(&self) -> PathBuf {
         self.dir().join("mailtrail.db")

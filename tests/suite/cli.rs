@@ -54,11 +54,11 @@ fn why_prints_the_verdict_and_exits_0_only_when_mail_is_on_its_way() {
     );
     // Finding nothing, it says which database it read.
     let output = app.cli(&["why", "never@example.com"]);
-    let db = app.dir().join("mailtrail.db");
+    let db = app.db();
     assert!(
         output
             .stderr_text()
-            .contains(&format!("read the database {}", db.display())),
+            .contains(&format!("read the database {db}")),
         "{}",
         output.stderr_text()
     );

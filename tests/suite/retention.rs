@@ -51,18 +51,9 @@ fn old_decisions_and_attempts_go_the_newest_per_address_and_project_stays() {
     );
     app.get(&format!("/api/v1/decisions/{first}"))
         .expect_status(404);
-    let db = rusqlite::Connection::open_with_flags(
-        app.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database");
-    let orphans: i64 = db
-        .query_row(
-            "SELECT count(*) FROM attempts WHERE decision_id = ?1",
-            [&first],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let orphans = app.db_query_i64(&format!(
+        "SELECT count(*) FROM attempts WHERE decision_id = '{first}'"
+    ));
     assert_eq!(orphans, 0, "the purged decision's attempts went with it");
     let answer = why(&app, "a@example.com");
     assert!(
