@@ -47,9 +47,6 @@ macro_rules! outln {
     }};
 }
 
-/// Group-committing writer connections per process on PostgreSQL.
-const POSTGRES_GROUP_WRITERS: usize = 8;
-
 /// `eprintln!` that ignores a closed stderr (`eprintln!` would panic).
 macro_rules! errln {
     ($($arg:tt)*) => {{
@@ -188,7 +185,7 @@ async fn open(config: &Config) -> Result<Store, RunError> {
         // large as the benchmark's client count (SPEC §8's baseline). SQLite always
         // has one writer.
         writers: if config.group_commit {
-            POSTGRES_GROUP_WRITERS
+            StoreOptions::default().writers
         } else {
             64
         },

@@ -173,7 +173,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_batch: 512,
-            writers: 1,
+            writers: POSTGRES_GROUP_WRITERS,
             read_pool: 8,
         }
     }
@@ -184,6 +184,11 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
+
+/// Group-committing writer connections per process on PostgreSQL: each statement is a
+/// network round trip, so one writer would wait on the wire most of the time; several,
+/// each grouping the jobs waiting when it is free, keep the server busy. SQLite has one.
+pub const POSTGRES_GROUP_WRITERS: usize = 8;
 
 /// Most reads at once on PostgreSQL, each on a connection of its own: a server's
 /// connection slots are shared by every process of the deployment.
