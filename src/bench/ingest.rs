@@ -13,6 +13,7 @@
 
 use super::Plan;
 use super::client::{Connection, request};
+use super::scratch::ScratchDb;
 use super::server::{Commit, Server, Workdir, rss_kib};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -59,7 +60,7 @@ impl IngestResult {
     }
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(super) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -83,45 +84,6 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<IngestResult> {
     Ok(result)
 }
 
-/// The database of one run: a file in its work dir, or a scratch PostgreSQL database
-/// (dropped when the run is over).
-struct Scratch {
-    db: String,
-    postgres: Option<(String, String)>,
-}
-
-impl Scratch {
-    async fn new(plan: &Plan, dir: &Workdir, label: &str) -> anyhow::Result<Scratch> {
-        Ok(match &plan.postgres {
-            None => Scratch {
-                db: dir.join("bench.db").display().to_string(),
-                postgres: None,
-            },
-            Some(url) => {
-                let name = format!("mtbench_{}_{label}", std::process::id());
-                let (u, n) = (url.clone(), name.clone());
-                let db = tokio::task::spawn_blocking(move || {
-                    crate::store::create_scratch_database(&u, &n)
-                })
-                .await??;
-                Scratch {
-                    db,
-                    postgres: Some((url.clone(), name)),
-                }
-            }
-        })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some((url, name)) = self.postgres.take() {
-            // The server has stopped by now (it is dropped first, being declared later).
-            std::thread::spawn(move || crate::store::drop_scratch_database(&url, &name));
-        }
-    }
-}
-
 const WARMING: u8 = 0;
 const MEASURING: u8 = 1;
 const STOPPED: u8 = 2;
@@ -132,19 +94,18 @@ async fn run(plan: &Plan, commit: Commit) -> anyhow::Result<LoadRun> {
     } else {
         "ingest-baseline"
     })?;
-    let scratch = Scratch::new(
-        plan,
-        &dir,
-        if commit == Commit::Grouped {
-            "ingest"
-        } else {
-            "ingest_baseline"
-        },
-    )
-    .await?;
-    let server = Server::start(&dir, &scratch.db, commit).await?;
+    let label = if commit == Commit::Grouped {
+        "ingest"
+    } else {
+        "ingest_baseline"
+    };
+    let scratch = ScratchDb::new(plan.postgres.as_deref(), &dir.path, label).await?;
+    let server = Server::start(&dir, scratch.setting(), commit).await?;
     server.put_project("BENCH", "Bench").await?;
-    load(plan, &server).await
+    let measured = load(plan, &server).await;
+    drop(server);
+    scratch.close().await;
+    measured
 }
 
 /// Measures the 64 clients' adds against `server`, whose project `BENCH` exists.

@@ -26,6 +26,7 @@ mod lookup;
 mod pages;
 mod report;
 mod retention;
+pub(crate) mod scratch;
 mod server;
 
 use crate::commands::RunError;

@@ -13,6 +13,7 @@ use super::smtp::{self, Target};
 use super::transport::Attempt;
 use super::worker::attempt_write;
 use super::{SmtpTls, TransportSpec};
+use crate::bench::scratch::ScratchDb;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::model::{Channel, ParsedMailbox, ProjectKey, ProjectPatch};
@@ -145,27 +146,13 @@ fn sink_raw_rate(port: u16, messages: usize) -> anyhow::Result<f64> {
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A fresh store for one measured configuration: a file in `dir` on SQLite, a scratch
-/// database on the server of `base.db` on PostgreSQL.
-pub async fn scratch_location(
-    base: &Config,
-    dir: &std::path::Path,
-    name: &str,
-) -> anyhow::Result<DbLocation> {
-    Ok(match &base.db {
-        DbLocation::Sqlite(_) => DbLocation::Sqlite(dir.join(format!("{name}.db"))),
-        DbLocation::Postgres(url) => {
-            let (url, name) = (
-                url.clone(),
-                format!("mtbench_{}_{name}", std::process::id()),
-            );
-            let created = tokio::task::spawn_blocking(move || {
-                crate::store::create_scratch_database(&url, &name)
-            })
-            .await??;
-            DbLocation::Postgres(created)
-        }
-    })
+/// A fresh store for one measured configuration, on the engine of `base.db`.
+async fn scratch(base: &Config, dir: &std::path::Path, label: &str) -> anyhow::Result<ScratchDb> {
+    let server = match &base.db {
+        DbLocation::Sqlite(_) => None,
+        DbLocation::Postgres(url) => Some(url.as_str()),
+    };
+    ScratchDb::new(server, dir, label).await
 }
 
 async fn queued_store(location: &DbLocation, messages: usize) -> anyhow::Result<Store> {
@@ -248,15 +235,20 @@ async fn ours(
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let location = scratch_location(base, dir, "ours").await?;
-    let store = queued_store(&location, messages).await?;
-    let state = AppState::new(store.clone(), config_for(base, port, location, concurrency))?;
+    let db = scratch(base, dir, "ours").await?;
+    let store = queued_store(db.location(), messages).await?;
+    let state = AppState::new(
+        store.clone(),
+        config_for(base, port, db.location().clone(), concurrency),
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let worker = super::spawn_worker(state, stop_rx);
     let elapsed = all_sent(&store, messages, started, "our worker").await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    drop(store);
+    db.close().await;
     Ok(messages as f64 / elapsed.as_secs_f64())
 }
 
@@ -267,9 +259,9 @@ async fn naive(
     port: u16,
     messages: usize,
 ) -> anyhow::Result<f64> {
-    let location = scratch_location(base, dir, "naive").await?;
-    let store = queued_store(&location, messages).await?;
-    let config = config_for(base, port, location, 1);
+    let db = scratch(base, dir, "naive").await?;
+    let store = queued_store(db.location(), messages).await?;
+    let config = config_for(base, port, db.location().clone(), 1);
     let policy = RetryPolicy {
         delays: config.retry_schedule.clone(),
         give_up_after: config.give_up_after,
@@ -328,7 +320,10 @@ async fn naive(
             .await?;
     }
     let _ = Stage::Data;
-    Ok(messages as f64 / started.elapsed().as_secs_f64())
+    let rate = messages as f64 / started.elapsed().as_secs_f64();
+    drop(store);
+    db.close().await;
+    Ok(rate)
 }
 
 /// `--workers N`: N `mailtrail worker` processes deliver one queued store into a sink
@@ -350,13 +345,9 @@ async fn processes(
     }
     let dump = dumps.join("messages");
     let _sink = start_sink_with(port, Some(&dump))?;
-    let location = scratch_location(base, dir, "processes").await?;
-    let store = queued_store(&location, messages).await?;
+    let db = scratch(base, dir, "processes").await?;
+    let store = queued_store(db.location(), messages).await?;
     let exe = std::env::current_exe().context("cannot find the mailtrail binary")?;
-    let db = match &location {
-        DbLocation::Sqlite(path) => path.display().to_string(),
-        DbLocation::Postgres(url) => url.clone(),
-    };
     let mut children = Vec::new();
     let started = Instant::now();
     for _ in 0..workers {
@@ -369,7 +360,7 @@ async fn processes(
         command
             .arg("worker")
             .current_dir(dir)
-            .env("MAILTRAIL_DB", &db)
+            .env("MAILTRAIL_DB", db.setting())
             .env("MAILTRAIL_TRANSPORT", format!("smtp://127.0.0.1:{port}"))
             .env("MAILTRAIL_CONCURRENCY", "16")
             .env("MAILTRAIL_POLL_INTERVAL", "20ms")
@@ -396,6 +387,8 @@ async fn processes(
         })
         .collect();
     let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    drop(store);
+    db.close().await;
     Ok(ProcessFigures {
         workers,
         msgs_per_sec: messages as f64 / elapsed.as_secs_f64(),
@@ -403,22 +396,6 @@ async fn processes(
         received: ids.len(),
         sent_twice: ids.len() - unique.len(),
     })
-}
-
-/// Drops the scratch databases a PostgreSQL run made.
-async fn drop_scratch(base: &Config) {
-    if let DbLocation::Postgres(url) = &base.db {
-        for name in ["ours", "naive", "processes"] {
-            let (url, name) = (
-                url.clone(),
-                format!("mtbench_{}_{name}", std::process::id()),
-            );
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::store::drop_scratch_database(&url, &name)
-            })
-            .await;
-        }
-    }
 }
 
 /// Runs the delivery benchmark.
@@ -454,7 +431,6 @@ pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<D
         })
     }
     .await;
-    drop_scratch(base).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -1,7 +1,7 @@
 //! The retention figure: ingest while a purge runs, against ingest with nothing to purge.
 
 use super::{Report, Row, context, count, round};
-use crate::bench::ingest::LoadRun;
+use crate::bench::ingest::{LoadRun, median};
 use crate::bench::retention::RetentionResult;
 use serde_json::json;
 
@@ -73,15 +73,5 @@ impl Report {
                 "baseline_runs": runs(&r.without),
             }),
         );
-    }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
