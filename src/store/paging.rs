@@ -42,14 +42,11 @@ impl Store {
                 w.next_index()
             );
             w.push_value(Box::new(filter.limit as i64 + 1));
-            let mut items = conn
+            let items = conn
                 .prepare_cached(&sql)?
                 .query_map(&w.params(), decision_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = items.len() > filter.limit;
-            items.truncate(filter.limit);
-            items.reverse();
-            Ok((items, more))
+            Ok(newer_page(items, filter.limit))
         })
         .await
     }
@@ -109,7 +106,7 @@ impl Store {
     ) -> Result<(Vec<super::SuppressionRecord>, bool), StoreError> {
         self.read(move |conn| {
             let pattern = q.map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
-            let mut items = conn
+            let items = conn
                 .prepare_cached(&format!(
                     "SELECT {} FROM suppressions
                      WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1 ESCAPE '\\')
@@ -122,10 +119,7 @@ impl Store {
                     super::queries::suppression_from_row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
-            items.reverse();
-            Ok((items, more))
+            Ok(newer_page(items, limit))
         })
         .await
     }
@@ -140,28 +134,17 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<super::AuditEntry>, bool), StoreError> {
         self.read(move |conn| {
-            let mut items = conn
+            let items = conn
                 .prepare_cached(
                     "SELECT id, who, what, target, note, at, detail FROM audit
                      WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
                 )?
-                .query_map(params![after, limit as i64 + 1], |r| {
-                    let detail: Option<String> = r.get(6)?;
-                    Ok(super::AuditEntry {
-                        id: r.get(0)?,
-                        who: r.get(1)?,
-                        what: r.get(2)?,
-                        target: r.get(3)?,
-                        note: r.get(4)?,
-                        when: super::format_time(r.get(5)?),
-                        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-                    })
-                })?
+                .query_map(
+                    params![after, limit as i64 + 1],
+                    super::queries::audit_from_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
-            items.reverse();
-            Ok((items, more))
+            Ok(newer_page(items, limit))
         })
         .await
     }
@@ -176,4 +159,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// Rows read oldest first past a position (`limit + 1` of them): the page, newest
+/// first, and whether there are newer ones still.
+fn newer_page<T>(mut items: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    items.reverse();
+    (items, more)
 }

@@ -249,6 +249,20 @@ pub struct WhyFacts {
     pub projects: Vec<Project>,
 }
 
+/// An audit row of `SELECT id, who, what, target, note, at, detail`.
+pub(crate) fn audit_from_row(r: &Row<'_>) -> Result<AuditEntry, DbError> {
+    let detail: Option<String> = r.get(6)?;
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        who: r.get(1)?,
+        what: r.get(2)?,
+        target: r.get(3)?,
+        note: r.get(4)?,
+        when: format_time(r.get(5)?),
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
 /// An audit entry (SPEC §9): `{id, who, what, target, note, when}`.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
@@ -496,18 +510,10 @@ impl Store {
                  WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             let items = stmt
-                .query_map(params![before.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
-                    let detail: Option<String> = r.get(6)?;
-                    Ok(AuditEntry {
-                        id: r.get(0)?,
-                        who: r.get(1)?,
-                        what: r.get(2)?,
-                        target: r.get(3)?,
-                        note: r.get(4)?,
-                        when: format_time(r.get(5)?),
-                        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-                    })
-                })?
+                .query_map(
+                    params![before.unwrap_or(i64::MAX), limit as i64 + 1],
+                    audit_from_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(page(items, limit, |e| e.id.to_string()))
         })
