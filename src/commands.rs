@@ -2,6 +2,7 @@
 //! the result into an exit code: 0 ok, 1 runtime failure, 2 usage or config error,
 //! 3 "no email" for `why` and `resend` (SPEC §7).
 
+use crate::app::App;
 use crate::cli::{Cli, Command, DbCommand, Format, SuppressionsCommand, TokenCommand, UserCommand};
 use crate::config::{Config, ConfigError};
 use crate::http::AppState;
@@ -271,7 +272,8 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
             RunError::Runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let mut state = AppState::new(store, config).map_err(anyhow::Error::from)?;
+    let app = App::new(store, config).map_err(anyhow::Error::from)?;
+    let mut state = AppState::new(app.clone());
     if let crate::delivery::TransportSpec::File(dir) = &state.config.transport
         && !demo
     {
@@ -279,7 +281,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
         state.file_transport_banner = true;
     }
     if demo {
-        crate::demo::seed(&state).await.map_err(RunError::Runtime)?;
+        crate::demo::seed(&app).await.map_err(RunError::Runtime)?;
     }
     outln!("mailtrail: listening on http://{addr}");
     let _ = std::io::stdout().flush();
@@ -292,7 +294,7 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
     let worker = state
         .config
         .worker
-        .then(|| crate::delivery::spawn_worker(state.clone(), stop_rx.clone()));
+        .then(|| crate::delivery::spawn_worker(app.clone(), stop_rx.clone()));
     let retention = crate::retention::spawn(state.store.clone(), state.config.retention, stop_rx);
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
@@ -311,9 +313,9 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
 async fn worker(config: Config) -> Result<ExitCode, RunError> {
     check_smtp_ca(&config)?;
     let store = open(&config).await?;
-    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
+    let app = App::new(store, config).map_err(anyhow::Error::from)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = crate::delivery::spawn_worker(state, stop_rx);
+    let worker = crate::delivery::spawn_worker(app, stop_rx);
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     worker.await.map_err(anyhow::Error::from)?;
@@ -401,8 +403,9 @@ async fn why(
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
         .transpose()?;
-    let state = AppState::new(store, config).map_err(anyhow::Error::from)?;
-    let answer = crate::http::api::read::why_answer(&state, &email, project)
+    let app = App::new(store, config).map_err(anyhow::Error::from)?;
+    let answer = app
+        .why(&email, project)
         .await
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("{e}")))?;
     if json {

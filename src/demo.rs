@@ -7,13 +7,13 @@
 //! a 451 greylisting, a 550 5.7.1 policy refusal), because the demo runs with no mail
 //! server; they are then classified and recorded by the same functions as real replies.
 
+use crate::app::App;
 use crate::delivery::classify::{Reply, Stage, TryEnd};
 use crate::delivery::render;
 use crate::delivery::schedule::RetryPolicy;
 use crate::delivery::transport::{Attempt, Transport};
 use crate::delivery::worker::attempt_write;
 use crate::delivery::{bounces, report};
-use crate::http::AppState;
 use crate::model::{
     Channel, EmailAddress, ParsedMailbox, ProjectKey, ProjectPatch, SitePatch, SuppressionReason,
 };
@@ -70,7 +70,7 @@ async fn add(
 }
 
 /// Seeds the demo unless the store already has projects.
-pub async fn seed(state: &AppState) -> anyhow::Result<()> {
+pub async fn seed(state: &App) -> anyhow::Result<()> {
     let store = &state.store;
     if !store.projects().await?.is_empty() {
         return Ok(());
@@ -236,7 +236,7 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
 
 /// Delivers the queued demo decisions now: most through the real file transport, three
 /// with scripted SMTP replies, and one DSN and one complaint posted afterwards.
-async fn deliver_stories(state: &AppState) -> anyhow::Result<()> {
+async fn deliver_stories(state: &App) -> anyhow::Result<()> {
     let store = &state.store;
     let transport = Transport::from_config(&state.config).map_err(anyhow::Error::msg)?;
     let policy = RetryPolicy {

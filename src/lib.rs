@@ -5,6 +5,7 @@
 // Bad input is an error value, never a panic: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod commands;
@@ -13,6 +14,7 @@ pub mod delivery;
 pub mod demo;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod model;
 pub mod password;
 pub mod retention;

@@ -13,9 +13,9 @@ use super::smtp::{self, Target};
 use super::transport::Attempt;
 use super::worker::attempt_write;
 use super::{SmtpTls, TransportSpec};
+use crate::app::App;
 use crate::bench::scratch::ScratchDb;
 use crate::config::Config;
-use crate::http::AppState;
 use crate::model::{Channel, ParsedMailbox, ProjectKey, ProjectPatch};
 use crate::store::{DbLocation, IngestRequest, Lease, Recipient, Store, StoreOptions, now_micros};
 use anyhow::{Context, bail};
@@ -237,7 +237,7 @@ async fn ours(
 ) -> anyhow::Result<f64> {
     let db = scratch(base, dir, "ours").await?;
     let store = queued_store(db.location(), messages).await?;
-    let state = AppState::new(
+    let state = App::new(
         store.clone(),
         config_for(base, port, db.location().clone(), concurrency),
     )?;

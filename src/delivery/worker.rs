@@ -8,7 +8,7 @@ use super::classify::{Stage, TryEnd, Verdict, classify};
 use super::render;
 use super::schedule::RetryPolicy;
 use super::transport::{Attempt, Transport};
-use crate::http::AppState;
+use crate::app::App;
 use crate::model::{EmailAddress, Project, Site, Status, SuppressionReason};
 use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// Starts the worker; it stops when `stop` turns true.
-pub fn spawn_worker(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_worker(state: App, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match Transport::from_config(&state.config) {
             Ok(transport) => {
@@ -42,7 +42,7 @@ struct Job {
     site: Arc<Site>,
 }
 
-async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiver<bool>) {
+async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bool>) {
     let concurrency = state.config.concurrency.max(1);
     // Leases are taken in batches ahead of the sends, so one write transaction (one
     // fsync) leases many messages; a batch is at most four rounds of sends deep.
@@ -102,7 +102,7 @@ async fn run(state: AppState, transport: Arc<Transport>, mut stop: watch::Receiv
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn release(state: &AppState, jobs: Vec<Job>) {
+async fn release(state: &App, jobs: Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
@@ -117,7 +117,7 @@ async fn release(state: &AppState, jobs: Vec<Job>) {
 
 /// Keeps the job channel filled with leased decisions until `stop`.
 async fn lease_ahead(
-    state: AppState,
+    state: App,
     jobs: tokio::sync::mpsc::Sender<Job>,
     batch: usize,
     mut stop: watch::Receiver<bool>,
@@ -144,7 +144,7 @@ async fn lease_ahead(
         };
         if leased.is_empty() {
             tokio::select! {
-                _ = state.wake.notified() => {}
+                _ = state.mail_due() => {}
                 _ = tokio::time::sleep(state.config.poll_interval) => {}
                 _ = stop.changed() => {}
             }
@@ -203,7 +203,7 @@ const GUARD_FRESHNESS: std::time::Duration = std::time::Duration::from_millis(10
 #[allow(clippy::too_many_arguments)] // The worker's shared parts, passed rather than bundled for one call site.
 #[tracing::instrument(skip_all, fields(decision_id = %leased.decision.id, domain = leased.decision.recipient.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("")))]
 async fn deliver(
-    state: &AppState,
+    state: &App,
     transport: &Transport,
     policy: &RetryPolicy,
     projects: &HashMap<String, Project>,

@@ -357,7 +357,7 @@ fn the_router_answers_random_requests_below_500() {
     config.admin_token = Some(crate::config::Secret::new(TOKEN));
     let store = crate::store::Store::open(&config.db, crate::store::StoreOptions::default())
         .expect("a store");
-    let state = crate::http::AppState::new(store, config).expect("a state");
+    let state = crate::http::AppState::new(crate::app::App::new(store, config).expect("an app"));
     let app = crate::http::router(state);
     runtime.block_on(async {
         let put = axum::http::Request::put("/api/v1/projects/HELP")

@@ -9,7 +9,6 @@ pub mod error;
 pub mod extract;
 #[cfg(test)]
 mod fuzz;
-pub mod metrics;
 pub mod openapi;
 pub mod ops;
 mod router;
@@ -18,52 +17,35 @@ pub mod throttle;
 
 pub use router::router;
 
-use crate::config::Config;
-use crate::store::{Outcome, Store};
-use std::sync::Arc;
-use tokio::sync::Notify;
+use crate::app::App;
+use std::ops::Deref;
 
-/// What every handler shares; cheap to clone.
+/// What every handler shares: the application, and what only the HTTP edge needs.
+/// Cheap to clone. Handlers reach the application's operations through `Deref`.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// The checked settings.
-    pub config: Arc<Config>,
-    /// Wakes the in-process delivery worker when something was queued.
-    pub wake: Arc<Notify>,
-    /// This process's counters, gauges and histograms (SPEC §14).
-    pub metrics: Arc<metrics::Metrics>,
-    /// Whether the transport started, for `/readyz`.
-    pub readiness: Arc<ops::Readiness>,
+    /// The application every front door calls.
+    pub app: App,
     /// The transport writes .eml files outside `--demo`: every dashboard page says
     /// so (SPEC §14 "File transport").
     pub file_transport_banner: bool,
 }
 
 impl AppState {
-    /// A state over `store` and `config`.
-    pub fn new(store: Store, config: Config) -> Result<Self, metrics::MetricsError> {
-        Ok(AppState {
-            wake: store.wake(),
-            store,
-            config: Arc::new(config),
-            metrics: Arc::new(metrics::Metrics::new()?),
-            readiness: Arc::new(ops::Readiness::default()),
+    /// The HTTP edge over `app`.
+    pub fn new(app: App) -> Self {
+        AppState {
+            app,
             file_transport_banner: false,
-        })
-    }
-
-    /// Counts the decisions `outcomes` recorded and wakes the worker if any was queued.
-    /// Every path that records decisions for a caller ends here.
-    pub fn after_decisions(&self, outcomes: &[Outcome]) {
-        self.metrics.decisions_recorded(outcomes);
-        if outcomes
-            .iter()
-            .any(|o| o.status == crate::model::Status::Queued)
-        {
-            self.wake.notify_waiters();
         }
+    }
+}
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
     }
 }
 

@@ -9,7 +9,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::OnceLock;
 
 /// The request id header, taken from the request or made, and returned.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -17,24 +16,6 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// A request's id, in the request's extensions for handlers that want it.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
-
-/// Whether a transport was started by this process, or why not.
-#[derive(Default)]
-pub struct Readiness {
-    transport: OnceLock<Result<(), String>>,
-}
-
-impl Readiness {
-    /// Records that the transport started (`Ok`) or could not (`Err(reason)`).
-    pub fn transport(&self, result: Result<(), String>) {
-        let _ = self.transport.set(result);
-    }
-
-    /// `None` while the transport has not started yet.
-    fn transport_state(&self) -> Option<&Result<(), String>> {
-        self.transport.get()
-    }
-}
 
 /// An id from the client is kept when it is short and plain (it is logged), else made.
 fn request_id(request: &Request) -> String {

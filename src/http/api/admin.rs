@@ -106,7 +106,7 @@ pub async fn patch_site(
     caller.require(Role::Admin)?;
     let site = state.store.patch_site(patch, caller.name()).await?;
     if site.outgoing_mail {
-        state.wake.notify_waiters();
+        state.wake_worker();
     }
     Ok(Json(site))
 }

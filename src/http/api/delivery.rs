@@ -176,7 +176,7 @@ pub async fn resend_skipped(
         )
         .await?;
     if outcome.queued > 0 {
-        state.wake.notify_waiters();
+        state.wake_worker();
     }
     if outcome.recorded {
         // Every blocked one was recorded as a skip decision, except non-members.

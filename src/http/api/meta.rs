@@ -25,18 +25,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let queue = match state
         .store
-        .queue_gauges(crate::http::metrics::QUEUE_STATUSES)
+        .queue_gauges(crate::metrics::QUEUE_STATUSES)
         .await
     {
         Ok(queue) => queue,
         Err(e) => return crate::http::error::ApiError::from(e).into_response(),
     };
     match state.metrics.render(&queue) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => crate::http::error::ApiError::Internal(e.to_string()).into_response(),
     }
 }

@@ -7,7 +7,7 @@ use crate::model::{EmailAddress, ProjectKey, Role};
 use crate::store::{
     AuditEntry, DecisionFilter, DecisionRecord, Page, Stats, parse_cursor, parse_query_time,
 };
-use crate::why::{WhyAnswer, explain};
+use crate::why::WhyAnswer;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -84,31 +84,7 @@ pub async fn why(
         }
         None => None,
     };
-    Ok(Json(why_answer(&state, &email, project).await?))
-}
-
-/// The why answer for any input: a valid address is normalized; anything else is
-/// looked up as the raw input of invalid-address decisions.
-pub async fn why_answer(
-    state: &AppState,
-    input: &str,
-    project: Option<ProjectKey>,
-) -> Result<WhyAnswer, ApiError> {
-    match EmailAddress::parse(input) {
-        Ok(address) => {
-            let facts = state
-                .store
-                .why_facts(address.as_str().to_owned(), true, project)
-                .await?;
-            Ok(explain(address.as_str(), Some(&address), facts))
-        }
-        Err(_) => {
-            let raw =
-                crate::model::truncate(input.trim(), crate::model::RAW_INPUT_LIMIT).to_owned();
-            let facts = state.store.why_facts(raw.clone(), false, None).await?;
-            Ok(explain(&raw, None, facts))
-        }
-    }
+    Ok(Json(state.why(&email, project).await?))
 }
 
 /// Builds a decision filter from query parameters.

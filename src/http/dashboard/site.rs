@@ -125,7 +125,7 @@ pub async fn outgoing_mail(
     };
     state.store.patch_site(patch, user.audit_name()).await?;
     let flash = if on {
-        state.wake.notify_waiters();
+        state.wake_worker();
         Flash::ok(
             "Outgoing mail is on: mailtrail sends again. What was skipped while it was off is not sent by itself; resend it from the Site page.",
         )
@@ -210,7 +210,7 @@ pub async fn resend_skipped(
         )
         .await?;
     if outcome.queued > 0 {
-        state.wake.notify_waiters();
+        state.wake_worker();
     }
     let blocked: Vec<String> = outcome
         .still_blocked

@@ -9,7 +9,6 @@ use super::overview::reason_label;
 use super::session::{Flash, User};
 use super::{Ctx, render, short_time, why_link};
 use crate::http::AppState;
-use crate::http::api::read::why_answer;
 use crate::model::{EmailAddress, ProjectKey, ReasonCode, Role, Verdict};
 use crate::store::ResendOutcome;
 use crate::why::WhyAnswer;
@@ -335,8 +334,9 @@ pub async fn show(
     let answer = if input.is_empty() {
         None
     } else {
-        let answer =
-            why_answer(state, crate::model::truncate(&input, 1000), project.clone()).await?;
+        let answer = state
+            .why(crate::model::truncate(&input, 1000), project.clone())
+            .await?;
         Some(build(answer, &ctx))
     };
     let page = WhyPage {
