@@ -11,7 +11,10 @@
 //! "the database" (`Database`, `Unavailable`); each front door maps them once (the API to
 //! JSON errors, the dashboard to pages, the CLI to exit codes).
 
+mod bounces;
 mod why;
+
+pub use bounces::{IncomingBounce, ReportAnswer};
 
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};

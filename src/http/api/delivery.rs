@@ -1,27 +1,17 @@
 //! The delivery side of the API: bounce and complaint reports, resend-skipped.
 
 use super::read::query_map;
-use crate::delivery::{bounces, report};
+use crate::app::{IncomingBounce, ReportAnswer};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, idempotency_key, media_type, read_body};
-use crate::model::{Channel, ProjectKey, ReasonCode, Role, SuppressionReason, Verdict};
-use crate::store::{ReportOutcome, ResendSkippedOutcome, parse_query_time};
+use crate::model::{Channel, ProjectKey, ReasonCode, Role, Verdict};
+use crate::store::{ResendSkippedOutcome, parse_query_time};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
-
-/// What a posted report did.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ReportAnswer {
-    /// `dsn` or `complaint`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// One entry per address the report names.
-    pub recipients: Vec<ReportOutcome>,
-}
+use serde::Deserialize;
 
 /// Takes a raw RFC 3464 DSN or RFC 5965 ARF report (`message/rfc822` or
 /// `multipart/report`), suppresses the addresses it proves bad, and records it.
@@ -62,35 +52,16 @@ pub async fn bounces(
     } else {
         bytes.to_vec()
     };
-    let parsed = tokio::task::spawn_blocking(move || (report::parse(&raw), raw))
-        .await
-        .map_err(|e| ApiError::Internal(format!("report parser task failed: {e}")))?;
-    let (parsed, raw) = parsed;
-    let parsed = parsed.map_err(|e| {
-        state.metrics.bounce_report("invalid");
-        ApiError::invalid("body", e.to_string())
-    })?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (kind, actions) = bounces::actions(&parsed, &raw).map_err(|m| {
-        state.metrics.bounce_report("invalid");
-        ApiError::invalid("body", m)
-    })?;
-    let recipients = state
-        .store
-        .apply_report(kind.clone(), actions, raw, caller.name())
+    let answer = state
+        .receive_bounce(
+            IncomingBounce {
+                raw,
+                smtp_recipient: None,
+            },
+            &caller.name(),
+        )
         .await?;
-    let reason = if kind == "complaint" {
-        SuppressionReason::Complaint
-    } else {
-        SuppressionReason::BounceReport
-    };
-    for r in &recipients {
-        state.metrics.bounce_report(&r.result);
-        if r.result == "suppressed" {
-            state.metrics.suppressed(reason, 1);
-        }
-    }
-    Ok(Json(ReportAnswer { kind, recipients }))
+    Ok(Json(answer))
 }
 
 fn looks_like_message(bytes: &[u8]) -> bool {
