@@ -168,6 +168,13 @@ fn init_logging(json: bool) {
     };
 }
 
+/// The application over the configured database, for a command that acts as a front
+/// door of its own (`why`, `resend`).
+async fn open_app(config: Config) -> Result<App, RunError> {
+    let store = open(&config).await?;
+    Ok(App::new(store, config).map_err(anyhow::Error::from)?)
+}
+
 async fn open(config: &Config) -> Result<Store, RunError> {
     if let DbLocation::Sqlite(path) = &config.db {
         create_private(path).map_err(|e| {
@@ -399,11 +406,10 @@ async fn why(
         )));
     }
     let db = config.db.to_string();
-    let store = open(&config).await?;
     let project = project
         .map(|p| ProjectKey::parse(&p).map_err(RunError::Usage))
         .transpose()?;
-    let app = App::new(store, config).map_err(anyhow::Error::from)?;
+    let app = open_app(config).await?;
     let answer = app
         .why(&email, project)
         .await
@@ -431,8 +437,8 @@ async fn why(
 async fn resend(config: Config, project: String, email: String) -> Result<ExitCode, RunError> {
     let project = ProjectKey::parse(&project).map_err(RunError::Usage)?;
     let address = parse_address(&email)?;
-    let store = open(&config).await?;
-    match store.resend(project.clone(), address.clone(), None).await {
+    let app = open_app(config).await?;
+    match app.resend(project.clone(), address.clone(), None).await {
         Ok(ResendOutcome::NotMember) => {
             errln!("{address} is not a customer of {project}");
             Ok(ExitCode::from(NO_EMAIL))

@@ -1,19 +1,18 @@
 //! `serve --demo`: a store full of the knowledge base's five scenarios, so a newcomer
 //! sees every reason code, a delivery history and the fixes at first start.
 //!
-//! Everything goes through the real code paths: the API's store calls for decisions,
-//! the real renderer and file transport for sent emails, the real report parser for the
-//! DSN and the complaint. Only three SMTP replies are scripted (a 550 5.1.1 hard bounce,
+//! Everything goes through the application's operations, as the API's do: `ingest` for
+//! decisions, the real renderer and file transport for sent emails, `receive_bounce`
+//! for the DSN and the complaint. Only three SMTP replies are scripted (a 550 5.1.1 hard bounce,
 //! a 451 greylisting, a 550 5.7.1 policy refusal), because the demo runs with no mail
 //! server; they are then classified and recorded by the same functions as real replies.
 
-use crate::app::App;
+use crate::app::{App, IncomingBounce};
 use crate::delivery::classify::{Reply, Stage, TryEnd};
 use crate::delivery::render;
 use crate::delivery::schedule::RetryPolicy;
 use crate::delivery::transport::{Attempt, Transport};
 use crate::delivery::worker::attempt_write;
-use crate::delivery::{bounces, report};
 use crate::model::{
     Channel, EmailAddress, ParsedMailbox, ProjectKey, ProjectPatch, SitePatch, SuppressionReason,
 };
@@ -37,7 +36,7 @@ async fn project(
 }
 
 async fn add(
-    store: &Store,
+    app: &App,
     project: &ProjectKey,
     channel: Channel,
     inputs: &[&str],
@@ -56,16 +55,15 @@ async fn add(
             mailbox: ParsedMailbox::parse(input),
         })
         .collect();
-    store
-        .ingest(
-            IngestRequest {
-                project: project.clone(),
-                recipients,
-                invite,
-            },
-            None,
-        )
-        .await?;
+    app.ingest(
+        IngestRequest {
+            project: project.clone(),
+            recipients,
+            invite,
+        },
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -76,7 +74,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!("seeding the demo");
-    store
+    state
         .patch_site(
             SitePatch {
                 from: Some("Acme Help Desk <help@acme.example>".into()),
@@ -111,7 +109,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
 
     // Sent invitations, and the delivery stories told below.
     add(
-        store,
+        state,
         &it,
         Channel::Agent,
         &[
@@ -128,7 +126,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     .await?;
     // Scenario 1: the "Customer invited" notification is off.
     add(
-        store,
+        state,
         &hr,
         Channel::Agent,
         &["Dave Brown <dave@example.com>"],
@@ -136,14 +134,14 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     )
     .await?;
     // Scenario 2: an existing customer added to another project.
-    add(store, &hr, Channel::Agent, &["alice@example.com"], true).await?;
+    add(state, &hr, Channel::Agent, &["alice@example.com"], true).await?;
     // The agent chose not to invite.
-    add(store, &it, Channel::Agent, &["carol@example.com"], false).await?;
+    add(state, &it, Channel::Agent, &["carol@example.com"], false).await?;
     // "Do not send account verification emails".
-    add(store, &sales, Channel::Agent, &["paul@example.com"], true).await?;
+    add(state, &sales, Channel::Agent, &["paul@example.com"], true).await?;
     // Email requests: unknown sender without public signup; CC without sharing.
     add(
-        store,
+        state,
         &it,
         Channel::EmailRequest,
         &["mallory@example.net"],
@@ -151,7 +149,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     )
     .await?;
     add(
-        store,
+        state,
         &portal,
         Channel::EmailRequest,
         &["Nina Park <nina@example.com>", "oscar@example.org"],
@@ -159,7 +157,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     )
     .await?;
     add(
-        store,
+        state,
         &portal,
         Channel::Signup,
         &["spy@competitor.example"],
@@ -167,7 +165,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     )
     .await?;
     add(
-        store,
+        state,
         &onboard,
         Channel::Signup,
         &["quinn@example.com"],
@@ -176,17 +174,17 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
     .await?;
     // Scenario 5: created by automation; and by the REST API.
     add(
-        store,
+        state,
         &portal,
         Channel::Automation,
         &["ivan@example.com"],
         true,
     )
     .await?;
-    add(store, &portal, Channel::Api, &["kim@example.com"], true).await?;
-    add(store, &onboard, Channel::Api, &["judy@example.com"], true).await?;
+    add(state, &portal, Channel::Api, &["kim@example.com"], true).await?;
+    add(state, &onboard, Channel::Api, &["judy@example.com"], true).await?;
     // A typo, kept so support can find it.
-    add(store, &it, Channel::Agent, &["lena@example,com"], true).await?;
+    add(state, &it, Channel::Agent, &["lena@example,com"], true).await?;
     // Scenario 3: an address an admin suppressed, then an invitation to it.
     let grace = EmailAddress::parse("grace@example.com").map_err(anyhow::Error::msg)?;
     store
@@ -199,9 +197,9 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
             "admin".into(),
         )
         .await?;
-    add(store, &it, Channel::Agent, &["grace@example.com"], true).await?;
+    add(state, &it, Channel::Agent, &["grace@example.com"], true).await?;
     // Scenario 4: outgoing mail was off for a while.
-    store
+    state
         .patch_site(
             SitePatch {
                 outgoing_mail: Some(false),
@@ -211,14 +209,14 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
         )
         .await?;
     add(
-        store,
+        state,
         &it,
         Channel::Agent,
         &["henry@example.com", "ines@example.com"],
         true,
     )
     .await?;
-    store
+    state
         .patch_site(
             SitePatch {
                 outgoing_mail: Some(true),
@@ -286,8 +284,11 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
             }
         };
         let now = now_micros();
-        store
-            .record_attempt(attempt_write(&l, attempt, &policy, now, now))
+        state
+            .record_attempt(
+                attempt_write(&l, attempt, &policy, now, now),
+                std::time::Duration::ZERO,
+            )
             .await?;
     }
     // A DSN for uma, returned by her provider after the email was accepted.
@@ -296,11 +297,10 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
         .await?;
     if let Some(d) = uma.decisions.first() {
         let raw = demo_dsn(&d.id, d.message_id.as_deref().unwrap_or(""));
-        let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo DSN: {e}"))?;
-        let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
-        store
-            .apply_report(kind, actions, raw, "demo".into())
-            .await?;
+        state
+            .receive_bounce(demo_report(raw), "demo")
+            .await
+            .context("demo DSN")?;
     }
     // A spam complaint (ARF) for victor, from his mailbox provider's feedback loop.
     let victor = store
@@ -308,13 +308,20 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
         .await?;
     if let Some(d) = victor.decisions.first() {
         let raw = demo_arf(d.message_id.as_deref().unwrap_or(""));
-        let parsed = report::parse(raw.as_bytes()).map_err(|e| anyhow::anyhow!("demo ARF: {e}"))?;
-        let (kind, actions) = bounces::actions(&parsed, &raw).map_err(anyhow::Error::msg)?;
-        store
-            .apply_report(kind, actions, raw, "demo".into())
-            .await?;
+        state
+            .receive_bounce(demo_report(raw), "demo")
+            .await
+            .context("demo ARF")?;
     }
     Ok(())
+}
+
+/// A report as the HTTP door hands it over.
+fn demo_report(raw: String) -> IncomingBounce {
+    IncomingBounce {
+        raw: raw.into_bytes(),
+        smtp_recipient: None,
+    }
 }
 
 fn demo_arf(message_id: &str) -> String {

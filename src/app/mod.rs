@@ -12,6 +12,9 @@
 //! JSON errors, the dashboard to pages, the CLI to exit codes).
 
 mod bounces;
+mod decisions;
+mod delivery;
+mod site;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};

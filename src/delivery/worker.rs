@@ -260,16 +260,9 @@ async fn deliver(
     drop(slot);
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
     tracing::debug!(outcome = %write.outcome, status = %write.status, "delivery try finished");
-    let (status, suppression) = (write.status, write.suppression.as_ref().map(|s| s.reason));
-    match state.store.record_attempt(write).await {
-        Ok(()) => {
-            state.metrics.delivery_recorded(status, took);
-            if let Some(reason) = suppression {
-                state.metrics.suppressed(reason, 1);
-            }
-        }
+    if let Err(e) = state.record_attempt(write, took).await {
         // The lease expires and the decision is tried again: at-least-once (SPEC §4).
-        Err(e) => tracing::error!(error = %e, "cannot record the attempt"),
+        tracing::error!(error = %e, "cannot record the attempt");
     }
 }
 

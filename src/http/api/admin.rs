@@ -104,9 +104,6 @@ pub async fn patch_site(
     JsonBody(patch): JsonBody<SitePatch>,
 ) -> Result<Json<Site>, ApiError> {
     caller.require(Role::Admin)?;
-    let site = state.store.patch_site(patch, caller.name()).await?;
-    if site.outgoing_mail {
-        state.wake_worker();
-    }
+    let site = state.patch_site(patch, caller.name()).await?;
     Ok(Json(site))
 }

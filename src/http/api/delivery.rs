@@ -136,19 +136,14 @@ pub async fn resend_skipped(
     .to_string();
     let idempotency = idempotency_key(&headers, &caller, "POST /resend-skipped", &request)?;
     let outcome = state
-        .store
         .resend_skipped(
             body.reason,
-            since,
-            until,
+            (since, until),
             project,
             caller.name(),
             idempotency,
         )
         .await?;
-    if outcome.queued > 0 {
-        state.wake_worker();
-    }
     if outcome.recorded {
         // Every blocked one was recorded as a skip decision, except non-members.
         let skipped: i64 = outcome

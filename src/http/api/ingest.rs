@@ -129,7 +129,6 @@ async fn ingest(
     let idempotency = idempotency_key(headers, caller, &endpoint, &request)
         .map_err(|e| StoreError::invalid("Idempotency-Key", e.to_string()))?;
     let results = state
-        .store
         .ingest(
             IngestRequest {
                 project,
@@ -139,7 +138,6 @@ async fn ingest(
             idempotency,
         )
         .await?;
-    state.after_decisions(&results);
     Ok((StatusCode::OK, Json(Results { results })).into_response())
 }
 
@@ -391,16 +389,11 @@ pub async fn resend(
         &format!("POST /projects/{key}/customers/{address}/resend"),
         "",
     )?;
-    match state
-        .store
-        .resend(project, address.clone(), idempotency)
-        .await?
-    {
+    match state.resend(project, address.clone(), idempotency).await? {
         ResendOutcome::NotMember => Err(ApiError::NotFound(format!(
             "customer {address} in project {key}"
         ))),
         ResendOutcome::Recorded(outcome) => {
-            state.after_decisions(std::slice::from_ref(&outcome));
             let status = if outcome.decision == crate::model::Verdict::Send {
                 StatusCode::ACCEPTED
             } else {

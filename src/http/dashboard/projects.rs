@@ -658,7 +658,6 @@ pub async fn add_customers(
         })
         .collect();
     let results = state
-        .store
         .ingest(
             IngestRequest {
                 project: project.key.clone(),
@@ -668,7 +667,6 @@ pub async fn add_customers(
             None,
         )
         .await?;
-    state.after_decisions(&results);
     tracing::info!(user = ?user.name, project = %project.key, n = results.len(), invite, "customers added from the dashboard");
     let mut ctx = Ctx::new(&user, "projects", format!("Project {}", project.key));
     // Keep the invite choice as it was; the list box is emptied (the results show it).

@@ -123,9 +123,8 @@ pub async fn outgoing_mail(
         outgoing_mail: Some(on),
         ..SitePatch::default()
     };
-    state.store.patch_site(patch, user.audit_name()).await?;
+    state.patch_site(patch, user.audit_name()).await?;
     let flash = if on {
-        state.wake_worker();
         Flash::ok(
             "Outgoing mail is on: mailtrail sends again. What was skipped while it was off is not sent by itself; resend it from the Site page.",
         )
@@ -150,7 +149,7 @@ pub async fn settings(
         from: Some(form.get("from").trim().to_owned()),
         portal_base_url: Some(form.get("portal_base_url").trim().to_owned()),
     };
-    match state.store.patch_site(patch, user.audit_name()).await {
+    match state.patch_site(patch, user.audit_name()).await {
         Ok(_) => Ok(user.redirect("/site", Flash::ok("Saved the site settings."))),
         Err(StoreError::Invalid { field, message }) => {
             let field = if field == "from" {
@@ -199,19 +198,14 @@ pub async fn resend_skipped(
         ));
     };
     let outcome = state
-        .store
         .resend_skipped(
             ReasonCode::OutgoingMailDisabled,
-            since,
-            until,
+            (since, until),
             None,
             user.audit_name(),
             None,
         )
         .await?;
-    if outcome.queued > 0 {
-        state.wake_worker();
-    }
     let blocked: Vec<String> = outcome
         .still_blocked
         .iter()

@@ -385,13 +385,12 @@ pub async fn resend(State(state): State<AppState>, posted: Posted) -> Result<Res
             Flash::error("Choose the project to resend the invitation for."),
         ));
     };
-    match state.store.resend(project.clone(), address.clone(), None).await {
+    match state.resend(project.clone(), address.clone(), None).await {
         Ok(ResendOutcome::NotMember) | Err(crate::store::StoreError::NotFound(_)) => Ok(user.redirect(
             &back,
             Flash::error(format!("{address} is not a customer of {project}, so there is nothing to resend; add them on the project's page first.")),
         )),
         Ok(ResendOutcome::Recorded(outcome)) => {
-            state.after_decisions(std::slice::from_ref(&outcome));
             tracing::info!(user = ?user.name, project = %project, decision = %outcome.decision_id, "resend from the dashboard");
             let flash = if outcome.decision == Verdict::Send { Flash::ok(outcome.message) } else { Flash::warn(format!("Resend blocked: {}", outcome.message)) };
             Ok(user.redirect(&back, flash))
