@@ -6,7 +6,10 @@
 //! The API, the dashboard and `mailtrail why` all print this one answer.
 
 use crate::messages::{reason_phrase, verdict_summary};
-use crate::model::{Channel, EmailAddress, ReasonCode, Status, SuppressionReason, Verdict};
+use crate::model::{
+    Channel, EmailAddress, FixAction, ProjectSetting, ReasonCode, Status, SuppressionReason,
+    Verdict,
+};
 use crate::rules::{self, Facts};
 use crate::store::{CustomerView, DecisionRecord, SuppressionRecord, WhyFacts};
 use serde::Serialize;
@@ -45,10 +48,12 @@ pub struct VerdictView {
 /// One thing support can do about it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Fix {
-    /// `resend`, `unsuppress`, `enable_project_setting`, `enable_outgoing_mail`, `fix_address`.
-    pub action: String,
+    pub action: FixAction,
     /// What it acts on: a project key, `KEY.setting`, the address, or `site`.
     pub target: String,
+    /// For `enable_project_setting`: the project and the setting `target` names.
+    #[serde(skip)]
+    pub setting: Option<(String, ProjectSetting)>,
     pub description: String,
     /// For `unsuppress` of a spam complaint or an opt-out (`complaint`, `manual`): undo
     /// it only with the customer's renewed consent (SPEC §15).
@@ -155,7 +160,7 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
     if let Some(s) = &suppression {
         let consent = requires_consent(s.reason);
         push(Fix {
-            action: "unsuppress".into(),
+            action: FixAction::Unsuppress,
             target: s.email.clone(),
             description: match s.reason {
                 SuppressionReason::Complaint => format!(
@@ -177,62 +182,39 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
             },
             requires_consent: consent,
             preview: None,
+            setting: None,
         });
     }
     if !site.outgoing_mail {
         push(Fix {
-            action: "enable_outgoing_mail".into(),
+            action: FixAction::EnableOutgoingMail,
             target: "site".into(),
             description: "Turn outgoing mail back on for the site; then resend what it skipped."
                 .into(),
             requires_consent: false,
             preview: None,
+            setting: None,
         });
     }
     if let Some(d) = newest {
         let project = projects.iter().find(|p| p.key.as_str() == d.project);
         for reason in &d.reasons {
-            let setting = match reason {
-                ReasonCode::InviteNotificationDisabled => Some((
-                    "invite_notification",
-                    "Turn on the \"Customer invited\" notification",
-                )),
-                ReasonCode::VerificationEmailsDisabled => Some((
-                    "verification_emails",
-                    "Turn account verification emails back on",
-                )),
-                ReasonCode::PublicSignupDisabled => Some(("public_signup", "Allow public signup")),
-                ReasonCode::CcSharingDisabled => Some((
-                    "share_with_anyone",
-                    "Let customers share requests with anyone",
-                )),
-                ReasonCode::AutomationCreated | ReasonCode::ApiCreated => Some((
-                    "notify_auto_created",
-                    "Turn on \"Notify auto-created customer\"",
-                )),
-                _ => None,
-            };
-            if let (Some((field, text)), Some(p)) = (setting, project) {
-                let still_off = match field {
-                    "invite_notification" => !p.settings.invite_notification,
-                    "verification_emails" => !p.settings.verification_emails,
-                    "public_signup" => !p.settings.public_signup,
-                    "share_with_anyone" => !p.settings.share_with_anyone,
-                    _ => !p.settings.notify_auto_created,
-                };
-                if still_off {
-                    push(Fix {
-                        action: "enable_project_setting".into(),
-                        target: format!("{}.{field}", p.key),
-                        description: format!("{text} in {} ({}).", p.name, p.key),
-                        requires_consent: false,
-                        preview: None,
-                    });
-                }
+            let lifting = ProjectSetting::lifting(*reason).zip(project);
+            if let Some((setting, p)) = lifting
+                && !setting.is_on(&p.settings)
+            {
+                push(Fix {
+                    action: FixAction::EnableProjectSetting,
+                    target: format!("{}.{setting}", p.key),
+                    description: format!("{} in {} ({}).", turn_on(setting), p.name, p.key),
+                    requires_consent: false,
+                    preview: None,
+                    setting: Some((p.key.to_string(), setting)),
+                });
             }
             if *reason == ReasonCode::InvalidAddress {
                 push(Fix {
-                    action: "fix_address".into(),
+                    action: FixAction::FixAddress,
                     target: d.input.clone(),
                     description: format!(
                         "\"{}\" is not a valid address: correct it and add the customer again.",
@@ -240,6 +222,7 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
                     ),
                     requires_consent: false,
                     preview: None,
+                    setting: None,
                 });
             }
         }
@@ -257,11 +240,12 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
             .or_else(|| c.projects.first().map(|m| m.key.clone()));
         if let (false, Some(target)) = (busy, target) {
             push(Fix {
-                action: "resend".into(),
+                action: FixAction::Resend,
                 target: target.clone(),
                 description: format!("Resend the invitation to {} for {target}.", c.email),
                 requires_consent: false,
                 preview: None,
+                setting: None,
             });
         }
     }
@@ -281,21 +265,14 @@ pub fn explain(key: &str, address: Option<&EmailAddress>, facts: WhyFacts) -> Wh
             let mut settings = project.settings.rule_settings();
             let mut outgoing_mail = site.outgoing_mail;
             let mut suppressed = suppression.is_some();
-            match fix.action.as_str() {
-                "unsuppress" => suppressed = false,
-                "enable_outgoing_mail" => outgoing_mail = true,
-                "enable_project_setting" => {
-                    let field = fix.target.split_once('.').map(|(_, f)| f).unwrap_or("");
-                    match field {
-                        "invite_notification" => settings.invite_notification = true,
-                        "verification_emails" => settings.verification_emails = true,
-                        "public_signup" => settings.public_signup = true,
-                        "share_with_anyone" => settings.share_with_anyone = true,
-                        _ => settings.notify_auto_created = true,
-                    }
+            match (fix.action, fix.setting.as_ref().map(|(_, s)| *s)) {
+                (FixAction::Unsuppress, _) => suppressed = false,
+                (FixAction::EnableOutgoingMail, _) => outgoing_mail = true,
+                (FixAction::EnableProjectSetting, Some(setting)) => {
+                    setting.set(&mut settings, true)
                 }
-                "resend" => {}
-                _ => continue,
+                (FixAction::Resend, _) => {}
+                (FixAction::EnableProjectSetting, None) | (FixAction::FixAddress, _) => continue,
             }
             let d = rules::decide(&Facts {
                 channel: Channel::Resend,
@@ -340,14 +317,14 @@ pub fn requires_consent(reason: SuppressionReason) -> bool {
 
 /// What to do, in a summary's words, for one fix.
 fn instruction(fix: &Fix) -> String {
-    match fix.action.as_str() {
-        "resend" => format!("use Resend for {}", fix.target),
-        "unsuppress" if fix.requires_consent => {
+    match fix.action {
+        FixAction::Resend => format!("use Resend for {}", fix.target),
+        FixAction::Unsuppress if fix.requires_consent => {
             "only if the customer asks for our email again (renewed consent), unsuppress the address".into()
         }
-        "unsuppress" => "check the address with the customer, then unsuppress it".into(),
-        "enable_outgoing_mail" => "turn outgoing mail back on".into(),
-        "enable_project_setting" => {
+        FixAction::Unsuppress => "check the address with the customer, then unsuppress it".into(),
+        FixAction::EnableOutgoingMail => "turn outgoing mail back on".into(),
+        FixAction::EnableProjectSetting => {
             let text = fix.description.trim_end_matches('.');
             let mut chars = text.chars();
             match chars.next() {
@@ -355,7 +332,18 @@ fn instruction(fix: &Fix) -> String {
                 None => String::new(),
             }
         }
-        _ => fix.description.trim_end_matches('.').to_owned(),
+        FixAction::FixAddress => fix.description.trim_end_matches('.').to_owned(),
+    }
+}
+
+/// The fix's words for turning `setting` on.
+fn turn_on(setting: ProjectSetting) -> &'static str {
+    match setting {
+        ProjectSetting::InviteNotification => "Turn on the \"Customer invited\" notification",
+        ProjectSetting::VerificationEmails => "Turn account verification emails back on",
+        ProjectSetting::PublicSignup => "Allow public signup",
+        ProjectSetting::ShareWithAnyone => "Let customers share requests with anyone",
+        ProjectSetting::NotifyAutoCreated => "Turn on \"Notify auto-created customer\"",
     }
 }
 
@@ -400,7 +388,9 @@ fn agree(
     if known.is_empty() {
         return verdict;
     }
-    let resend_works = known.iter().any(|f| f.action == "resend" && f.will_work());
+    let resend_works = known
+        .iter()
+        .any(|f| f.action == FixAction::Resend && f.will_work());
     let fix = if resend_works {
         "Resend it now: that will send the email.".to_owned()
     } else if let Some(f) = known.iter().find(|f| f.will_work()) {
@@ -408,7 +398,7 @@ fn agree(
     } else {
         let steps: Vec<String> = known
             .iter()
-            .filter(|f| f.action != "resend")
+            .filter(|f| f.action != FixAction::Resend)
             .map(|f| instruction(f))
             .collect();
         if steps.is_empty() {

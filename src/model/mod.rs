@@ -181,6 +181,91 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// A yes/no project setting (SPEC §2), as a fix names it and a toggle changes it.
+    ProjectSetting {
+        InviteNotification => "invite_notification",
+        VerificationEmails => "verification_emails",
+        PublicSignup => "public_signup",
+        ShareWithAnyone => "share_with_anyone",
+        NotifyAutoCreated => "notify_auto_created",
+    }
+}
+
+impl ProjectSetting {
+    /// The setting whose being off is `reason`, if turning one on can lift it. The one
+    /// place that maps skip reasons to settings: every reason is named, so a new reason
+    /// cannot silently map to the wrong setting.
+    pub fn lifting(reason: ReasonCode) -> Option<ProjectSetting> {
+        match reason {
+            ReasonCode::InviteNotificationDisabled => Some(ProjectSetting::InviteNotification),
+            ReasonCode::VerificationEmailsDisabled => Some(ProjectSetting::VerificationEmails),
+            ReasonCode::PublicSignupDisabled => Some(ProjectSetting::PublicSignup),
+            ReasonCode::CcSharingDisabled => Some(ProjectSetting::ShareWithAnyone),
+            ReasonCode::AutomationCreated | ReasonCode::ApiCreated => {
+                Some(ProjectSetting::NotifyAutoCreated)
+            }
+            ReasonCode::OutgoingMailDisabled
+            | ReasonCode::BlockedByRule
+            | ReasonCode::ExistingCustomer
+            | ReasonCode::AgentOptedOut
+            | ReasonCode::Suppressed
+            | ReasonCode::InvalidAddress => None,
+        }
+    }
+
+    /// Whether it is on in a project's `settings`.
+    pub fn is_on(self, settings: &ProjectSettings) -> bool {
+        match self {
+            ProjectSetting::InviteNotification => settings.invite_notification,
+            ProjectSetting::VerificationEmails => settings.verification_emails,
+            ProjectSetting::PublicSignup => settings.public_signup,
+            ProjectSetting::ShareWithAnyone => settings.share_with_anyone,
+            ProjectSetting::NotifyAutoCreated => settings.notify_auto_created,
+        }
+    }
+
+    /// Turns it on or off in `settings` (the rules' view of a project).
+    pub fn set(self, settings: &mut crate::rules::RuleSettings, on: bool) {
+        *self.field(settings) = on;
+    }
+
+    /// A patch that changes only this setting.
+    pub fn patch(self, on: bool) -> ProjectPatch {
+        let mut patch = ProjectPatch::default();
+        let field = match self {
+            ProjectSetting::InviteNotification => &mut patch.invite_notification,
+            ProjectSetting::VerificationEmails => &mut patch.verification_emails,
+            ProjectSetting::PublicSignup => &mut patch.public_signup,
+            ProjectSetting::ShareWithAnyone => &mut patch.share_with_anyone,
+            ProjectSetting::NotifyAutoCreated => &mut patch.notify_auto_created,
+        };
+        *field = Some(on);
+        patch
+    }
+
+    fn field(self, settings: &mut crate::rules::RuleSettings) -> &mut bool {
+        match self {
+            ProjectSetting::InviteNotification => &mut settings.invite_notification,
+            ProjectSetting::VerificationEmails => &mut settings.verification_emails,
+            ProjectSetting::PublicSignup => &mut settings.public_signup,
+            ProjectSetting::ShareWithAnyone => &mut settings.share_with_anyone,
+            ProjectSetting::NotifyAutoCreated => &mut settings.notify_auto_created,
+        }
+    }
+}
+
+wire_enum! {
+    /// What a fix of the why answer does (SPEC §5 `fixes[].action`).
+    FixAction {
+        Resend => "resend",
+        Unsuppress => "unsuppress",
+        EnableProjectSetting => "enable_project_setting",
+        EnableOutgoingMail => "enable_outgoing_mail",
+        FixAddress => "fix_address",
+    }
+}
+
+wire_enum! {
     /// Send or skip.
     Verdict {
         Send => "send",

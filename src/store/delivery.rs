@@ -151,23 +151,32 @@ impl Store {
             let due = stmt
                 .query_map(params![now, limit as i64], |r| Ok((decision_from_row(r)?, r.get::<_, i64>(19)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
+            let guards = delivery_guards(conn, site.outgoing_mail, &due)?;
+            let lease_until = now + lease.micros;
             let mut leased = Vec::with_capacity(due.len());
-            for (decision, queued_at) in due {
-                let guard = delivery_guard(conn, site.outgoing_mail, decision.recipient.as_deref())?;
-                if let Some(reason) = guard {
-                    conn.prepare_cached(
-                        "UPDATE decisions SET status = 'skipped', status_reason = ?2, next_attempt_at = NULL,
-                             lease_until = NULL, updated_at = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![decision.id, reason.as_str(), now])?;
-                    continue;
+            for ((decision, queued_at), guard) in due.into_iter().zip(guards) {
+                match guard {
+                    Some(reason) => {
+                        conn.prepare_cached(
+                            "UPDATE decisions SET status = 'skipped', status_reason = ?2, next_attempt_at = NULL,
+                                 lease_until = NULL, updated_at = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![decision.id, reason.as_str(), now])?;
+                    }
+                    None => leased.push(LeasedDecision { decision, queued_at, lease_until }),
                 }
-                let lease_until = now + lease.micros;
-                conn.prepare_cached(
-                    "UPDATE decisions SET status = 'sending', next_attempt_at = ?2, lease_until = ?2, updated_at = ?3 WHERE id = ?1",
-                )?
-                .execute(params![decision.id, lease_until, now])?;
-                leased.push(LeasedDecision { decision, queued_at, lease_until });
+            }
+            // One statement per chunk rather than per row: on PostgreSQL each statement
+            // is a round trip, and the lease is the one serial step of delivery.
+            for chunk in leased.chunks(IN_LIST) {
+                let ids: Vec<&str> = padded(chunk.iter().map(|l| l.decision.id.as_str()));
+                let mut sql = String::from(
+                    "UPDATE decisions SET status = 'sending', next_attempt_at = ?1, lease_until = ?1, updated_at = ?2 WHERE id IN (",
+                );
+                push_placeholders(&mut sql, 3, IN_LIST);
+                let mut values: Vec<&dyn super::db::Param> = vec![&lease_until, &now];
+                values.extend(ids.iter().map(|id| id as &dyn super::db::Param));
+                conn.prepare_cached(&sql)?.execute(&values)?;
             }
             Ok(leased)
         })
@@ -432,6 +441,61 @@ fn delivery_guard(
         None => true,
     };
     Ok(suppressed.then_some(ReasonCode::Suppressed))
+}
+
+/// [`delivery_guard`] for a batch of due rows, with one suppression look-up per
+/// [`IN_LIST`] recipients instead of one per row.
+fn delivery_guards(
+    conn: &Db,
+    outgoing_mail: bool,
+    due: &[(DecisionRecord, Micros)],
+) -> Result<Vec<Option<ReasonCode>>, StoreError> {
+    if !outgoing_mail {
+        return Ok(vec![Some(ReasonCode::OutgoingMailDisabled); due.len()]);
+    }
+    let recipients: Vec<&str> = due
+        .iter()
+        .filter_map(|(d, _)| d.recipient.as_deref())
+        .collect();
+    let mut suppressed = std::collections::HashSet::new();
+    for chunk in recipients.chunks(IN_LIST) {
+        let mut sql = String::from("SELECT email FROM suppressions WHERE email IN (");
+        push_placeholders(&mut sql, 1, IN_LIST);
+        let values = padded(chunk.iter().copied());
+        let values: Vec<&dyn super::db::Param> =
+            values.iter().map(|v| v as &dyn super::db::Param).collect();
+        conn.prepare_cached(&sql)?.for_each(&values, |r| {
+            suppressed.insert(r.get::<_, String>(0)?);
+            Ok(())
+        })?;
+    }
+    Ok(due
+        .iter()
+        .map(|(d, _)| match d.recipient.as_deref() {
+            Some(r) if !suppressed.contains(r) => None,
+            _ => Some(ReasonCode::Suppressed),
+        })
+        .collect())
+}
+
+/// Values per `IN (…)` list of a batched statement. Lists are padded to this length
+/// (repeating a value changes nothing) so each statement is prepared once and cached.
+const IN_LIST: usize = 64;
+
+/// `values` padded to [`IN_LIST`] by repeating the last one.
+fn padded<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = values.collect();
+    if let Some(last) = out.last().copied() {
+        out.resize(IN_LIST, last);
+    }
+    out
+}
+
+/// Appends `?first, …` (`n` placeholders) and the closing parenthesis.
+fn push_placeholders(sql: &mut String, first: usize, n: usize) {
+    let list: Vec<String> = (first..first + n).map(|i| format!("?{i}")).collect();
+    sql.push_str(&list.join(", "));
+    sql.push(')');
 }
 
 /// The decision a report is about: the one it names (VERP or Message-ID) when its

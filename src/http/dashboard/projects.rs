@@ -272,16 +272,10 @@ pub async fn page(
 }
 
 fn patch_for(setting: &str, on: bool) -> Option<ProjectPatch> {
-    let mut patch = ProjectPatch::default();
-    match setting {
-        "invite_notification" => patch.invite_notification = Some(on),
-        "verification_emails" => patch.verification_emails = Some(on),
-        "public_signup" => patch.public_signup = Some(on),
-        "share_with_anyone" => patch.share_with_anyone = Some(on),
-        "notify_auto_created" => patch.notify_auto_created = Some(on),
-        _ => return None,
-    }
-    Some(patch)
+    setting
+        .parse::<crate::model::ProjectSetting>()
+        .ok()
+        .map(|s| s.patch(on))
 }
 
 /// `POST /projects/{key}/toggle` (admin): turns one yes/no setting on or off.

@@ -9,7 +9,7 @@ use super::overview::reason_label;
 use super::session::{Flash, User};
 use super::{Ctx, render, short_time, why_link};
 use crate::http::AppState;
-use crate::model::{EmailAddress, ProjectKey, ReasonCode, Role, Verdict};
+use crate::model::{EmailAddress, FixAction, ProjectKey, ReasonCode, Role, Verdict};
 use crate::store::ResendOutcome;
 use crate::why::WhyAnswer;
 use askama::Template;
@@ -169,7 +169,7 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
     let main_project = answer
         .fixes
         .iter()
-        .find(|f| f.action == "resend")
+        .find(|f| f.action == FixAction::Resend)
         .map(|f| f.target.clone())
         .or_else(|| {
             answer
@@ -213,27 +213,28 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
     let resend_works = answer
         .fixes
         .iter()
-        .any(|f| f.action == "resend" && f.will_work());
+        .any(|f| f.action == FixAction::Resend && f.will_work());
     let fixes = answer
         .fixes
         .iter()
         .map(|f| {
-            let (project, setting) = match f.action.as_str() {
-                "enable_project_setting" => f
-                    .target
-                    .split_once('.')
-                    .map(|(k, s)| (k.to_owned(), s.to_owned()))
-                    .unwrap_or_default(),
-                "resend" => (f.target.clone(), String::new()),
+            let (project, setting) = match (f.action, &f.setting) {
+                (FixAction::EnableProjectSetting, Some((key, setting))) => {
+                    (key.clone(), setting.to_string())
+                }
+                (FixAction::Resend, _) => (f.target.clone(), String::new()),
                 _ => (main_project.clone().unwrap_or_default(), String::new()),
             };
-            let needs = match f.action.as_str() {
-                "resend" => "support",
-                _ => "admin",
+            let needs = match f.action {
+                FixAction::Resend => "support",
+                FixAction::Unsuppress
+                | FixAction::EnableProjectSetting
+                | FixAction::EnableOutgoingMail
+                | FixAction::FixAddress => "admin",
             };
             // The preview is the why answer's own rules run with this fix applied.
             let preview = f.preview.as_ref().map(|d| {
-                if f.action == "resend" {
+                if f.action == FixAction::Resend {
                     preview_text("A resend now would", &d.reasons)
                 } else if resend_works {
                     PreviewText {
@@ -249,9 +250,9 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
                 _ => ctx.can_support(),
             };
             FixView {
-                primary: f.will_work() && (f.action == "resend" || !resend_works),
+                primary: f.will_work() && (f.action == FixAction::Resend || !resend_works),
                 requires_consent: f.requires_consent,
-                action: f.action.clone(),
+                action: f.action.to_string(),
                 description: f.description.clone(),
                 preview,
                 project,
