@@ -3,7 +3,9 @@
 //! Pure text assembly, no I/O. Each sentence says what happened and what to do, in the
 //! knowledge base's words (SPEC §3: "every result carries `message`").
 
-use crate::model::{Channel, EmailKind, ReasonCode, Status, SuppressionReason};
+use crate::model::{
+    Channel, DeliveryEnd, EmailKind, ReasonCode, Status, StatusReason, SuppressionReason,
+};
 
 /// What a sentence about one decision needs to know.
 #[derive(Clone, Debug)]
@@ -113,7 +115,7 @@ pub fn result_message(f: &MessageFacts<'_>) -> String {
 pub fn verdict_summary(
     email: &str,
     status: Option<Status>,
-    status_reason: Option<&str>,
+    status_reason: Option<StatusReason>,
     primary: Option<ReasonCode>,
     suppression: Option<SuppressionReason>,
     last_reply: Option<&str>,
@@ -143,16 +145,16 @@ pub fn verdict_summary(
         ),
         Some(Status::Failed) => {
             let why = match status_reason {
-                Some("policy_rejected") => {
+                Some(StatusReason::Ended(DeliveryEnd::PolicyRejected)) => {
                     "the receiving server refused our mail for policy reasons (not a problem with the address)"
                 }
-                Some("relay_rejected") => {
+                Some(StatusReason::Ended(DeliveryEnd::RelayRejected)) => {
                     "our mail relay refused the message before it reached the recipient (a sender-side problem)"
                 }
-                Some("domain_unroutable") => {
+                Some(StatusReason::Ended(DeliveryEnd::DomainUnroutable)) => {
                     "the address's domain does not accept mail (no mail server)"
                 }
-                Some("retries_exhausted") => {
+                Some(StatusReason::Ended(DeliveryEnd::RetriesExhausted)) => {
                     "the receiving server kept answering \"try later\" until mailtrail gave up"
                 }
                 _ => "delivery failed permanently",

@@ -7,8 +7,8 @@
 
 use crate::messages::{reason_phrase, verdict_summary};
 use crate::model::{
-    Channel, EmailAddress, FixAction, ProjectSetting, ReasonCode, Status, SuppressionReason,
-    Verdict,
+    Channel, EmailAddress, FixAction, ProjectSetting, ReasonCode, Status, StatusReason,
+    SuppressionReason, Verdict,
 };
 use crate::rules::{self, Facts};
 use crate::store::{CustomerView, DecisionRecord, SuppressionRecord, WhyFacts};
@@ -444,7 +444,7 @@ fn verdict(
             Some(d) if d.status == Status::Bounced => verdict_summary(
                 email,
                 Some(Status::Bounced),
-                d.status_reason.as_deref(),
+                d.status_reason,
                 None,
                 Some(s.reason),
                 s.response.as_deref(),
@@ -477,14 +477,14 @@ fn verdict(
             let mut summary = verdict_summary(
                 email,
                 Some(d.status),
-                d.status_reason.as_deref(),
+                d.status_reason,
                 primary,
                 suppression.map(|s| s.reason),
                 d.last_reply.as_deref(),
             );
             if d.status == Status::Skipped
                 && primary.is_none()
-                && let Some(reason) = d.status_reason.as_deref().and_then(|r| r.parse().ok())
+                && let Some(StatusReason::Skipped(reason)) = d.status_reason
             {
                 summary = format!("No email was sent to {email}: {}.", reason_phrase(reason));
             }

@@ -1,38 +1,11 @@
 //! What one delivery try came to: the SPEC §4 outcome table as one pure function.
 //!
 //! Every way a try can end (a reply at some SMTP stage, a network failure, a DNS
-//! answer) maps to exactly one [`Verdict`]; the match is exhaustive, so a new stage or
+//! answer) maps to exactly one [`AttemptOutcome`]; the match is exhaustive, so a new stage or
 //! verdict forces a decision here, as Stalwart does for its client errors.
 
 use super::report::{StatusClass, classify_status, enhanced_status_in};
-
-/// Where in the SMTP dialogue a reply came.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// TCP connect, greeting, EHLO, STARTTLS, AUTH.
-    Connect,
-    /// MAIL FROM.
-    MailFrom,
-    /// RCPT TO for the customer.
-    Rcpt,
-    /// DATA and the message body.
-    Data,
-    /// Name resolution (direct delivery).
-    Dns,
-}
-
-impl Stage {
-    /// The wire name stored on attempts and suppressions.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Connect => "connect",
-            Stage::MailFrom => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::Data => "data",
-            Stage::Dns => "dns",
-        }
-    }
-}
+pub use crate::model::{AttemptOutcome, Stage};
 
 /// An SMTP reply: code, enhanced status (RFC 3463) when given, text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,59 +51,28 @@ pub enum TryEnd {
     Unroutable(String),
 }
 
-/// The decision's fate after a try (SPEC §4 table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// 2xx after DATA.
-    Sent,
-    /// Try again by the retry schedule.
-    Deferred,
-    /// Permanent failure about the recipient: bounced, suppressed.
-    Bounced,
-    /// Permanent failure about us or the message (5.3–5.7): failed, not suppressed.
-    PolicyRejected,
-    /// 5xx before RCPT: the relay refused us; failed, not suppressed.
-    RelayRejected,
-    /// No mail server for the domain: failed, not suppressed.
-    DomainUnroutable,
-}
-
-impl Verdict {
-    /// The `outcome` stored on the attempt.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Sent => "sent",
-            Verdict::Deferred => "deferred",
-            Verdict::Bounced => "bounced",
-            Verdict::PolicyRejected => "policy_rejected",
-            Verdict::RelayRejected => "relay_rejected",
-            Verdict::DomainUnroutable => "domain_unroutable",
-        }
-    }
-}
-
 /// Classifies one try (SPEC §4).
-pub fn classify(end: &TryEnd) -> Verdict {
+pub fn classify(end: &TryEnd) -> AttemptOutcome {
     match end {
-        TryEnd::Accepted(_) => Verdict::Sent,
-        TryEnd::NoReply(..) => Verdict::Deferred,
-        TryEnd::Unroutable(_) => Verdict::DomainUnroutable,
+        TryEnd::Accepted(_) => AttemptOutcome::Sent,
+        TryEnd::NoReply(..) => AttemptOutcome::Deferred,
+        TryEnd::Unroutable(_) => AttemptOutcome::DomainUnroutable,
         TryEnd::Refused(stage, reply) => match (reply.code / 100, stage) {
             // Anything but a permanent failure is worth another try (4xx, and odd codes).
-            (0..=4 | 6..=9, _) => Verdict::Deferred,
+            (0..=4 | 6..=9, _) => AttemptOutcome::Deferred,
             // 5xx before RCPT: the fault is ours or the relay's, not the address's.
-            (5, Stage::Connect | Stage::MailFrom | Stage::Dns) => Verdict::RelayRejected,
+            (5, Stage::Connect | Stage::MailFrom | Stage::Dns) => AttemptOutcome::RelayRejected,
             (5, Stage::Rcpt | Stage::Data) => {
                 match reply.enhanced.as_deref().map(classify_status) {
                     // No enhanced status: a plain 5xx to RCPT or DATA is about the recipient.
-                    None | Some(StatusClass::Recipient) => Verdict::Bounced,
-                    Some(StatusClass::SenderSide) => Verdict::PolicyRejected,
+                    None | Some(StatusClass::Recipient) => AttemptOutcome::Bounced,
+                    Some(StatusClass::SenderSide) => AttemptOutcome::PolicyRejected,
                     // A 5xx code with a 4.x.x or 2.x.x enhanced status is contradictory;
                     // the code wins, and a permanent code about the recipient bounces.
-                    Some(StatusClass::Transient | StatusClass::Other) => Verdict::Bounced,
+                    Some(StatusClass::Transient | StatusClass::Other) => AttemptOutcome::Bounced,
                 }
             }
-            _ => Verdict::Deferred,
+            _ => AttemptOutcome::Deferred,
         },
     }
 }
@@ -139,15 +81,15 @@ pub fn classify(end: &TryEnd) -> Verdict {
 mod tests {
     use super::*;
 
-    fn refused(stage: Stage, code: u16, text: &str) -> Verdict {
+    fn refused(stage: Stage, code: u16, text: &str) -> AttemptOutcome {
         classify(&TryEnd::Refused(stage, Reply::new(code, text)))
     }
 
     #[test]
     fn the_spec_outcome_table() {
+        use AttemptOutcome::*;
         use Stage::*;
-        use Verdict::*;
-        let rows: &[(Stage, u16, &str, Verdict)] = &[
+        let rows: &[(Stage, u16, &str, AttemptOutcome)] = &[
             (Rcpt, 550, "5.1.1 user unknown", Bounced),
             (Rcpt, 550, "5.1.10 RESOLVER.ADR.RecipientNotFound", Bounced),
             (Rcpt, 552, "5.2.2 mailbox full", Bounced),
@@ -193,16 +135,16 @@ mod tests {
         ] {
             assert_eq!(
                 classify(&TryEnd::NoReply(stage, "connection reset".into())),
-                Verdict::Deferred
+                AttemptOutcome::Deferred
             );
         }
         assert_eq!(
             classify(&TryEnd::Unroutable("null MX".into())),
-            Verdict::DomainUnroutable
+            AttemptOutcome::DomainUnroutable
         );
         assert_eq!(
             classify(&TryEnd::Accepted(Reply::new(250, "2.0.0 ok"))),
-            Verdict::Sent
+            AttemptOutcome::Sent
         );
     }
 

@@ -4,12 +4,12 @@
 //! since a lease is taken in a write transaction. At most `concurrency` tries run at
 //! once. On shutdown it stops leasing and lets the tries in flight finish.
 
-use super::classify::{Stage, TryEnd, Verdict, classify};
+use super::classify::{AttemptOutcome, Stage, TryEnd, classify};
 use super::render;
 use super::schedule::RetryPolicy;
 use super::transport::{Attempt, Transport};
 use crate::app::App;
-use crate::model::{EmailAddress, Project, Site, Status, SuppressionReason};
+use crate::model::{DeliveryEnd, EmailAddress, Project, Site, Status, SuppressionReason};
 use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -288,21 +288,23 @@ pub fn attempt_write(
     };
     let tries = decision.attempts_count as u32 + 1;
     let (status, status_reason, next_attempt_at) = match verdict {
-        Verdict::Sent => (Status::Sent, None, None),
-        Verdict::Deferred => match policy.next_try(tries, leased.queued_at, now) {
+        AttemptOutcome::Sent => (Status::Sent, None, None),
+        AttemptOutcome::Deferred => match policy.next_try(tries, leased.queued_at, now) {
             Some(next) => (Status::Deferred, None, Some(next)),
-            None => (Status::Failed, Some("retries_exhausted"), None),
+            None => (Status::Failed, Some(DeliveryEnd::RetriesExhausted), None),
         },
-        Verdict::Bounced => (Status::Bounced, Some("hard_bounce"), None),
-        Verdict::PolicyRejected => (Status::Failed, Some("policy_rejected"), None),
-        Verdict::RelayRejected => (Status::Failed, Some("relay_rejected"), None),
-        Verdict::DomainUnroutable => (Status::Failed, Some("domain_unroutable"), None),
+        AttemptOutcome::Bounced => (Status::Bounced, Some(DeliveryEnd::HardBounce), None),
+        AttemptOutcome::PolicyRejected => (Status::Failed, Some(DeliveryEnd::PolicyRejected), None),
+        AttemptOutcome::RelayRejected => (Status::Failed, Some(DeliveryEnd::RelayRejected), None),
+        AttemptOutcome::DomainUnroutable => {
+            (Status::Failed, Some(DeliveryEnd::DomainUnroutable), None)
+        }
     };
     let suppression = match (
         verdict,
         decision.recipient.as_deref().map(EmailAddress::parse),
     ) {
-        (Verdict::Bounced, Some(Ok(email))) => Some(NewSuppression {
+        (AttemptOutcome::Bounced, Some(Ok(email))) => Some(NewSuppression {
             email,
             reason: SuppressionReason::HardBounce,
             smtp_code: reply.as_ref().map(|r| r.code as i64),
@@ -321,14 +323,14 @@ pub fn attempt_write(
         lease_until: leased.lease_until,
         started_at,
         server: attempt.server,
-        stage: stage.map(|s| s.as_str().to_owned()),
+        stage,
         smtp_code: reply.as_ref().map(|r| r.code as i64),
         enhanced_code: reply.as_ref().and_then(|r| r.enhanced.clone()),
         reply: Some(text),
-        outcome: verdict.as_str().to_owned(),
+        outcome: verdict,
         copy_outcome: attempt.copy,
         status,
-        status_reason: status_reason.map(str::to_owned),
+        status_reason,
         next_attempt_at,
         suppression,
     }

@@ -255,6 +255,121 @@ impl ProjectSetting {
 }
 
 wire_enum! {
+    /// Where in the SMTP dialogue a try ended (an attempt's `stage`).
+    Stage {
+        /// TCP connect, greeting, EHLO, STARTTLS, AUTH.
+        Connect => "connect",
+        /// MAIL FROM.
+        MailFrom => "mail",
+        /// RCPT TO for the customer.
+        Rcpt => "rcpt",
+        /// DATA and the message body.
+        Data => "data",
+        /// Name resolution (direct delivery).
+        Dns => "dns",
+    }
+}
+
+wire_enum! {
+    /// What one delivery try came to (an attempt's `outcome`, SPEC §4 table).
+    AttemptOutcome {
+        /// 2xx after DATA.
+        Sent => "sent",
+        /// Try again by the retry schedule.
+        Deferred => "deferred",
+        /// Permanent failure about the recipient: bounced, suppressed.
+        Bounced => "bounced",
+        /// Permanent failure about us or the message (5.3–5.7): failed, not suppressed.
+        PolicyRejected => "policy_rejected",
+        /// 5xx before RCPT: the relay refused us; failed, not suppressed.
+        RelayRejected => "relay_rejected",
+        /// No mail server for the domain: failed, not suppressed.
+        DomainUnroutable => "domain_unroutable",
+    }
+}
+
+wire_enum! {
+    /// How delivery ended for a `bounced` or `failed` decision (SPEC §4 `status_reason`).
+    DeliveryEnd {
+        /// The server refused the recipient for good (5.1.x, 5.2.x …): suppressed.
+        HardBounce => "hard_bounce",
+        /// A bounce report (DSN or notice) arrived after the server had accepted it.
+        BounceReport => "bounce_report",
+        /// The mailbox is full (5.2.2): suppressed for a while.
+        MailboxFull => "mailbox_full",
+        /// The receiving server refused our mail for policy reasons (5.7.x).
+        PolicyRejected => "policy_rejected",
+        /// Our own relay refused the message.
+        RelayRejected => "relay_rejected",
+        /// The domain accepts no mail (null MX, no address).
+        DomainUnroutable => "domain_unroutable",
+        /// "Try later" until the retry schedule gave up.
+        RetriesExhausted => "retries_exhausted",
+    }
+}
+
+/// Why a decision is where it is (SPEC §4 `status_reason`): the skip reason of a
+/// `skipped` one, or how delivery ended for a `bounced`/`failed` one. On the wire and in
+/// the database it is the bare name, e.g. `suppressed` or `hard_bounce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusReason {
+    /// Skipped, at decision time or by a delivery-time guard.
+    Skipped(ReasonCode),
+    /// Delivery ended without the email arriving.
+    Ended(DeliveryEnd),
+}
+
+impl StatusReason {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StatusReason::Skipped(r) => r.as_str(),
+            StatusReason::Ended(e) => e.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for StatusReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StatusReason {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(StatusReason::Skipped)
+            .or_else(|_| s.parse().map(StatusReason::Ended))
+            .map_err(|_| UnknownName {
+                kind: "StatusReason",
+                name: s.to_owned(),
+            })
+    }
+}
+
+impl Serialize for StatusReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl utoipa::PartialSchema for StatusReason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = ReasonCode::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(DeliveryEnd::ALL.iter().map(|e| e.as_str()));
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StatusReason {}
+
+wire_enum! {
     /// What a fix of the why answer does (SPEC §5 `fixes[].action`).
     FixAction {
         Resend => "resend",

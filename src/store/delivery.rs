@@ -14,7 +14,9 @@ use super::queries::{
 use super::suppressions::{NewSuppression, insert_suppression};
 use super::time::{Micros, format_time, now_micros};
 use super::{DecisionRecord, Store, StoreError};
-use crate::model::{EmailAddress, ProjectKey, ReasonCode, Status};
+use crate::model::{
+    AttemptOutcome, DeliveryEnd, EmailAddress, ProjectKey, ReasonCode, Stage, Status,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -23,11 +25,11 @@ use std::collections::BTreeMap;
 pub struct AttemptRecord {
     pub at: String,
     pub server: Option<String>,
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     pub smtp_code: Option<i64>,
     pub enhanced_code: Option<String>,
     pub reply: Option<String>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub copy_outcome: Option<String>,
 }
 
@@ -54,15 +56,14 @@ pub struct AttemptWrite {
     pub lease_until: Micros,
     pub started_at: Micros,
     pub server: Option<String>,
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     pub smtp_code: Option<i64>,
     pub enhanced_code: Option<String>,
     pub reply: Option<String>,
-    /// `sent`, `deferred`, `bounced`, `policy_rejected`, …
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub copy_outcome: Option<String>,
     pub status: Status,
-    pub status_reason: Option<String>,
+    pub status_reason: Option<DeliveryEnd>,
     pub next_attempt_at: Option<Micros>,
     /// For a hard bounce: the suppression written in the same transaction.
     pub suppression: Option<NewSuppression>,
@@ -104,6 +105,14 @@ pub struct ReportOutcome {
     pub decision_id: Option<String>,
 }
 
+/// A stored wire name read back as its enum; an unknown one is a conversion error.
+fn wire<T: std::str::FromStr>(s: &str, column: usize) -> Result<T, super::db::DbError> {
+    s.parse().map_err(|_| super::db::DbError::Conversion {
+        column,
+        message: format!("unknown value `{s}`"),
+    })
+}
+
 /// The attempts of a decision, oldest first.
 pub(crate) fn attempts_of(conn: &Db, decision_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
@@ -114,11 +123,14 @@ pub(crate) fn attempts_of(conn: &Db, decision_id: &str) -> Result<Vec<AttemptRec
         Ok(AttemptRecord {
             at: format_time(r.get(0)?),
             server: r.get(1)?,
-            stage: r.get(2)?,
+            stage: r
+                .get::<_, Option<String>>(2)?
+                .map(|s| wire(&s, 2))
+                .transpose()?,
             smtp_code: r.get(3)?,
             enhanced_code: r.get(4)?,
             reply: r.get(5)?,
-            outcome: r.get(6)?,
+            outcome: wire(&r.get::<_, String>(6)?, 6)?,
             copy_outcome: r.get(7)?,
         })
     })?;
@@ -193,7 +205,7 @@ impl Store {
                 "INSERT INTO attempts (decision_id, started_at, finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
-            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage, w.smtp_code, w.enhanced_code, w.reply, w.outcome, w.copy_outcome])?;
+            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage.map(Stage::as_str), w.smtp_code, w.enhanced_code, w.reply, w.outcome.as_str(), w.copy_outcome])?;
             // A try that outlived its lease still settles the decision when its result
             // is final: the row is being tried again meanwhile, and that try will find it
             // settled. A deferral is left to whoever holds the lease now.
@@ -209,7 +221,7 @@ impl Store {
                          sent_at = CASE WHEN ?3 = 'sent' THEN ?7 ELSE sent_at END, updated_at = ?7
                      WHERE id = ?1 AND status = 'sending' AND (lease_until = ?2 OR ?8)",
                 )?
-                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason, w.next_attempt_at, last_reply, now, final_result])?;
+                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason.map(DeliveryEnd::as_str), w.next_attempt_at, last_reply, now, final_result])?;
             if updated == 1
                 && let Some(s) = &w.suppression
             {
@@ -291,7 +303,7 @@ impl Store {
                                 conn,
                                 id,
                                 Status::Bounced,
-                                "bounce_report",
+                                DeliveryEnd::BounceReport,
                                 s.response.as_deref(),
                                 now,
                             )?;
@@ -308,7 +320,7 @@ impl Store {
                                 conn,
                                 id,
                                 Status::Failed,
-                                "policy_rejected",
+                                DeliveryEnd::PolicyRejected,
                                 Some(reply),
                                 now,
                             )?;
@@ -520,7 +532,7 @@ fn set_final(
     conn: &Db,
     id: &str,
     status: Status,
-    reason: &str,
+    reason: DeliveryEnd,
     reply: Option<&str>,
     now: Micros,
 ) -> Result<(), StoreError> {
@@ -528,6 +540,6 @@ fn set_final(
         "UPDATE decisions SET status = ?2, status_reason = ?3, last_reply = coalesce(?4, last_reply),
              next_attempt_at = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",
     )?
-    .execute(params![id, status.as_str(), reason, reply, now])?;
+    .execute(params![id, status.as_str(), reason.as_str(), reply, now])?;
     Ok(())
 }

@@ -236,7 +236,7 @@ pub fn csv_decisions(state: AppState, filter: DecisionFilter) -> Response {
             d.decision.to_string(),
             reasons,
             d.status.to_string(),
-            text(&d.status_reason),
+            d.status_reason.map(|r| r.to_string()).unwrap_or_default(),
             d.attempts_count.to_string(),
             text(&d.next_attempt_at),
             csv_safe(d.last_reply.as_deref().unwrap_or("")),

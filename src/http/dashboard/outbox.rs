@@ -171,7 +171,7 @@ impl Row {
             kind: d.email_kind.as_str(),
             status: d.status.as_str(),
             reasons: d.reasons.iter().map(|r| r.as_str().to_owned()).collect(),
-            status_reason: d.status_reason.clone().unwrap_or_default(),
+            status_reason: d.status_reason.map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 }

@@ -107,8 +107,8 @@ impl AttemptView {
     pub fn of(a: &crate::store::AttemptRecord) -> AttemptView {
         AttemptView {
             at: short_time(&a.at),
-            stage: a.stage.clone().unwrap_or_default(),
-            outcome: a.outcome.clone(),
+            stage: a.stage.map(|s| s.to_string()).unwrap_or_default(),
+            outcome: a.outcome.to_string(),
             server: a.server.clone().unwrap_or_default(),
             reply: crate::why::smtp_line(
                 a.smtp_code,
@@ -287,7 +287,7 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
             channel: d.channel.phrase(),
             kind: d.email_kind.as_str(),
             status: d.status.as_str(),
-            status_reason: d.status_reason.clone().unwrap_or_default(),
+            status_reason: d.status_reason.map(|r| r.to_string()).unwrap_or_default(),
             reasons: d.reasons.iter().map(|r| r.as_str().to_owned()).collect(),
             last_reply: d.last_reply.clone().unwrap_or_default(),
             attempts: d.attempts.iter().flatten().map(AttemptView::of).collect(),
