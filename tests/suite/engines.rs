@@ -92,9 +92,12 @@ fn db_copy_carries_a_demo_store_to_postgres_and_back_with_the_same_answers() {
     // A demo store on SQLite, explicitly, whatever this pass's engine.
     let scratch = tempfile::tempdir().expect("a temp dir");
     let sqlite = scratch.path().join("demo-src.db").display().to_string();
+    // A retry schedule of hours: the demo's greylisted message stays deferred on both
+    // sides, so the answers compared are not a race with the worker's retry.
     let mut demo = App::builder()
         .arg("--demo")
         .env("MAILTRAIL_DB", sqlite.clone())
+        .env("MAILTRAIL_RETRY_SCHEDULE", "1h,1h,1h")
         .start();
     let before = why_answers(&demo);
     assert!(
@@ -127,6 +130,7 @@ fn db_copy_carries_a_demo_store_to_postgres_and_back_with_the_same_answers() {
 
     let mut on_postgres = App::builder()
         .env("MAILTRAIL_DB", postgres_url.clone())
+        .env("MAILTRAIL_RETRY_SCHEDULE", "1h,1h,1h")
         .start();
     let answers = why_answers(&on_postgres);
     assert_eq!(answers, before, "why answers the same on PostgreSQL");
@@ -143,7 +147,10 @@ fn db_copy_carries_a_demo_store_to_postgres_and_back_with_the_same_answers() {
     let back = scratch.path().join("back.db").display().to_string();
     let copied = demo.cli(&["db", "copy", &postgres_url, &back]);
     assert_eq!(copied.code(), 0, "{}", copied.stderr_text());
-    let back_app = App::builder().env("MAILTRAIL_DB", back).start();
+    let back_app = App::builder()
+        .env("MAILTRAIL_DB", back)
+        .env("MAILTRAIL_RETRY_SCHEDULE", "1h,1h,1h")
+        .start();
     let mut after = why_answers(&back_app);
     after.remove("fresh@example.test");
     assert_eq!(after, before, "why answers the same after the round trip");
