@@ -13,6 +13,7 @@ pub mod error;
 pub mod form;
 mod outbox;
 mod overview;
+mod posts;
 mod projects;
 pub mod session;
 mod site;
@@ -61,13 +62,26 @@ pub fn routes(state: &AppState) -> Router<AppState> {
                 .post(auth::logout)
                 .fallback(method_page),
         )
-        .route("/", page(overview::page))
-        .route("/why", page(why::page))
+        .route(
+            "/",
+            get(overview::page)
+                .post(posts::overview_page)
+                .fallback(method_page),
+        )
+        .route(
+            "/why",
+            get(why::page).post(posts::why_page).fallback(method_page),
+        )
         .route("/why/resend", post_only(why::resend))
         .route("/outbox", page(outbox::page))
         .route("/outbox.csv", page(outbox::csv))
         .route("/decisions/{id}", page(outbox::decision))
-        .route("/suppressions", page(suppressions::page))
+        .route(
+            "/suppressions",
+            get(suppressions::page)
+                .post(posts::suppressions_page)
+                .fallback(method_page),
+        )
         .route("/suppressions.csv", page(suppressions::csv))
         .route("/suppressions/add", post_only(suppressions::add))
         .route("/suppressions/remove", post_only(suppressions::remove))
@@ -85,7 +99,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/projects/{key}",
             get(projects::page)
-                .post(projects::settings)
+                .post(posts::project_page)
                 .fallback(method_page),
         )
         .route("/projects/{key}/toggle", post_only(projects::toggle))
@@ -95,7 +109,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/site",
-            get(site::page).post(site::settings).fallback(method_page),
+            get(site::page).post(posts::site_page).fallback(method_page),
         )
         .route("/site/outgoing-mail", post_only(site::outgoing_mail))
         .route("/site/resend-skipped", post_only(site::resend_skipped))
@@ -402,8 +416,6 @@ pub struct ConfirmPage {
     pub heading: String,
     /// What the action will do, one sentence a line.
     pub impact: Vec<String>,
-    /// Where the confirmed form goes.
-    pub action: String,
     /// The submitted fields, posted again.
     pub fields: Vec<(String, String)>,
     pub button: String,
@@ -413,8 +425,9 @@ pub struct ConfirmPage {
 }
 
 impl ConfirmPage {
-    /// A confirmation of `form`, posted again to `action`.
-    pub fn of(ctx: Ctx, form: &form::Fields, action: &str, cancel: &str) -> ConfirmPage {
+    /// A confirmation of `form`, posted again (with `confirm=yes`) to the address it
+    /// was posted to: the page's form carries no action, so it goes to the page's own URL.
+    pub fn of(ctx: Ctx, form: &form::Fields, cancel: &str) -> ConfirmPage {
         let mut fields: Vec<(String, String)> = form
             .text
             .iter()
@@ -426,7 +439,6 @@ impl ConfirmPage {
             ctx,
             heading: String::new(),
             impact: Vec::new(),
-            action: action.to_owned(),
             fields,
             button: String::new(),
             danger: false,
