@@ -191,6 +191,10 @@ scenario('a form posted without its CSRF token is refused', 'admin', async ({ pa
   await form.locator('input[name="csrf"]').evaluate((input) => input.remove());
   await form.getByRole('button').click();
   await expectText(page, 'This form has expired');
+  // The error page keeps the navigation, and its link goes back to the form's page.
+  assert(await page.getByRole('navigation', { name: 'Main' }).count() === 1, 'the expired-form page has no navigation');
+  const again = await page.getByRole('link', { name: "Open the form's page again" }).getAttribute('href');
+  assert(again === '/why?email=grace%40example.com', `the link goes to ${again}`);
   const r = await page.request.post(`${base}/site/outgoing-mail`, { form: { value: 'off' }, maxRedirects: 0 });
   assert(r.status() === 403, `a POST without a token answered ${r.status()}`);
   const site = await api({ base }, 'GET', '/api/v1/site');
