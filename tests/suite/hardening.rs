@@ -605,7 +605,10 @@ fn a_closed_stdout_and_stderr_stop_neither_serving_nor_shutdown() {
     let before = cpu_ticks(&pid);
     std::thread::sleep(Duration::from_secs(2));
     let busy = cpu_ticks(&pid) - before;
-    assert!(busy < 60, "{busy} CPU ticks in 2 s of idling with closed pipes");
+    assert!(
+        busy < 60,
+        "{busy} CPU ticks in 2 s of idling with closed pipes"
+    );
     let started = Instant::now();
     Command::new("kill")
         .args(["-TERM", &pid])
@@ -699,7 +702,10 @@ fn serve_piped_into_head_keeps_serving_and_stops_on_sigterm() {
     let before = cpu_ticks(&pid);
     std::thread::sleep(Duration::from_secs(2));
     let busy = cpu_ticks(&pid) - before;
-    assert!(busy < 60, "{busy} CPU ticks in 2 s of idling after head exited");
+    assert!(
+        busy < 60,
+        "{busy} CPU ticks in 2 s of idling after head exited"
+    );
     let stopping = Instant::now();
     Command::new("kill")
         .args(["-TERM", &pid])

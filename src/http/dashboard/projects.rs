@@ -186,7 +186,6 @@ pub async fn create(State(state): State<AppState>, posted: Posted) -> Result<Res
         ..ProjectPatch::default()
     };
     state
-        .store
         .put_project(key.clone(), patch, true, user.audit_name())
         .await?;
     Ok(user.redirect(
@@ -350,7 +349,6 @@ pub async fn toggle(
         return page.respond();
     }
     let updated = state
-        .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
         .await?;
     let state_word = if on { "on" } else { "off" };
@@ -512,7 +510,6 @@ pub async fn settings(
         }
     };
     match state
-        .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
         .await
     {
