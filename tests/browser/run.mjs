@@ -299,7 +299,7 @@ scenario('a form with errors stays on its page and its summary takes focus', 'ad
   await expectText(page, '3 things to fix');
   assert(await focused(page) === 'error-summary', `focus is on ${await focused(page)}, not the summary`);
   const summary = await page.locator('#error-summary').innerText();
-  for (const word of ['Line 1', 'Choose To, Cc or Bcc']) assert(summary.includes(word), `the summary lacks "${word}": ${summary}`);
+  for (const word of ['Allow patterns, line 1', 'Choose To, Cc or Bcc']) assert(summary.includes(word), `the summary lacks "${word}": ${summary}`);
   for (const jargon of ['RFC 3339', 'It has no @']) assert(!summary.includes(jargon), `jargon: ${jargon}`);
 });
 

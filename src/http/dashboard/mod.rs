@@ -382,23 +382,59 @@ impl Ctx {
     }
 
     /// An address as HTML that may break only after `@` or `.` (SPEC §15), escaped;
-    /// for `|safe`.
+    /// for `|safe`. A part with a hyphen is kept on one line (`<span class="nw">`), since
+    /// browsers would break after the hyphen.
     pub fn addr(&self, address: &str) -> String {
         let mut out = String::with_capacity(address.len() + 16);
+        let mut part = String::new();
+        let flush = |out: &mut String, part: &mut String, hyphen: bool| {
+            if hyphen {
+                out.push_str("<span class=\"nw\">");
+                out.push_str(part);
+                out.push_str("</span>");
+            } else {
+                out.push_str(part);
+            }
+            part.clear();
+        };
+        let mut hyphen = false;
         for c in address.chars() {
             match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&#34;"),
-                '\'' => out.push_str("&#39;"),
-                c => out.push(c),
+                '&' => part.push_str("&amp;"),
+                '<' => part.push_str("&lt;"),
+                '>' => part.push_str("&gt;"),
+                '"' => part.push_str("&#34;"),
+                '\'' => part.push_str("&#39;"),
+                c => part.push(c),
             }
+            hyphen |= c == '-';
             if c == '@' || c == '.' {
+                flush(&mut out, &mut part, hyphen);
+                hyphen = false;
                 out.push_str("<wbr>");
             }
         }
+        flush(&mut out, &mut part, hyphen);
         out
+    }
+
+    /// `text` as HTML (escaped) in which `address` breaks as [`Ctx::addr`] says; for
+    /// `|safe`.
+    pub fn text_with_addr(&self, text: &str, address: &str) -> String {
+        let escape = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&#34;")
+                .replace('\'', "&#39;")
+        };
+        if address.is_empty() {
+            return escape(text);
+        }
+        text.split(address)
+            .map(escape)
+            .collect::<Vec<_>>()
+            .join(&self.addr(address))
     }
 
     /// The form `form` failed (any field).
@@ -605,5 +641,15 @@ mod tests {
             "2026-11-22 05:30 UTC"
         );
         assert_eq!(query(&[("email", "a@b"), ("project", "")]), "?email=a%40b");
+        let ctx = Ctx::default();
+        assert_eq!(ctx.addr("al@ex.com"), "al@<wbr>ex.<wbr>com");
+        assert_eq!(
+            ctx.addr("nina.long-name@sub-1.example.org"),
+            "nina.<wbr><span class=\"nw\">long-name@</span><wbr><span class=\"nw\">sub-1.</span><wbr>example.<wbr>org"
+        );
+        assert_eq!(
+            ctx.text_with_addr("<b> a@x.io is added", "a@x.io"),
+            "&lt;b&gt; a@<wbr>x.<wbr>io is added"
+        );
     }
 }

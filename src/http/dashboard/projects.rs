@@ -425,7 +425,15 @@ fn settings_errors(form: &Fields) -> Vec<(String, String)> {
                 .split_once('[')
                 .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
             {
-                Some(i) => format!("Line {}: {}.", i + 1, e.message.trim_end_matches('.')),
+                Some(i) => format!(
+                    "{}, line {}: {}.",
+                    match field {
+                        "allow_patterns" => "Allow patterns",
+                        _ => "Deny patterns",
+                    },
+                    i + 1,
+                    e.message.trim_end_matches('.')
+                ),
                 None => capital(&e.message),
             };
             errors.push((field.to_owned(), message));
