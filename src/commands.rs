@@ -6,10 +6,8 @@ use crate::app::App;
 use crate::cli::{Cli, Command, DbCommand, Format, SuppressionsCommand, TokenCommand, UserCommand};
 use crate::config::{Config, ConfigError};
 use crate::http::AppState;
-use crate::model::{EmailAddress, ProjectKey, Role, SuppressionReason, Verdict};
-use crate::store::{
-    DbLocation, NewSuppression, ResendOutcome, Store, StoreError, StoreOptions, SuppressionFilter,
-};
+use crate::model::{EmailAddress, ProjectKey, Role, Verdict};
+use crate::store::{DbLocation, ResendOutcome, Store, StoreError, StoreOptions, SuppressionFilter};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -461,7 +459,8 @@ async fn resend(config: Config, project: String, email: String) -> Result<ExitCo
 }
 
 async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<ExitCode, RunError> {
-    let store = open(&config).await?;
+    let app = open_app(config).await?;
+    let store = &app.store;
     match action {
         SuppressionsCommand::List { q, json, limit } => {
             let page = store
@@ -502,11 +501,8 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
         }
         SuppressionsCommand::Add { email, note } => {
             let address = parse_address(&email)?;
-            match store
-                .suppress(
-                    NewSuppression::plain(address.clone(), SuppressionReason::Manual, Some(note)),
-                    "cli".into(),
-                )
+            match app
+                .suppress_by_hand(address.clone(), Some(note), "cli".into())
                 .await
             {
                 Ok(_) => outln!("suppressed {address}"),
@@ -519,7 +515,7 @@ async fn suppressions(config: Config, action: SuppressionsCommand) -> Result<Exi
             if note.trim().is_empty() {
                 return Err(RunError::Usage("--note must say why".into()));
             }
-            match store.unsuppress(address.clone(), note, "cli".into()).await {
+            match app.unsuppress(address.clone(), note, "cli".into()).await {
                 Ok(_) => outln!("unsuppressed {address}"),
                 Err(crate::store::StoreError::NotFound(_)) => {
                     errln!("{address} is not suppressed; nothing was changed");

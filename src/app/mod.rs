@@ -14,7 +14,9 @@
 mod bounces;
 mod decisions;
 mod delivery;
+mod projects;
 mod site;
+mod suppressions;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};

@@ -33,6 +33,12 @@ const pages = [
   ['why-viewer', '/why?email=grace%40example.com', 'viewer'],
 ];
 
+/** Lets layout settle (fonts, focus scrolling) before a shot. */
+async function page_ready(page) {
+  await page.waitForLoadState('load');
+  await page.waitForTimeout(150);
+}
+
 const server = await startServer({ demo: true });
 try {
   for (const size of sizes) {
@@ -65,6 +71,29 @@ try {
           console.log(`wrote ${sectionFile}`);
         }
       }
+      // Pages that follow a form: a confirmation step, a form with its errors, and
+      // the result of adding customers (after its redirect).
+      const admin = await browsers.admin.page();
+      const shot = async (name) => {
+        const file = `${out}${name}-${size.name}.png`;
+        await page_ready(admin);
+        await admin.screenshot({ path: file });
+        console.log(`wrote ${file}`);
+      };
+      await admin.goto(`${server.base}/site`);
+      await admin.getByRole('button', { name: 'Turn outgoing mail off' }).click();
+      await shot('confirm-outgoing-mail-off');
+      await admin.goto(`${server.base}/projects/PORTAL`);
+      await admin.getByLabel('Name').fill('');
+      await admin.getByLabel('Allow patterns (whitelist), one regular expression per line').fill('(unclosed');
+      await admin.getByLabel('Send registration emails also to').fill('copy@example.com');
+      await admin.getByRole('button', { name: 'Save settings' }).click();
+      await shot('project-settings-errors');
+      await admin.goto(`${server.base}/projects/IT`);
+      await admin.getByLabel('Addresses, one per line (or separated by commas)').fill(
+        `new-${size.name}@example.com\nNina Long-Surname <nina.longsurname-${size.name}@subdomain.example.org>\nnot an address`);
+      await admin.getByRole('button', { name: 'Add customers' }).click();
+      await shot('project-customers-added');
     } finally {
       for (const b of Object.values(browsers)) await b.close();
     }

@@ -101,6 +101,17 @@ impl<'a> Visitor<'a> {
         self.send(request)
     }
 
+    /// POSTs a form with the session's CSRF token and, when it answers 303, follows
+    /// the redirect as a browser would (the flash cookie included).
+    fn post_follow(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let r = self.post(path, fields);
+        if r.status != 303 {
+            return r;
+        }
+        let location = r.header("location").expect("a redirect").to_owned();
+        self.get(&location)
+    }
+
     /// POSTs a form with the session's CSRF token.
     fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
         let csrf = self.csrf.clone();
@@ -536,14 +547,14 @@ fn every_form_refuses_a_role_that_may_not_use_it() {
     assert_eq!(r.status, 303, "{}", r.text);
     // Adding customers is an admin's (SPEC §6: support looks up and resends).
     let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
-    let r = admin.post(
+    let r = admin.post_follow(
         "/projects/IT/customers",
         &[("emails", "new@example.com"), ("invite", "on")],
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
         r.text
-            .contains("new@example.com is now a customer of IT Help"),
+            .contains("new@<wbr>example.<wbr>com is now a customer of IT Help"),
         "{}",
         r.text
     );
@@ -564,6 +575,8 @@ fn a_viewer_sees_no_buttons_it_cannot_use() {
         let page = vera.get(path);
         page.expect_status(200);
         for form in [
+            // Every action form names its action in a hidden `do` field.
+            "name=\"do\"",
             "action=\"/why/resend\"",
             "action=\"/suppressions/remove\"",
             "action=\"/suppressions/add\"",
@@ -585,11 +598,11 @@ fn a_viewer_sees_no_buttons_it_cannot_use() {
     let mut sam = Visitor::login(&app, "sam", "password123");
     let page = sam.get("/why?email=grace%40example.com");
     assert!(
-        page.text.contains("action=\"/why/resend\""),
+        page.text.contains("name=\"do\" value=\"resend\""),
         "support may resend"
     );
     assert!(
-        !page.text.contains("action=\"/suppressions/remove\""),
+        !page.text.contains("name=\"do\" value=\"unsuppress\""),
         "support may not unsuppress"
     );
     assert!(page.text.contains("Needs the admin role"));
@@ -709,7 +722,8 @@ fn a_bad_form_keeps_what_was_typed_and_names_the_field() {
     );
     assert_eq!(r.status, 422);
     assert!(
-        r.text.contains("Line 2: invalid regular expression"),
+        r.text
+            .contains("Allow patterns, line 2: invalid regular expression"),
         "{}",
         r.text
     );
@@ -762,7 +776,7 @@ fn errors_are_pages_not_json() {
         (Method::GET, "/no/such/page", 404),
         (Method::GET, "/assets/nothing.js", 404),
         (Method::GET, "/why/resend", 405),
-        (Method::POST, "/why", 405),
+        (Method::PUT, "/why", 405),
         (Method::DELETE, "/site", 405),
         (Method::GET, "/outbox?cursor=garbage", 400),
     ] {
@@ -937,7 +951,7 @@ fn a_project_toggle_changes_the_next_decision() {
     );
     assert_eq!(r.status, 303);
     // Nobody of the list would get an email: first a confirmation, nothing added.
-    let r = admin.post(
+    let r = admin.post_follow(
         "/projects/IT/customers",
         &[("emails", "dora@example.com"), ("invite", "on")],
     );
@@ -955,7 +969,7 @@ fn a_project_toggle_changes_the_next_decision() {
     );
     let none = app.get("/api/v1/why/dora%40example.com").json();
     assert_eq!(none["verdict"]["code"], "no_record", "{none:#}");
-    let r = admin.post(
+    let r = admin.post_follow(
         "/projects/IT/customers",
         &[
             ("emails", "dora@example.com"),
@@ -973,17 +987,18 @@ fn a_project_toggle_changes_the_next_decision() {
         &[("setting", "invite_notification"), ("value", "on")],
     );
     assert_eq!(r.status, 303);
-    let r = admin.post(
+    let r = admin.post_follow(
         "/projects/IT/customers",
         &[("emails", "eve@example.com"), ("invite", "on")],
     );
     assert!(
-        r.text
-            .contains("eve@example.com is now a customer of IT Help; an invitation will be sent."),
+        r.text.contains(
+            "eve@<wbr>example.<wbr>com is now a customer of IT Help; an invitation will be sent."
+        ),
         "{}",
         r.text
     );
-    let r = admin.post(
+    let r = admin.post_follow(
         "/projects/IT/customers",
         &[
             (
@@ -998,8 +1013,10 @@ fn a_project_toggle_changes_the_next_decision() {
         "unticked: no invitation"
     );
     assert!(
-        r.text.contains("ann@example.com"),
-        "a quoted comma does not split"
+        r.text.contains("ann@<wbr>example.<wbr>com")
+            && r.text.contains("Results: 0 will get an email, 2 will not"),
+        "a quoted comma does not split: {}",
+        r.text
     );
 }
 
@@ -1023,7 +1040,7 @@ fn outgoing_mail_off_then_on_offers_to_resend_what_it_skipped() {
         &[("value", "off"), ("confirm", "yes")],
     );
     assert_eq!(r.status, 303);
-    admin.post(
+    admin.post_follow(
         "/projects/IT/customers",
         &[
             ("emails", "hal@example.com\nivy@example.com"),
@@ -1577,7 +1594,8 @@ fn the_settings_form_lists_every_error_at_once_and_refuses_an_ignored_copy() {
     assert!(r.text.contains("3 things to fix"), "{}", r.text);
     assert!(r.text.contains("project name is 1 to 100"), "{}", r.text);
     assert!(
-        r.text.contains("Line 1: invalid regular expression"),
+        r.text
+            .contains("Allow patterns, line 1: invalid regular expression"),
         "{}",
         r.text
     );
@@ -1857,4 +1875,304 @@ fn the_audit_log_shows_its_total_and_pages_both_ways() {
     };
     assert_eq!(first_row(&back.text), first_row(&page1.text));
     assert!(href(&back.text, "prev").is_none());
+}
+
+/// The `action` of every `method="post"` form of `html` (`None` for a form without
+/// one, which posts to the page's own URL).
+fn post_actions(html: &str) -> Vec<Option<String>> {
+    html.split("<form ")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            if !tag.contains("method=\"post\"") {
+                return None;
+            }
+            Some(tag.split_once("action=\"").map(|(_, a)| {
+                a[..a.find('"').unwrap_or(a.len())]
+                    .replace("&amp;", "&")
+                    .replace("&#x3f;", "?")
+            }))
+        })
+        .collect()
+}
+
+/// The value of the hidden field `name` in `html`.
+fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}
+
+#[test]
+fn every_form_posts_to_its_own_page_and_shows_its_errors_there() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    // SPEC §15: the address bar stays on the page; only logging out leaves it.
+    for path in [
+        "/",
+        "/why?email=grace%40example.com",
+        "/why?email=alice%40example.com",
+        "/suppressions",
+        "/suppressions?q=grace",
+        "/projects",
+        "/projects/IT",
+        "/site",
+    ] {
+        let page = admin.get(path);
+        page.expect_status(200);
+        let own = path.split('?').next().unwrap_or(path);
+        let actions = post_actions(&page.text);
+        assert!(!actions.is_empty(), "{path} has forms");
+        for action in actions {
+            let action = action.unwrap_or_else(|| path.to_owned());
+            let action_path = action.split('?').next().unwrap_or(&action);
+            assert!(
+                action_path == own || action_path == "/logout",
+                "{path} has a form posting to {action}"
+            );
+        }
+    }
+    // A suppression with a bad address: the list page again, at its own URL, with the
+    // error summary that takes focus.
+    let r = admin.post(
+        "/suppressions?q=grace",
+        &[("do", "add"), ("email", "not an address"), ("note", "x")],
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("id=\"error-summary\""), "{}", r.text);
+    assert!(r.text.contains("autofocus"), "the summary takes focus");
+    assert!(
+        r.text.contains("value=\"not an address\""),
+        "kept what was typed"
+    );
+    assert!(
+        r.text.contains("Matches for \"grace\""),
+        "the same page: {}",
+        r.text
+    );
+    // Unsuppressing from the why page without a note or consent: the why page again.
+    let r = admin.post(
+        "/why?email=grace%40example.com",
+        &[
+            ("do", "unsuppress"),
+            ("email", "grace@example.com"),
+            ("form", "unsuppress"),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("A note is required"), "{}", r.text);
+    assert!(
+        r.text.contains("grace@example.com is suppressed"),
+        "{}",
+        r.text
+    );
+    // A toggle and the outgoing mail switch from their pages; the confirmation step
+    // posts back to where it came from (its form has no action of its own).
+    let r = admin.post(
+        "/projects/IT",
+        &[
+            ("do", "toggle"),
+            ("setting", "verification_emails"),
+            ("value", "off"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.header("location"), Some("/projects/IT"));
+    let r = admin.post("/site", &[("do", "outgoing-mail"), ("value", "off")]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text
+            .contains("Turn outgoing mail off for the whole site?")
+    );
+    assert_eq!(
+        post_actions(&r.text).iter().filter(|a| a.is_none()).count(),
+        1
+    );
+    assert!(
+        r.text.contains("name=\"do\" value=\"outgoing-mail\""),
+        "{}",
+        r.text
+    );
+    let r = admin.post(
+        "/site",
+        &[
+            ("do", "outgoing-mail"),
+            ("value", "off"),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(app.get("/api/v1/site").json()["outgoing_mail"], false);
+    let r = admin.post("/site", &[("do", "outgoing-mail"), ("value", "on")]);
+    assert_eq!(r.status, 303, "{}", r.text);
+    // The site form: both fields wrong, both errors at once, at /site.
+    let r = admin.post(
+        "/site",
+        &[
+            ("do", "settings"),
+            ("from", "no mailbox"),
+            ("portal_base_url", "ftp://x"),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("2 things to fix"), "{}", r.text);
+    // An action the page does not have is a 400 page, not a guess.
+    let r = admin.post("/site", &[("do", "explode")]);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(is_html_page(&r));
+}
+
+#[test]
+fn adding_customers_redirects_to_its_result_and_a_second_submit_adds_nobody_twice() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/projects/IT");
+    let key = hidden_value(&page.text, "idem").expect("the form has a key");
+    let fields = [
+        ("do", "customers"),
+        ("idem", key.as_str()),
+        ("emails", "zed@example.com\nyan@example.com"),
+        ("invite", "on"),
+    ];
+    // Post/redirect/get: 303 to the project's page with the result's key.
+    let r = admin.post("/projects/IT", &fields);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let location = r.header("location").expect("a redirect").to_owned();
+    assert_eq!(location, format!("/projects/IT?added={key}"));
+    let shown = admin.get(&location);
+    shown.expect_status(200);
+    assert!(
+        shown
+            .text
+            .contains("Added 2 addresses to IT Help: 2 will get an email, 0 will not."),
+        "{}",
+        shown.text
+    );
+    assert!(shown.text.contains("id=\"flash\""), "the flash takes focus");
+    assert!(
+        shown
+            .text
+            .contains("Results: 2 will get an email, 0 will not")
+    );
+    assert!(shown.text.contains("zed@"), "{}", shown.text);
+    // A reload shows the same result (the flash was shown once).
+    let again = admin.get(&location);
+    assert!(
+        again
+            .text
+            .contains("Results: 2 will get an email, 0 will not")
+    );
+    assert!(!again.text.contains("id=\"flash\""));
+    // The same form again (a double submit, or "resubmit" after back): same answer,
+    // nobody added twice.
+    let r = admin.post("/projects/IT", &fields);
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.header("location"), Some(location.as_str()));
+    let decisions = app.get("/api/v1/decisions?email=zed%40example.com").json();
+    assert_eq!(
+        decisions["items"].as_array().map(Vec::len),
+        Some(1),
+        "{decisions:#}"
+    );
+    // The same key with another list is refused, and adds nothing.
+    let r = admin.post(
+        "/projects/IT",
+        &[
+            ("do", "customers"),
+            ("idem", key.as_str()),
+            ("emails", "xia@example.com"),
+            ("invite", "on"),
+        ],
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("already used for another list"),
+        "{}",
+        r.text
+    );
+    let none = app.get("/api/v1/why/xia%40example.com").json();
+    assert_eq!(none["verdict"]["code"], "no_record");
+    // Another user does not see the admin's result under its key.
+    let mut vera = Visitor::login(&app, "vera", "password123");
+    let page = vera.get(&location);
+    page.expect_status(200);
+    assert!(!page.text.contains("Results:"), "{}", page.text);
+    // Each page load offers a new key.
+    let next = admin.get("/projects/IT");
+    assert_ne!(hidden_value(&next.text, "idem"), Some(key));
+}
+
+#[test]
+fn after_every_successful_post_the_flash_takes_focus() {
+    let app = seeded_app();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    for (path, fields) in [
+        (
+            "/why?email=alice%40example.com",
+            vec![
+                ("do", "resend"),
+                ("email", "alice@example.com"),
+                ("project", "IT"),
+            ],
+        ),
+        (
+            "/suppressions",
+            vec![
+                ("do", "add"),
+                ("email", "kim@example.com"),
+                ("note", "asked"),
+            ],
+        ),
+        (
+            "/suppressions",
+            vec![
+                ("do", "unsuppress"),
+                ("email", "kim@example.com"),
+                ("note", "by phone"),
+                ("consent", "yes"),
+            ],
+        ),
+        (
+            "/projects/IT",
+            vec![
+                ("do", "toggle"),
+                ("setting", "public_signup"),
+                ("value", "on"),
+            ],
+        ),
+        (
+            "/projects/IT",
+            vec![
+                ("do", "settings"),
+                ("name", "IT Help"),
+                ("email_format", "multipart"),
+                ("template_set", "default"),
+            ],
+        ),
+        ("/projects", vec![("key", "NEWP"), ("name", "New project")]),
+        (
+            "/site",
+            vec![
+                ("do", "settings"),
+                ("from", "Help <help@acme.example>"),
+                ("portal_base_url", "https://help.acme.example"),
+            ],
+        ),
+    ] {
+        let r = admin.post_follow(path, &fields);
+        r.expect_status(200);
+        let flash = r
+            .text
+            .find("id=\"flash\"")
+            .unwrap_or_else(|| panic!("{path} {fields:?}: no flash: {}", r.text));
+        let tag_end = r.text[flash..]
+            .find('>')
+            .map(|i| flash + i)
+            .unwrap_or(flash);
+        assert!(
+            r.text[flash..tag_end].contains("autofocus"),
+            "{path} {fields:?}: the flash does not take focus"
+        );
+    }
 }

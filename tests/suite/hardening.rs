@@ -544,6 +544,16 @@ fn a_bad_smtp_ca_stops_serve_at_start_with_exit_2() {
     assert_eq!(missing.cli(&["serve"]).status.code(), Some(2));
 }
 
+/// User and system CPU time of process `pid` so far, in clock ticks (1/100 s).
+#[cfg(unix)]
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
 #[cfg(unix)]
 #[test]
 fn a_closed_stdout_and_stderr_stop_neither_serving_nor_shutdown() {
@@ -590,8 +600,16 @@ fn a_closed_stdout_and_stderr_stop_neither_serving_nor_shutdown() {
             .expect("still serving");
         assert_eq!(r.status().as_u16(), 404);
     }
-    let started = Instant::now();
+    // Idle with both pipes closed, it does not spin (the trial saw 60–95 % CPU).
     let pid = child.id().to_string();
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_ticks(&pid) - before;
+    assert!(
+        busy < 60,
+        "{busy} CPU ticks in 2 s of idling with closed pipes"
+    );
+    let started = Instant::now();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -624,4 +642,84 @@ fn failure_counts_live_in_the_database_and_survive_a_restart() {
     assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
     let rows = app.db_query_i64("SELECT failures FROM login_failures WHERE key = 'user:admin'");
     assert_eq!(rows, 5);
+}
+
+/// `mailtrail serve --demo 2>&1 | head -3`, with the real `head`: once it has its three
+/// lines and exits, the server keeps serving, idles without spinning, and stops on
+/// SIGTERM (issue 11, finding 9).
+#[cfg(unix)]
+#[test]
+fn serve_piped_into_head_keeps_serving_and_stops_on_sigterm() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut head = Command::new("head")
+        .arg("-3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("head starts");
+    let pipe = std::os::fd::OwnedFd::from(head.stdin.take().expect("piped"));
+    let pipe_too = pipe.try_clone().expect("dup");
+    let mut child = Command::new(App::binary())
+        .args(["serve", "--demo"])
+        .current_dir(dir.path())
+        .env("MAILTRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAILTRAIL_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pipe))
+        .stderr(Stdio::from(pipe_too))
+        .spawn()
+        .expect("starts");
+    assert!(head.wait().expect("head ends").success());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = patient_client();
+    let started = Instant::now();
+    // Up and answering (the demo seeds first), and it keeps answering with the pipe gone.
+    loop {
+        match client.get(format!("{base}/healthz")).send() {
+            Ok(r) if r.status().as_u16() == 200 => break,
+            _ if started.elapsed() > Duration::from_secs(30) => {
+                let _ = child.kill();
+                panic!("not serving 30 s after head exited");
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    for _ in 0..30 {
+        let r = client
+            .get(format!("{base}/api/v1/why/rosa%40example.com"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("still serving");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let pid = child.id().to_string();
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_ticks(&pid) - before;
+    assert!(
+        busy < 60,
+        "{busy} CPU ticks in 2 s of idling after head exited"
+    );
+    let stopping = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if stopping.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -57,10 +57,7 @@ pub async fn put_project(
     caller.require(Role::Admin)?;
     let key = crate::model::ProjectKey::parse(&key).map_err(|m| ApiError::invalid("key", m))?;
     Ok(Json(
-        state
-            .store
-            .put_project(key, patch, true, caller.name())
-            .await?,
+        state.put_project(key, patch, true, caller.name()).await?,
     ))
 }
 
@@ -77,7 +74,6 @@ pub async fn patch_project(
     caller.require(Role::Admin)?;
     Ok(Json(
         state
-            .store
             .put_project(path_project(&key)?, patch, false, caller.name())
             .await?,
     ))

@@ -148,14 +148,7 @@ pub async fn add(
     caller.require(Role::Admin)?;
     let email = address("email", &body.email)?;
     let note = check_note(body.note.as_deref(), false)?;
-    let record = state
-        .store
-        .suppress(
-            NewSuppression::plain(email, SuppressionReason::Manual, note),
-            caller.name(),
-        )
-        .await?;
-    state.metrics.suppressed(SuppressionReason::Manual, 1);
+    let record = state.suppress_by_hand(email, note, caller.name()).await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -179,9 +172,7 @@ pub async fn remove(
         return Err(ApiError::NotFound("suppression".into()));
     }
     let note = check_note(q.get("note").map(String::as_str), true)?.unwrap_or_default();
-    Ok(Json(
-        state.store.unsuppress(email, note, caller.name()).await?,
-    ))
+    Ok(Json(state.unsuppress(email, note, caller.name()).await?))
 }
 
 /// `{added, already_suppressed}`.
@@ -210,10 +201,7 @@ pub async fn import(
     }
     let bytes = read_body(body, RAW_LIMIT, "10 MiB").await?;
     let rows = parse_import(&bytes)?;
-    let (added, already_suppressed) = state.store.import_suppressions(rows, caller.name()).await?;
-    state
-        .metrics
-        .suppressed(SuppressionReason::Import, u64::try_from(added).unwrap_or(0));
+    let (added, already_suppressed) = state.import_suppressions(rows, caller.name()).await?;
     Ok(Json(ImportResult {
         added,
         already_suppressed,
@@ -373,7 +361,6 @@ pub async fn bulk_remove(
     let dry_run = body.dry_run;
     let selection = bulk_selection(body)?;
     let outcome = state
-        .store
         .bulk_remove(selection, note, caller.name(), dry_run)
         .await?;
     Ok(Json(BulkRemoveResult::of(outcome)))

@@ -13,6 +13,7 @@ pub mod error;
 pub mod form;
 mod outbox;
 mod overview;
+mod posts;
 mod projects;
 pub mod session;
 mod site;
@@ -61,13 +62,26 @@ pub fn routes(state: &AppState) -> Router<AppState> {
                 .post(auth::logout)
                 .fallback(method_page),
         )
-        .route("/", page(overview::page))
-        .route("/why", page(why::page))
+        .route(
+            "/",
+            get(overview::page)
+                .post(posts::overview_page)
+                .fallback(method_page),
+        )
+        .route(
+            "/why",
+            get(why::page).post(posts::why_page).fallback(method_page),
+        )
         .route("/why/resend", post_only(why::resend))
         .route("/outbox", page(outbox::page))
         .route("/outbox.csv", page(outbox::csv))
         .route("/decisions/{id}", page(outbox::decision))
-        .route("/suppressions", page(suppressions::page))
+        .route(
+            "/suppressions",
+            get(suppressions::page)
+                .post(posts::suppressions_page)
+                .fallback(method_page),
+        )
         .route("/suppressions.csv", page(suppressions::csv))
         .route("/suppressions/add", post_only(suppressions::add))
         .route("/suppressions/remove", post_only(suppressions::remove))
@@ -85,7 +99,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/projects/{key}",
             get(projects::page)
-                .post(projects::settings)
+                .post(posts::project_page)
                 .fallback(method_page),
         )
         .route("/projects/{key}/toggle", post_only(projects::toggle))
@@ -95,7 +109,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/site",
-            get(site::page).post(site::settings).fallback(method_page),
+            get(site::page).post(posts::site_page).fallback(method_page),
         )
         .route("/site/outgoing-mail", post_only(site::outgoing_mail))
         .route("/site/resend-skipped", post_only(site::resend_skipped))
@@ -368,23 +382,59 @@ impl Ctx {
     }
 
     /// An address as HTML that may break only after `@` or `.` (SPEC §15), escaped;
-    /// for `|safe`.
+    /// for `|safe`. A part with a hyphen is kept on one line (`<span class="nw">`), since
+    /// browsers would break after the hyphen.
     pub fn addr(&self, address: &str) -> String {
         let mut out = String::with_capacity(address.len() + 16);
+        let mut part = String::new();
+        let flush = |out: &mut String, part: &mut String, hyphen: bool| {
+            if hyphen {
+                out.push_str("<span class=\"nw\">");
+                out.push_str(part);
+                out.push_str("</span>");
+            } else {
+                out.push_str(part);
+            }
+            part.clear();
+        };
+        let mut hyphen = false;
         for c in address.chars() {
             match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&#34;"),
-                '\'' => out.push_str("&#39;"),
-                c => out.push(c),
+                '&' => part.push_str("&amp;"),
+                '<' => part.push_str("&lt;"),
+                '>' => part.push_str("&gt;"),
+                '"' => part.push_str("&#34;"),
+                '\'' => part.push_str("&#39;"),
+                c => part.push(c),
             }
+            hyphen |= c == '-';
             if c == '@' || c == '.' {
+                flush(&mut out, &mut part, hyphen);
+                hyphen = false;
                 out.push_str("<wbr>");
             }
         }
+        flush(&mut out, &mut part, hyphen);
         out
+    }
+
+    /// `text` as HTML (escaped) in which `address` breaks as [`Ctx::addr`] says; for
+    /// `|safe`.
+    pub fn text_with_addr(&self, text: &str, address: &str) -> String {
+        let escape = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&#34;")
+                .replace('\'', "&#39;")
+        };
+        if address.is_empty() {
+            return escape(text);
+        }
+        text.split(address)
+            .map(escape)
+            .collect::<Vec<_>>()
+            .join(&self.addr(address))
     }
 
     /// The form `form` failed (any field).
@@ -402,8 +452,6 @@ pub struct ConfirmPage {
     pub heading: String,
     /// What the action will do, one sentence a line.
     pub impact: Vec<String>,
-    /// Where the confirmed form goes.
-    pub action: String,
     /// The submitted fields, posted again.
     pub fields: Vec<(String, String)>,
     pub button: String,
@@ -413,8 +461,9 @@ pub struct ConfirmPage {
 }
 
 impl ConfirmPage {
-    /// A confirmation of `form`, posted again to `action`.
-    pub fn of(ctx: Ctx, form: &form::Fields, action: &str, cancel: &str) -> ConfirmPage {
+    /// A confirmation of `form`, posted again (with `confirm=yes`) to the address it
+    /// was posted to: the page's form carries no action, so it goes to the page's own URL.
+    pub fn of(ctx: Ctx, form: &form::Fields, cancel: &str) -> ConfirmPage {
         let mut fields: Vec<(String, String)> = form
             .text
             .iter()
@@ -426,7 +475,6 @@ impl ConfirmPage {
             ctx,
             heading: String::new(),
             impact: Vec::new(),
-            action: action.to_owned(),
             fields,
             button: String::new(),
             danger: false,
@@ -593,5 +641,15 @@ mod tests {
             "2026-11-22 05:30 UTC"
         );
         assert_eq!(query(&[("email", "a@b"), ("project", "")]), "?email=a%40b");
+        let ctx = Ctx::default();
+        assert_eq!(ctx.addr("al@ex.com"), "al@<wbr>ex.<wbr>com");
+        assert_eq!(
+            ctx.addr("nina.long-name@sub-1.example.org"),
+            "nina.<wbr><span class=\"nw\">long-name@</span><wbr><span class=\"nw\">sub-1.</span><wbr>example.<wbr>org"
+        );
+        assert_eq!(
+            ctx.text_with_addr("<b> a@x.io is added", "a@x.io"),
+            "&lt;b&gt; a@<wbr>x.<wbr>io is added"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::store::{IngestRequest, Outcome, Recipient, StoreError};
 use askama::Template;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use std::sync::Arc;
@@ -124,6 +124,9 @@ struct ProjectPage {
     results: Vec<ResultRow>,
     sent: usize,
     skipped: usize,
+    /// A new key for the "Add customers" form: a second submit of the same form (a
+    /// double click, a reload of the answer) adds nobody twice.
+    idem: String,
 }
 
 /// `GET /projects`.
@@ -183,7 +186,6 @@ pub async fn create(State(state): State<AppState>, posted: Posted) -> Result<Res
         ..ProjectPatch::default()
     };
     state
-        .store
         .put_project(key.clone(), patch, true, user.audit_name())
         .await?;
     Ok(user.redirect(
@@ -247,6 +249,7 @@ pub async fn show(
             .iter()
             .filter(|o| o.decision == crate::model::Verdict::Skip)
             .count(),
+        idem: crate::store::new_secret(""),
         key: p.key.to_string(),
         name: p.name.clone(),
         ctx,
@@ -254,18 +257,41 @@ pub async fn show(
     render(&page, &page.ctx, status)
 }
 
-/// `GET /projects/{key}`.
+/// Who a remembered "Add customers" answer belongs to: its user.
+fn added_scope(user: &User) -> String {
+    format!("dashboard:{}", user.audit_name())
+}
+
+/// A form key as the page made it: 1 to 64 letters and digits.
+fn form_key(key: &str) -> Option<&str> {
+    Some(key)
+        .filter(|k| !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// `GET /projects/{key}`; `?added=KEY` shows again what the "Add customers" form with
+/// that key did (the page it redirects to).
 pub async fn page(
     State(state): State<AppState>,
     user: User,
     Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
+    let q: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let results = match q.get("added").and_then(|k| form_key(k)) {
+        Some(added) => state
+            .store
+            .remembered_answer::<Vec<Outcome>>(added_scope(&user), added.to_owned())
+            .await?
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let title = format!("Project {}", crate::model::truncate(&key, 16));
     show(
         &state,
         Ctx::new(&user, "projects", title),
         &key,
-        &[],
+        &results,
         StatusCode::OK,
     )
     .await
@@ -301,7 +327,6 @@ pub async fn toggle(
         let mut page = super::ConfirmPage::of(
             super::Ctx::new(&user, "why", "Confirm: change a project setting"),
             &form,
-            &format!("/projects/{}/toggle", project.key),
             &back,
         );
         page.heading = format!(
@@ -324,7 +349,6 @@ pub async fn toggle(
         return page.respond();
     }
     let updated = state
-        .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
         .await?;
     let state_word = if on { "on" } else { "off" };
@@ -401,7 +425,15 @@ fn settings_errors(form: &Fields) -> Vec<(String, String)> {
                 .split_once('[')
                 .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
             {
-                Some(i) => format!("Line {}: {}.", i + 1, e.message.trim_end_matches('.')),
+                Some(i) => format!(
+                    "{}, line {}: {}.",
+                    match field {
+                        "allow_patterns" => "Allow patterns",
+                        _ => "Deny patterns",
+                    },
+                    i + 1,
+                    e.message.trim_end_matches('.')
+                ),
                 None => capital(&e.message),
             };
             errors.push((field.to_owned(), message));
@@ -486,7 +518,6 @@ pub async fn settings(
         }
     };
     match state
-        .store
         .put_project(project.key.clone(), patch, false, user.audit_name())
         .await
     {
@@ -619,7 +650,6 @@ pub async fn add_customers(
                     format!("Confirm: add to {}", project.key),
                 ),
                 &form,
-                &format!("/projects/{}/customers", project.key),
                 &back,
             );
             page.heading = format!(
@@ -643,6 +673,29 @@ pub async fn add_customers(
             return page.respond();
         }
     }
+    // The form's key: the same form posted twice (a double click, a resubmit) gets the
+    // first answer and adds nobody again.
+    let form_key = form_key(form.get("idem"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::store::new_secret(""));
+    let idempotency = {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        for part in [
+            "dashboard: add customers",
+            project.key.as_str(),
+            if invite { "invite" } else { "no invite" },
+            form.get("emails"),
+        ] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        crate::store::IdempotencyKey {
+            scope: added_scope(&user),
+            key: form_key.clone(),
+            fingerprint: hex::encode(digest.finalize()),
+        }
+    };
     let recipients = inputs
         .into_iter()
         .map(|input| Recipient {
@@ -651,34 +704,55 @@ pub async fn add_customers(
             channel: Channel::Agent,
         })
         .collect();
-    let results = state
+    let results = match state
         .ingest(
             IngestRequest {
                 project: project.key.clone(),
                 recipients,
                 invite,
             },
-            None,
+            Some(idempotency),
         )
-        .await?;
-    tracing::info!(user = ?user.name, project = %project.key, n = results.len(), invite, "customers added from the dashboard");
-    let mut ctx = Ctx::new(&user, "projects", format!("Project {}", project.key));
-    // Keep the invite choice as it was; the list box is emptied (the results show it).
-    let mut values = std::collections::HashMap::new();
-    values.insert(
-        "invite".to_owned(),
-        if invite {
-            "on".to_owned()
-        } else {
-            String::new()
-        },
-    );
-    ctx.form = FormState {
-        form: "customers".into(),
-        errors: Vec::new(),
-        values,
+        .await
+    {
+        Ok(results) => results,
+        // The key came with another list: the page was changed and posted again.
+        Err(StoreError::Invalid { field, message })
+            if crate::store::idempotency::is_reuse(&field, &message) =>
+        {
+            return reshow(
+                &state,
+                &dash,
+                &user,
+                &back,
+                FormState::failed(
+                    "customers",
+                    &form,
+                    "emails",
+                    "This form was already used for another list. Nothing was added: submit it again.",
+                ),
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
     };
-    show(&state, ctx, project.key.as_str(), &results, StatusCode::OK).await
+    tracing::info!(user = ?user.name, project = %project.key, n = results.len(), invite, "customers added from the dashboard");
+    let sent = results
+        .iter()
+        .filter(|o| o.decision == crate::model::Verdict::Send)
+        .count();
+    let text = format!(
+        "Added {} to {}: {sent} will get an email, {} will not. Each address's result is below.",
+        match results.len() {
+            1 => "1 address".to_owned(),
+            n => format!("{n} addresses"),
+        },
+        project.name,
+        results.len() - sent,
+    );
+    // Post/redirect/get: the answer page shows the remembered results, so a reload
+    // repeats nothing.
+    Ok(user.redirect(&format!("{back}?added={form_key}"), Flash::ok(text)))
 }
 
 #[cfg(test)]

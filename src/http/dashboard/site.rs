@@ -103,7 +103,6 @@ pub async fn outgoing_mail(
         let mut page = super::ConfirmPage::of(
             super::Ctx::new(&user, "site", "Confirm: outgoing mail off"),
             &form,
-            "/site/outgoing-mail",
             &back,
         );
         page.heading = "Turn outgoing mail off for the whole site?".into();
@@ -144,10 +143,32 @@ pub async fn settings(
 ) -> Result<Response, PageError> {
     let Posted { user, form } = posted;
     user.require(Role::Admin)?;
+    let from = form.get("from").trim().to_owned();
+    let portal_base_url = form.get("portal_base_url").trim().to_owned();
+    // Each field checked on its own, so one submit lists every error (SPEC §15).
+    let errors: Vec<(String, String)> = [
+        SitePatch {
+            from: Some(from.clone()),
+            ..SitePatch::default()
+        },
+        SitePatch {
+            portal_base_url: Some(portal_base_url.clone()),
+            ..SitePatch::default()
+        },
+    ]
+    .iter()
+    .filter_map(|p| p.validate().err())
+    .map(|e| (e.field.clone(), sentence(&e.message)))
+    .collect();
+    if !errors.is_empty() {
+        let mut failed = FormState::failed("site", &form, "", "");
+        failed.errors = errors;
+        return reshow(&state, &dash, &user, "/site", failed).await;
+    }
     let patch = SitePatch {
         outgoing_mail: None,
-        from: Some(form.get("from").trim().to_owned()),
-        portal_base_url: Some(form.get("portal_base_url").trim().to_owned()),
+        from: Some(from),
+        portal_base_url: Some(portal_base_url),
     };
     match state.patch_site(patch, user.audit_name()).await {
         Ok(_) => Ok(user.redirect("/site", Flash::ok("Saved the site settings."))),
@@ -157,24 +178,28 @@ pub async fn settings(
             } else {
                 "portal_base_url"
             };
-            let mut message = message;
-            if let Some(first) = message.get(..1) {
-                message = format!(
-                    "{}{}.",
-                    first.to_uppercase(),
-                    message[1..].trim_end_matches('.')
-                );
-            }
             reshow(
                 &state,
                 &dash,
                 &user,
                 "/site",
-                FormState::failed("site", &form, field, message),
+                FormState::failed("site", &form, field, sentence(&message)),
             )
             .await
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `message` as a sentence: a capital first letter and one full stop.
+fn sentence(message: &str) -> String {
+    match message.get(..1) {
+        Some(first) => format!(
+            "{}{}.",
+            first.to_uppercase(),
+            message[1..].trim_end_matches('.')
+        ),
+        None => String::new(),
     }
 }
 

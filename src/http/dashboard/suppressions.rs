@@ -11,7 +11,7 @@ use crate::http::AppState;
 use crate::http::api::suppressions::{BulkRemove, bulk_selection, check_note, parse_import};
 use crate::http::error::ApiError;
 use crate::model::{EmailAddress, Role, SuppressionReason};
-use crate::store::{NewSuppression, StoreError, SuppressionFilter, SuppressionRecord};
+use crate::store::{StoreError, SuppressionFilter, SuppressionRecord};
 use askama::Template;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::StatusCode;
@@ -254,22 +254,15 @@ pub async fn add(
         Err(e) => return reshow(&state, &dash, &user, &back, fail("note", field_message(e))).await,
     };
     match state
-        .store
-        .suppress(
-            NewSuppression::plain(email.clone(), SuppressionReason::Manual, note),
-            user.audit_name(),
-        )
+        .suppress_by_hand(email.clone(), note, user.audit_name())
         .await
     {
-        Ok(_) => {
-            state.metrics.suppressed(SuppressionReason::Manual, 1);
-            Ok(user.redirect(
-                &back,
-                Flash::ok(format!(
-                    "{email} is now suppressed: mailtrail will send it nothing."
-                )),
-            ))
-        }
+        Ok(_) => Ok(user.redirect(
+            &back,
+            Flash::ok(format!(
+                "{email} is now suppressed: mailtrail will send it nothing."
+            )),
+        )),
         Err(StoreError::Conflict(_)) => {
             reshow(
                 &state,
@@ -340,7 +333,6 @@ pub async fn remove(
         return reshow(&state, &dash, &user, &back, failed).await;
     }
     match state
-        .store
         .unsuppress(email.clone(), note, user.audit_name())
         .await
     {
@@ -472,7 +464,6 @@ pub async fn bulk_remove(
     };
     if form.get("confirm") != "yes" {
         let outcome = state
-            .store
             .bulk_remove(selection, note.clone(), user.audit_name(), true)
             .await?;
         if outcome.addresses.is_empty() {
@@ -503,7 +494,6 @@ pub async fn bulk_remove(
         return render(&page, &page.ctx, StatusCode::OK);
     }
     let outcome = state
-        .store
         .bulk_remove(selection, note, user.audit_name(), false)
         .await?;
     let removed = outcome.addresses;
@@ -566,13 +556,7 @@ pub async fn import(
             .await;
         }
     };
-    let (added, already) = state
-        .store
-        .import_suppressions(rows, user.audit_name())
-        .await?;
-    state
-        .metrics
-        .suppressed(SuppressionReason::Import, u64::try_from(added).unwrap_or(0));
+    let (added, already) = state.import_suppressions(rows, user.audit_name()).await?;
     Ok(user.redirect(
         &back,
         Flash::ok(format!(
