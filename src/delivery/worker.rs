@@ -53,6 +53,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     let policy = Arc::new(RetryPolicy {
         delays: state.config.retry_schedule.clone(),
         give_up_after: state.config.give_up_after,
+        mailbox_full_for: state.config.mailbox_full_for,
     });
     let mut in_flight = JoinSet::new();
     tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
@@ -287,12 +288,19 @@ pub fn attempt_write(
         TryEnd::NoReply(_, m) | TryEnd::Unroutable(m) => m.clone(),
     };
     let tries = decision.attempts_count as u32 + 1;
+    // A full mailbox (5.2.2) bounces but suppresses only for a while (SPEC §11).
+    let mailbox_full = reply
+        .as_ref()
+        .is_some_and(|r| r.enhanced.as_deref() == Some("5.2.2"));
     let (status, status_reason, next_attempt_at) = match verdict {
         AttemptOutcome::Sent => (Status::Sent, None, None),
         AttemptOutcome::Deferred => match policy.next_try(tries, leased.queued_at, now) {
             Some(next) => (Status::Deferred, None, Some(next)),
             None => (Status::Failed, Some(DeliveryEnd::RetriesExhausted), None),
         },
+        AttemptOutcome::Bounced if mailbox_full => {
+            (Status::Bounced, Some(DeliveryEnd::MailboxFull), None)
+        }
         AttemptOutcome::Bounced => (Status::Bounced, Some(DeliveryEnd::HardBounce), None),
         AttemptOutcome::PolicyRejected => (Status::Failed, Some(DeliveryEnd::PolicyRejected), None),
         AttemptOutcome::RelayRejected => (Status::Failed, Some(DeliveryEnd::RelayRejected), None),
@@ -306,7 +314,11 @@ pub fn attempt_write(
     ) {
         (AttemptOutcome::Bounced, Some(Ok(email))) => Some(NewSuppression {
             email,
-            reason: SuppressionReason::HardBounce,
+            reason: if mailbox_full {
+                SuppressionReason::MailboxFull
+            } else {
+                SuppressionReason::HardBounce
+            },
             smtp_code: reply.as_ref().map(|r| r.code as i64),
             enhanced_code: reply.as_ref().and_then(|r| r.enhanced.clone()),
             response: Some(text.clone()),
@@ -315,6 +327,11 @@ pub fn attempt_write(
             decision_id: Some(decision.id.clone()),
             note: None,
             evidence: None,
+            expires_at: mailbox_full.then(|| {
+                now.saturating_add(
+                    i64::try_from(policy.mailbox_full_for.as_micros()).unwrap_or(i64::MAX),
+                )
+            }),
         }),
         _ => None,
     };
