@@ -9,9 +9,9 @@
 //! address is refused (422 `not_a_report`); over SMTP it is kept as unattributed.
 
 use super::{App, AppResult};
+use crate::delivery::bounces;
 use crate::delivery::notice::{self, Notice, NoticeKind};
 use crate::delivery::report::{self, Report, ReportError};
-use crate::delivery::bounces;
 use crate::model::{EmailAddress, SuppressionReason};
 use crate::store::{NewBounceMessage, ReportOutcome, StoreError, now_micros};
 use serde::Serialize;
@@ -108,8 +108,16 @@ impl App {
                 })
             }
             Reading::NotReport(error, notice) => {
-                self.receive_notice(error, notice, raw, text, smtp_recipient, by, mailbox_full_until)
-                    .await
+                self.receive_notice(
+                    error,
+                    notice,
+                    raw,
+                    text,
+                    smtp_recipient,
+                    by,
+                    mailbox_full_until,
+                )
+                .await
             }
         }
     }
@@ -166,11 +174,20 @@ impl App {
             || (notice.kind == NoticeKind::Bounce
                 && notice.reply.is_some()
                 && notice.class() != notice::NoticeClass::Unclassified);
-        let default_result = if understood { "recorded" } else { "unclassified" };
+        let default_result = if understood {
+            "recorded"
+        } else {
+            "unclassified"
+        };
         let reply = notice.reply.as_ref();
         let kept = NewBounceMessage {
             decision_id: decision.as_ref().map(|d| d.id.clone()),
-            via: if smtp_recipient.is_some() { "smtp" } else { "http" }.to_owned(),
+            via: if smtp_recipient.is_some() {
+                "smtp"
+            } else {
+                "http"
+            }
+            .to_owned(),
             smtp_recipient,
             kind: kind.to_owned(),
             result: default_result.to_owned(),
@@ -206,6 +223,16 @@ impl App {
             kept_id,
             recipients,
         })
+    }
+
+    /// Lifts the suppressions whose time is up (a full mailbox's, SPEC §11), each with
+    /// an audit entry by `system`; returns how many.
+    pub async fn expire_suppressions(&self) -> AppResult<usize> {
+        let freed = self.store.expire_suppressions(now_micros()).await?;
+        if !freed.is_empty() {
+            tracing::info!(count = freed.len(), "suppressions expired");
+        }
+        Ok(freed.len())
     }
 
     /// Counts each address's result, and the suppressions made.

@@ -1,10 +1,10 @@
 //! What a posted bounce or complaint report does, address by address (SPEC §4): pure
 //! mapping from a parsed [`Report`] to store actions.
 
+use super::notice::{Notice, NoticeClass};
 use super::render::decision_id_from_verp;
 use super::report::{Action, Report, StatusClass};
 use crate::model::{EmailAddress, SuppressionReason};
-use super::notice::{Notice, NoticeClass};
 use crate::store::{Micros, NewSuppression, ReportAction, ReportEffect};
 
 /// Evidence kept on a suppression is cut to this many bytes.

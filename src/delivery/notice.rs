@@ -234,16 +234,16 @@ const AUTO_REPLY_SUBJECTS: &[&str] = &[
 ];
 
 fn kind(message: &PlainMessage) -> NoticeKind {
-    let from = message.header("from").unwrap_or_default().to_ascii_lowercase();
+    let from = message
+        .header("from")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let from_daemon = addresses_in(&from)
         .iter()
         .filter_map(|a| a.split('@').next().map(str::to_owned))
         .any(|local| DAEMONS.contains(&local.as_str()))
         || from.contains("mail delivery");
-    let subject = message
-        .header("subject")
-        .unwrap_or_default()
-        .to_lowercase();
+    let subject = message.header("subject").unwrap_or_default().to_lowercase();
     let head = crate::model::truncate(&message.text, 8 * 1024).to_lowercase();
     let bounce_subject = BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
     let bounce_text = BOUNCE_SENTENCES.iter().any(|s| head.contains(s));
@@ -392,7 +392,9 @@ fn reply_code(line: &str, cued: bool) -> Option<(u16, usize)> {
     let mut i = 0;
     while i + 3 <= bytes.len() {
         let word = &bytes[i..i + 3];
-        let before_ok = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'.' | b'-' | b'+' | b'/' | b':' | b'='));
+        let before_ok = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || matches!(bytes[i - 1], b'.' | b'-' | b'+' | b'/' | b':' | b'='));
         let after_ok = bytes.get(i + 3).is_none_or(|&b| b == b' ' || b == b'-');
         if before_ok
             && after_ok
@@ -404,7 +406,9 @@ fn reply_code(line: &str, cued: bool) -> Option<(u16, usize)> {
                 + u16::from(word[2] - b'0');
             let prefix = lower[..i].trim_end();
             let starts = prefix
-                .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '>' | '<' | '#' | '\'' | '"' | '(' | '['))
+                .trim_start_matches(|c: char| {
+                    c.is_whitespace() || matches!(c, '>' | '<' | '#' | '\'' | '"' | '(' | '[')
+                })
                 .is_empty();
             let cue = REPLY_CUES.iter().any(|c| prefix.ends_with(c.trim_end()));
             if !cued || starts || cue {
@@ -442,7 +446,8 @@ fn reply_text(lines: &[&str], i: usize, at: usize) -> String {
             multi = trimmed.as_bytes().get(3) == Some(&b'-');
             text.push(' ');
             text.push_str(trimmed.get(4..).unwrap_or_default().trim());
-        } else if !multi && line.starts_with([' ', '\t']) && !trimmed.is_empty() && text.len() < 300 {
+        } else if !multi && line.starts_with([' ', '\t']) && !trimmed.is_empty() && text.len() < 300
+        {
             text.push(' ');
             text.push_str(trimmed);
         } else {
@@ -454,7 +459,11 @@ fn reply_text(lines: &[&str], i: usize, at: usize) -> String {
 
 /// The address the notice says failed: `X-Failed-Recipients`, else the nearest address
 /// before (or on) the reply's line, else the first address in its words.
-fn failed_recipient(message: &PlainMessage, text: &str, reply_line: Option<usize>) -> Option<String> {
+fn failed_recipient(
+    message: &PlainMessage,
+    text: &str,
+    reply_line: Option<usize>,
+) -> Option<String> {
     let ours = |a: &String| {
         let local = a.split('@').next().unwrap_or_default();
         !local.starts_with("bounces+") && !DAEMONS.contains(&local) && a.contains('.')
@@ -483,18 +492,24 @@ fn failed_recipient(message: &PlainMessage, text: &str, reply_line: Option<usize
 
 /// The email addresses in `text`, lowercased, in order.
 pub fn addresses_in(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'' | ',' | ';' | '`'))
-        .map(|w| w.trim_start_matches("mailto:").trim_end_matches(['.', ':']))
-        .filter_map(|w| {
-            let (local, domain) = w.rsplit_once('@')?;
-            let ok = !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && domain
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
-                && !local.contains(':');
-            ok.then(|| w.to_lowercase())
-        })
-        .collect()
+    text.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'' | ',' | ';' | '`'
+            )
+    })
+    .map(|w| w.trim_start_matches("mailto:").trim_end_matches(['.', ':']))
+    .filter_map(|w| {
+        let (local, domain) = w.rsplit_once('@')?;
+        let ok = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
+            && !local.contains(':');
+        ok.then(|| w.to_lowercase())
+    })
+    .collect()
 }

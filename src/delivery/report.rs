@@ -347,7 +347,9 @@ fn strip_tags(html: &str) -> String {
             rest = "";
             break;
         };
-        let tag = rest[open + 1..open + close].trim_start_matches('/').to_ascii_lowercase();
+        let tag = rest[open + 1..open + close]
+            .trim_start_matches('/')
+            .to_ascii_lowercase();
         if ["br", "p", "div", "tr", "li", "h1", "h2", "h3", "table"]
             .iter()
             .any(|t| tag.starts_with(t))

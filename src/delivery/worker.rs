@@ -13,7 +13,7 @@ use crate::model::{DeliveryEnd, EmailAddress, Project, Site, Status, Suppression
 use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -49,6 +49,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     let batch = (concurrency * 4).max(16);
     let (jobs_tx, mut jobs) = tokio::sync::mpsc::channel::<Job>(batch);
     let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
+    let sweeper = tokio::spawn(expire_suppressions(state.clone(), stop.clone()));
     let slots = Arc::new(Semaphore::new(concurrency));
     let policy = Arc::new(RetryPolicy {
         delays: state.config.retry_schedule.clone(),
@@ -96,6 +97,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     }
     release(&state, unstarted).await;
     let _ = leaser.await;
+    let _ = sweeper.await;
     tracing::info!(
         in_flight = in_flight.len(),
         "delivery worker stopping; finishing tries in flight"
@@ -113,6 +115,24 @@ async fn release(state: &App, jobs: Vec<Job>) {
         .collect();
     if let Err(e) = state.store.release(leases).await {
         tracing::warn!(error = %e, "cannot release leases; they expire on their own");
+    }
+}
+
+/// Lifts expired suppressions (a full mailbox's, SPEC §11) every poll interval (at
+/// least a second, at most a minute) until `stop`.
+async fn expire_suppressions(state: App, mut stop: watch::Receiver<bool>) {
+    let every = state
+        .config
+        .poll_interval
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    while !*stop.borrow() {
+        if let Err(e) = state.expire_suppressions().await {
+            tracing::warn!(error = %e, "cannot lift expired suppressions; trying again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

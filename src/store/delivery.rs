@@ -567,7 +567,9 @@ fn keep_message(
     outcomes: &[ReportOutcome],
     now: Micros,
 ) -> Result<i64, StoreError> {
-    let result = outcomes.first().map_or(m.result.as_str(), |o| o.result.as_str());
+    let result = outcomes
+        .first()
+        .map_or(m.result.as_str(), |o| o.result.as_str());
     let bytes = i64::try_from(m.raw.len()).unwrap_or(i64::MAX);
     Ok(conn
         .prepare_cached(
@@ -598,7 +600,9 @@ fn keep_message(
 const BOUNCE_MESSAGE_COLUMNS: &str = "id, received_at, decision_id, via, kind, result, recipient,
     enhanced_code, response, subject, sender, bytes";
 
-fn bounce_message_from_row(r: &super::db::Row<'_>) -> Result<BounceMessageRecord, super::db::DbError> {
+fn bounce_message_from_row(
+    r: &super::db::Row<'_>,
+) -> Result<BounceMessageRecord, super::db::DbError> {
     Ok(BounceMessageRecord {
         id: r.get(0)?,
         received_at: super::time::format_time(r.get(1)?),
@@ -616,17 +620,20 @@ fn bounce_message_from_row(r: &super::db::Row<'_>) -> Result<BounceMessageRecord
 }
 
 impl Store {
-    /// The kept bounce messages of a decision, oldest first (at most 100).
+    /// The kept bounce messages of a decision, oldest first (at most 100), each with
+    /// the first 8 KiB of the message as received.
     pub async fn bounce_messages_of(
         &self,
         decision_id: String,
-    ) -> Result<Vec<BounceMessageRecord>, StoreError> {
+    ) -> Result<Vec<(BounceMessageRecord, Vec<u8>)>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {BOUNCE_MESSAGE_COLUMNS} FROM bounce_messages
+                "SELECT {BOUNCE_MESSAGE_COLUMNS}, substr(raw, 1, 8192) FROM bounce_messages
                  WHERE decision_id = ?1 ORDER BY id LIMIT 100"
             ))?;
-            let rows = stmt.query_map(params![decision_id], bounce_message_from_row)?;
+            let rows = stmt.query_map(params![decision_id], |r| {
+                Ok((bounce_message_from_row(r)?, r.get(12)?))
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -641,7 +648,9 @@ impl Store {
             conn.prepare_cached(&format!(
                 "SELECT {BOUNCE_MESSAGE_COLUMNS}, raw FROM bounce_messages WHERE id = ?1"
             ))?
-            .query_row(params![id], |r| Ok((bounce_message_from_row(r)?, r.get(12)?)))
+            .query_row(params![id], |r| {
+                Ok((bounce_message_from_row(r)?, r.get(12)?))
+            })
             .optional()?
             .ok_or(StoreError::NotFound("bounce message"))
         })
@@ -666,6 +675,20 @@ impl Store {
     /// Lifts the suppressions whose time is up (a full mailbox's, SPEC §11), each with
     /// an audit entry by `system`; returns the addresses freed.
     pub async fn expire_suppressions(&self, now: Micros) -> Result<Vec<String>, StoreError> {
+        let due = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT email FROM suppressions
+                         WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 1",
+                    )?
+                    .query_row(params![now], |r| r.get::<_, String>(0))
+                    .optional()?)
+            })
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         self.write(move |conn| {
             let due: Vec<(String, String)> = conn
                 .prepare_cached(

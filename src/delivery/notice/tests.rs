@@ -16,21 +16,111 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// Every fixture: file, kind, failed recipient, class, enhanced status quoted.
 const TABLE: &[(&str, NoticeKind, Option<&str>, NoticeClass, Option<&str>)] = &[
-    ("qmail_remote_user_unknown.eml", NoticeKind::Bounce, Some("alma@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("qmail_local_no_mailbox.eml", NoticeKind::Bounce, Some("bert@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("exim_user_unknown.eml", NoticeKind::Bounce, Some("cleo@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("exim_mailbox_full.eml", NoticeKind::Bounce, Some("dora@example.test"), NoticeClass::MailboxFull, Some("5.2.2")),
-    ("sendmail_transcript.eml", NoticeKind::Bounce, Some("emil@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("exchange_ndr.eml", NoticeKind::Bounce, Some("fay@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("outlook_com_policy.eml", NoticeKind::Bounce, Some("gus@example.test"), NoticeClass::SenderSide, Some("5.7.708")),
-    ("gmail_no_such_user.eml", NoticeKind::Bounce, Some("hana@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("yahoo_no_account.eml", NoticeKind::Bounce, Some("ines@example.test"), NoticeClass::Recipient, None),
-    ("yahoo_deferred.eml", NoticeKind::Bounce, Some("jack@example.test"), NoticeClass::Transient, Some("4.7.0")),
-    ("postfix_plain.eml", NoticeKind::Bounce, Some("kate@example.test"), NoticeClass::Recipient, Some("5.1.1")),
-    ("postfix_policy_plain.eml", NoticeKind::Bounce, Some("liv@example.test"), NoticeClass::SenderSide, Some("5.7.1")),
-    ("unclassified_bounce.eml", NoticeKind::Bounce, Some("mona@example.test"), NoticeClass::Unclassified, None),
-    ("out_of_office.eml", NoticeKind::AutoReply, None, NoticeClass::Unclassified, None),
-    ("vacation.eml", NoticeKind::AutoReply, None, NoticeClass::Unclassified, None),
+    (
+        "qmail_remote_user_unknown.eml",
+        NoticeKind::Bounce,
+        Some("alma@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "qmail_local_no_mailbox.eml",
+        NoticeKind::Bounce,
+        Some("bert@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "exim_user_unknown.eml",
+        NoticeKind::Bounce,
+        Some("cleo@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "exim_mailbox_full.eml",
+        NoticeKind::Bounce,
+        Some("dora@example.test"),
+        NoticeClass::MailboxFull,
+        Some("5.2.2"),
+    ),
+    (
+        "sendmail_transcript.eml",
+        NoticeKind::Bounce,
+        Some("emil@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "exchange_ndr.eml",
+        NoticeKind::Bounce,
+        Some("fay@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "outlook_com_policy.eml",
+        NoticeKind::Bounce,
+        Some("gus@example.test"),
+        NoticeClass::SenderSide,
+        Some("5.7.708"),
+    ),
+    (
+        "gmail_no_such_user.eml",
+        NoticeKind::Bounce,
+        Some("hana@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "yahoo_no_account.eml",
+        NoticeKind::Bounce,
+        Some("ines@example.test"),
+        NoticeClass::Recipient,
+        None,
+    ),
+    (
+        "yahoo_deferred.eml",
+        NoticeKind::Bounce,
+        Some("jack@example.test"),
+        NoticeClass::Transient,
+        Some("4.7.0"),
+    ),
+    (
+        "postfix_plain.eml",
+        NoticeKind::Bounce,
+        Some("kate@example.test"),
+        NoticeClass::Recipient,
+        Some("5.1.1"),
+    ),
+    (
+        "postfix_policy_plain.eml",
+        NoticeKind::Bounce,
+        Some("liv@example.test"),
+        NoticeClass::SenderSide,
+        Some("5.7.1"),
+    ),
+    (
+        "unclassified_bounce.eml",
+        NoticeKind::Bounce,
+        Some("mona@example.test"),
+        NoticeClass::Unclassified,
+        None,
+    ),
+    (
+        "out_of_office.eml",
+        NoticeKind::AutoReply,
+        None,
+        NoticeClass::Unclassified,
+        None,
+    ),
+    (
+        "vacation.eml",
+        NoticeKind::AutoReply,
+        None,
+        NoticeClass::Unclassified,
+        None,
+    ),
 ];
 
 #[test]
@@ -57,9 +147,16 @@ fn every_fixture_gives_its_recipient_and_class() {
 fn every_fixture_file_is_in_the_table() {
     let dir = format!("{}/tests/fixtures/bounces", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(dir).expect("the fixture directory") {
-        let name = entry.expect("an entry").file_name().to_string_lossy().into_owned();
+        let name = entry
+            .expect("an entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if name.ends_with(".eml") {
-            assert!(TABLE.iter().any(|row| row.0 == name), "{name} is not in TABLE");
+            assert!(
+                TABLE.iter().any(|row| row.0 == name),
+                "{name} is not in TABLE"
+            );
         }
     }
 }
@@ -69,20 +166,32 @@ fn quoted_replies_keep_their_words() {
     let gmail = read(&fixture("gmail_no_such_user.eml"), None);
     let reply = gmail.reply.expect("a reply");
     assert_eq!(reply.code, Some(550));
-    assert!(reply.text.starts_with("550-5.1.1 The email account"), "{}", reply.text);
+    assert!(
+        reply.text.starts_with("550-5.1.1 The email account"),
+        "{}",
+        reply.text
+    );
     assert!(reply.text.contains("unnecessary spaces"), "{}", reply.text);
     let postfix = read(&fixture("postfix_plain.eml"), None);
     let text = postfix.reply.expect("a reply").text;
     assert!(text.contains("User unknown in local"), "{text}");
-    let exchange = read(&fixture("exchange_ndr.eml"), None).reply.expect("a reply");
-    assert_eq!(exchange.text, "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##");
+    let exchange = read(&fixture("exchange_ndr.eml"), None)
+        .reply
+        .expect("a reply");
+    assert_eq!(
+        exchange.text,
+        "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##"
+    );
 }
 
 #[test]
 fn the_smtp_recipient_names_the_decision_first() {
     let other = "bounces+0193ffff-0000-7000-8000-000000000000@example.test";
     let notice = read(&fixture("postfix_plain.eml"), Some(other));
-    assert_eq!(notice.decision_id.as_deref(), Some("0193ffff-0000-7000-8000-000000000000"));
+    assert_eq!(
+        notice.decision_id.as_deref(),
+        Some("0193ffff-0000-7000-8000-000000000000")
+    );
     let notice = read(&fixture("postfix_plain.eml"), Some("fbl@example.test"));
     assert_eq!(notice.decision_id.as_deref(), Some(FIXTURE_ID));
 }
@@ -102,7 +211,8 @@ fn a_persons_reply_quoting_a_status_is_not_a_bounce() {
 
 #[test]
 fn no_verp_address_names_no_decision() {
-    let raw = b"From: someone@example.test\r\nTo: desk@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
+    let raw =
+        b"From: someone@example.test\r\nTo: desk@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
     let notice = read(raw, None);
     assert_eq!(notice.decision_id, None);
     assert_eq!(notice.kind, NoticeKind::Other);
@@ -115,15 +225,33 @@ fn reply_classes_follow_the_outcome_table() {
         enhanced: enhanced.map(str::to_owned),
         text: String::new(),
     };
-    assert_eq!(reply(Some(550), Some("5.1.1")).class(), NoticeClass::Recipient);
-    assert_eq!(reply(Some(552), Some("5.2.2")).class(), NoticeClass::MailboxFull);
+    assert_eq!(
+        reply(Some(550), Some("5.1.1")).class(),
+        NoticeClass::Recipient
+    );
+    assert_eq!(
+        reply(Some(552), Some("5.2.2")).class(),
+        NoticeClass::MailboxFull
+    );
     assert_eq!(reply(None, Some("5.2.2")).class(), NoticeClass::MailboxFull);
-    assert_eq!(reply(Some(550), Some("5.7.1")).class(), NoticeClass::SenderSide);
-    assert_eq!(reply(Some(554), Some("5.3.4")).class(), NoticeClass::SenderSide);
+    assert_eq!(
+        reply(Some(550), Some("5.7.1")).class(),
+        NoticeClass::SenderSide
+    );
+    assert_eq!(
+        reply(Some(554), Some("5.3.4")).class(),
+        NoticeClass::SenderSide
+    );
     assert_eq!(reply(Some(550), None).class(), NoticeClass::Recipient);
     assert_eq!(reply(Some(450), None).class(), NoticeClass::Transient);
-    assert_eq!(reply(Some(452), Some("4.2.2")).class(), NoticeClass::Transient);
-    assert_eq!(reply(Some(550), Some("4.2.2")).class(), NoticeClass::Recipient);
+    assert_eq!(
+        reply(Some(452), Some("4.2.2")).class(),
+        NoticeClass::Transient
+    );
+    assert_eq!(
+        reply(Some(550), Some("4.2.2")).class(),
+        NoticeClass::Recipient
+    );
     assert_eq!(reply(None, None).class(), NoticeClass::Unclassified);
 }
 
