@@ -67,10 +67,22 @@ impl App {
         } = message;
         let rcpt = smtp_recipient.clone();
         let (reading, raw) = tokio::task::spawn_blocking(move || {
-            let reading = match report::parse(&raw) {
-                Ok(report) => Reading::Report(report),
-                Err(e) => Reading::NotReport(e, notice::read(&raw, rcpt.as_deref())),
+            // Read without NUL bytes: PostgreSQL text holds none, and no field of a
+            // report or notice needs one. The message is kept as it came.
+            let readable: std::borrow::Cow<'_, [u8]> = if raw.contains(&0) {
+                raw.iter()
+                    .copied()
+                    .filter(|&b| b != 0)
+                    .collect::<Vec<u8>>()
+                    .into()
+            } else {
+                raw.as_slice().into()
             };
+            let reading = match report::parse(&readable) {
+                Ok(report) => Reading::Report(report),
+                Err(e) => Reading::NotReport(e, notice::read(&readable, rcpt.as_deref())),
+            };
+            drop(readable);
             (reading, raw)
         })
         .await

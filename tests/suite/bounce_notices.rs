@@ -442,6 +442,14 @@ fn nul_bytes_and_odd_bytes_in_a_notice_are_kept() {
     assert_eq!(answer["result"], "suppressed", "{answer:#}");
     let kept = app.db_query_i64("SELECT bytes FROM bounce_messages");
     assert_eq!(kept, raw.len() as i64);
+    // A report with a NUL byte in its diagnostic is read too (on PostgreSQL as well).
+    let ids = sent_to(&app, &["nobody@example.test"]);
+    let report = String::from_utf8(fixture("reports", "postfix_user_unknown.eml"))
+        .expect("UTF-8")
+        .replace(FIXTURE_ID, &ids[0])
+        .replacen("Diagnostic-Code: ", "Diagnostic-Code: \0", 1);
+    let answer = post(&app, report).expect_status(200).json();
+    assert_eq!(answer["result"], "suppressed", "{answer:#}");
 }
 
 fn kept_rows(app: &App) -> i64 {
