@@ -468,10 +468,11 @@ fn failed_recipient(
         let local = a.split('@').next().unwrap_or_default();
         !local.starts_with("bounces+") && !DAEMONS.contains(&local) && a.contains('.')
     };
-    if let Some(header) = message.header("x-failed-recipients") {
-        if let Some(a) = addresses_in(header).into_iter().find(ours) {
-            return Some(a);
-        }
+    if let Some(a) = message
+        .header("x-failed-recipients")
+        .and_then(|header| addresses_in(header).into_iter().find(ours))
+    {
+        return Some(a);
     }
     let from: Vec<String> = message.header("from").map(addresses_in).unwrap_or_default();
     let useful = |a: &String| ours(a) && !from.contains(a);

@@ -81,6 +81,8 @@ pub struct ReportAction {
 }
 
 /// The effect of a report on one address.
+// Short-lived (one per address of one report), so the large variant is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ReportEffect {
     /// Suppress (bounce_report or complaint), and mark the decision bounced when `bounce`.

@@ -14,8 +14,17 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-/// Every fixture: file, kind, failed recipient, class, enhanced status quoted.
-const TABLE: &[(&str, NoticeKind, Option<&str>, NoticeClass, Option<&str>)] = &[
+/// One fixture: file, kind, failed recipient, class, enhanced status quoted.
+type Row = (
+    &'static str,
+    NoticeKind,
+    Option<&'static str>,
+    NoticeClass,
+    Option<&'static str>,
+);
+
+/// Every fixture.
+const TABLE: &[Row] = &[
     (
         "qmail_remote_user_unknown.eml",
         NoticeKind::Bounce,
