@@ -43,6 +43,9 @@ pub struct RawSettings {
     /// Stop retrying after this long [default: 24h]
     #[arg(long, global = true)]
     pub give_up_after: Option<String>,
+    /// How long a full mailbox (5.2.2) stays suppressed [default: 7d]
+    #[arg(long, global = true)]
+    pub mailbox_full_for: Option<String>,
     /// How long a delivery lease lasts [default: 5m]
     #[arg(long, global = true)]
     pub lease: Option<String>,

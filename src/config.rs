@@ -29,6 +29,8 @@ pub struct Config {
     pub retry_schedule: Vec<Duration>,
     /// Give up retrying after this long since the first try.
     pub give_up_after: Duration,
+    /// How long a full mailbox (5.2.2) stays suppressed (SPEC §11).
+    pub mailbox_full_for: Duration,
     /// How long a delivery lease lasts.
     pub lease: Duration,
     /// Serve `/metrics`.
@@ -149,6 +151,7 @@ impl Config {
             retry_schedule: setting(&layers, "retry_schedule", parse_schedule)?
                 .unwrap_or_else(default_schedule),
             give_up_after: duration(&layers, "give_up_after", 24 * 3600)?,
+            mailbox_full_for: duration(&layers, "mailbox_full_for", 7 * 86_400)?,
             lease: duration(&layers, "lease", 300)?,
             metrics: setting(&layers, "metrics", parse_bool)?.unwrap_or(true),
             admin_token: secret(&layers, "admin_token", MIN_SECRET_LEN)?.map(Secret),

@@ -240,6 +240,7 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
     let policy = RetryPolicy {
         delays: state.config.retry_schedule.clone(),
         give_up_after: state.config.give_up_after,
+        mailbox_full_for: state.config.mailbox_full_for,
     };
     let projects = store.projects().await?;
     let site = store.site().await?;

@@ -227,6 +227,7 @@ pub fn suppression_phrase(reason: SuppressionReason) -> &'static str {
         SuppressionReason::Complaint => "the recipient reported our email as spam",
         SuppressionReason::Manual => "added by an admin",
         SuppressionReason::Import => "imported from a list",
+        SuppressionReason::MailboxFull => "the mailbox was full (suppressed for a while only)",
     }
 }
 

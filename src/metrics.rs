@@ -38,6 +38,7 @@ pub const BOUNCE_REPORT_RESULTS: &[&str] = &[
     "already_suppressed",
     "policy_rejected",
     "recorded",
+    "unclassified",
     "invalid",
 ];
 

@@ -365,12 +365,13 @@ fn agree(
                 "{email} is suppressed by hand (an opt-out: the customer asked us to stop), so mailtrail sends it nothing."
             ),
             Some(s) => format!(
-                "{email} is suppressed ({}{}), so mailtrail sends it nothing.",
+                "{email} is suppressed ({}{}), so mailtrail sends it nothing{}.",
                 crate::messages::suppression_phrase(s.reason),
                 s.response
                     .as_deref()
                     .map(|r| format!(": \"{r}\""))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                until(s)
             ),
             None => return verdict,
         },
@@ -450,12 +451,13 @@ fn verdict(
                 s.response.as_deref(),
             ),
             _ => format!(
-                "{email} is suppressed ({}{}), so mailtrail sends it nothing.",
+                "{email} is suppressed ({}{}), so mailtrail sends it nothing{}.",
                 crate::messages::suppression_phrase(s.reason),
                 s.response
                     .as_deref()
                     .map(|r| format!(": \"{r}\""))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                until(s)
             ),
         };
         return VerdictView {
@@ -654,4 +656,12 @@ pub fn smtp_line(code: Option<i64>, enhanced: Option<&str>, text: Option<&str>) 
         parts.push(text.to_owned());
     }
     parts.join(" ")
+}
+
+/// ` until {time}` for a suppression that ends by itself (a full mailbox), else nothing.
+fn until(s: &SuppressionRecord) -> String {
+    s.expires_at
+        .as_deref()
+        .map(|at| format!(" until {at}, when it is lifted by itself"))
+        .unwrap_or_default()
 }

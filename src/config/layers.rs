@@ -20,6 +20,7 @@ pub const KEYS: &[&str] = &[
     "transport",
     "retry_schedule",
     "give_up_after",
+    "mailbox_full_for",
     "lease",
     "metrics",
     "mx_port",

@@ -265,6 +265,7 @@ async fn naive(
     let policy = RetryPolicy {
         delays: config.retry_schedule.clone(),
         give_up_after: config.give_up_after,
+        mailbox_full_for: config.mailbox_full_for,
     };
     let project = store
         .projects()

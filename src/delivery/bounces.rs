@@ -1,10 +1,11 @@
 //! What a posted bounce or complaint report does, address by address (SPEC §4): pure
 //! mapping from a parsed [`Report`] to store actions.
 
+use super::notice::{Notice, NoticeClass};
 use super::render::decision_id_from_verp;
 use super::report::{Action, Report, StatusClass};
 use crate::model::{EmailAddress, SuppressionReason};
-use crate::store::{NewSuppression, ReportAction, ReportEffect};
+use crate::store::{Micros, NewSuppression, ReportAction, ReportEffect};
 
 /// Evidence kept on a suppression is cut to this many bytes.
 pub const EVIDENCE_LIMIT: usize = 64 * 1024;
@@ -21,8 +22,13 @@ fn decision_id_from_message_id(message_id: &str) -> Option<String> {
 }
 
 /// The report's kind (`dsn` or `complaint`) and what to do for each address; `Err`
-/// when it names more than [`MAX_REPORT_RECIPIENTS`] addresses.
-pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>), String> {
+/// when it names more than [`MAX_REPORT_RECIPIENTS`] addresses. A full mailbox's
+/// suppression ends at `mailbox_full_until`.
+pub fn actions(
+    report: &Report,
+    raw: &str,
+    mailbox_full_until: Micros,
+) -> Result<(String, Vec<ReportAction>), String> {
     let named = match report {
         Report::Dsn(dsn) => dsn.recipients.len(),
         Report::Complaint(c) => c.original_rcpt_to.len().max(c.original_to.len()),
@@ -55,7 +61,11 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                         (Action::Failed, StatusClass::Recipient) => ReportEffect::Suppress {
                             suppression: NewSuppression {
                                 email: email.clone(),
-                                reason: SuppressionReason::BounceReport,
+                                reason: if r.status == "5.2.2" {
+                                    SuppressionReason::MailboxFull
+                                } else {
+                                    SuppressionReason::BounceReport
+                                },
                                 smtp_code: r.smtp_code.map(i64::from),
                                 enhanced_code: Some(r.status.clone()),
                                 response: response.clone(),
@@ -67,6 +77,7 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                                 decision_id: None,
                                 note: None,
                                 evidence: Some(evidence.clone()),
+                                expires_at: (r.status == "5.2.2").then_some(mailbox_full_until),
                             },
                             bounce: true,
                         },
@@ -123,6 +134,7 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
                                     decision_id: None,
                                     note: None,
                                     evidence: Some(evidence.clone()),
+                                    expires_at: None,
                                 },
                                 bounce: false,
                             }
@@ -138,6 +150,70 @@ pub fn actions(report: &Report, raw: &str) -> Result<(String, Vec<ReportAction>)
             Ok(("complaint".into(), actions))
         }
     }
+}
+
+/// What a notice that is not a report does (SPEC §11), given the recipient of the
+/// decision its VERP address names: at most one action, about that recipient. A notice
+/// quoting another address (a `copy_to` that bounced, a forward) changes nothing for
+/// the customer; one quoting no reply, or an auto-reply, changes nothing at all.
+pub fn notice_action(
+    notice: &Notice,
+    decision_id: &str,
+    recipient: &EmailAddress,
+    raw: &str,
+    mailbox_full_until: Micros,
+) -> Option<ReportAction> {
+    let reply = notice.reply.as_ref()?;
+    if notice
+        .failed_recipient
+        .as_deref()
+        .is_some_and(|quoted| quoted != recipient.as_str())
+    {
+        return None;
+    }
+    let class = notice.class();
+    let suppress = |reason: SuppressionReason, expires_at: Option<Micros>| ReportEffect::Suppress {
+        suppression: NewSuppression {
+            email: recipient.clone(),
+            reason,
+            smtp_code: reply.code.map(i64::from),
+            enhanced_code: reply.enhanced.clone(),
+            response: Some(reply.text.clone()),
+            remote_host: None,
+            stage: Some("report".into()),
+            decision_id: Some(decision_id.to_owned()),
+            note: None,
+            evidence: Some(crate::model::truncate(raw, EVIDENCE_LIMIT).to_owned()),
+            expires_at,
+        },
+        bounce: true,
+    };
+    let effect = match class {
+        NoticeClass::Recipient => suppress(SuppressionReason::BounceReport, None),
+        NoticeClass::MailboxFull => {
+            suppress(SuppressionReason::MailboxFull, Some(mailbox_full_until))
+        }
+        NoticeClass::SenderSide => ReportEffect::PolicyRejected {
+            reply: reply.text.clone(),
+        },
+        NoticeClass::Transient => ReportEffect::Record,
+        NoticeClass::Unclassified => return None,
+    };
+    Some(ReportAction {
+        email: recipient.clone(),
+        decision_hint: Some(decision_id.to_owned()),
+        effect,
+        action: if class == NoticeClass::Transient {
+            "delayed".into()
+        } else {
+            "failed".into()
+        },
+        status: reply
+            .enhanced
+            .clone()
+            .or_else(|| reply.code.map(|c| format!("{}.0.0", c / 100)))
+            .unwrap_or_default(),
+    })
 }
 
 /// `smtp; 550 5.1.1 user unknown` → `550 5.1.1 user unknown`.

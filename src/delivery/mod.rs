@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bounces;
 pub mod classify;
 pub mod dns;
+pub mod notice;
 pub mod render;
 pub mod report;
 pub mod schedule;

@@ -227,6 +227,146 @@ pub fn parse(raw: &[u8]) -> Result<Report, ReportError> {
     report
 }
 
+/// A message that is not a report, read for what a person (or [`super::notice`]) would
+/// read in it: its own header fields and its human-readable text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlainMessage {
+    /// The message's own header fields in order, names lowercased, folds joined, values
+    /// as they stand (not RFC 2047-decoded), except `subject`, which is decoded.
+    pub headers: Vec<(String, String)>,
+    /// The text of its own `text/plain` parts (transfer encoding undone, lossy UTF-8), or,
+    /// when it has none, of its `text/html` parts with the tags removed. Attached
+    /// messages are not read.
+    pub text: String,
+}
+
+impl PlainMessage {
+    /// Every value of the header field `name` (lowercase).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The first value of the header field `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Most text [`read_plain`] keeps: a notice says what it has to say early.
+const PLAIN_TEXT_LIMIT: usize = 256 * 1024;
+
+/// Reads a message that [`parse`] found no report in; `None` when it has no header.
+/// Bounded and panic-free like [`parse`].
+pub fn read_plain(raw: &[u8]) -> Option<PlainMessage> {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 1))
+        .min()
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let mut headers: Vec<(String, String)> = field_blocks(&head)
+        .into_iter()
+        .next()
+        .map(|block| block.0)
+        .unwrap_or_default();
+    if headers.is_empty() {
+        return None;
+    }
+    let visible = hide_transfer_encodings(raw);
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(visible.as_ref()));
+    let message = parsed.ok().flatten();
+    let mut text = String::new();
+    if let Some(message) = &message {
+        if let Some(subject) = message.subject() {
+            for (name, value) in &mut headers {
+                if name == "subject" {
+                    *value = subject.to_owned();
+                    break;
+                }
+            }
+        }
+        let mut html = String::new();
+        for part in &message.parts {
+            let is_text = match part.content_type() {
+                None => true,
+                Some(ct) => {
+                    ct.ctype().eq_ignore_ascii_case("text")
+                        && !ct
+                            .subtype()
+                            .is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers"))
+                }
+            };
+            if !is_text || text.len() >= PLAIN_TEXT_LIMIT {
+                continue;
+            }
+            match &part.body {
+                PartType::Text(_) => {
+                    text.push_str(&part_text(part));
+                    text.push('\n');
+                }
+                PartType::Html(_) if html.len() < PLAIN_TEXT_LIMIT => {
+                    html.push_str(&strip_tags(&part_text(part)));
+                    html.push('\n');
+                }
+                _ => {}
+            }
+        }
+        if text.trim().is_empty() {
+            text = html;
+        }
+    }
+    if let Some(message) = message {
+        drop_iteratively(message);
+    }
+    if text.trim().is_empty() {
+        // Not MIME as mail-parser sees it: the body as it stands.
+        text = String::from_utf8_lossy(&raw[head_end..]).into_owned();
+    }
+    let cut = crate::model::truncate(&text, PLAIN_TEXT_LIMIT).len();
+    text.truncate(cut);
+    Some(PlainMessage { headers, text })
+}
+
+/// HTML as text: tags dropped (block tags become line breaks), the common entities
+/// undone. Enough to find an SMTP reply in an HTML-only notice.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = rest[open + 1..open + close]
+            .trim_start_matches('/')
+            .to_ascii_lowercase();
+        if ["br", "p", "div", "tr", "li", "h1", "h2", "h3", "table"]
+            .iter()
+            .any(|t| tag.starts_with(t))
+        {
+            out.push('\n');
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
 /// How many attached messages deep a report is looked for.
 const MAX_NESTING: usize = 3;
 

@@ -9,6 +9,8 @@ pub struct RetryPolicy {
     pub delays: Vec<Duration>,
     /// No try is scheduled later than this after the decision was queued.
     pub give_up_after: Duration,
+    /// How long a full mailbox (5.2.2) stays suppressed (SPEC §11).
+    pub mailbox_full_for: Duration,
 }
 
 impl RetryPolicy {
@@ -35,6 +37,7 @@ mod tests {
                 .map(|m| Duration::from_secs(m * 60))
                 .collect(),
             give_up_after: Duration::from_secs(24 * 3600),
+            mailbox_full_for: Duration::from_secs(7 * 86_400),
         }
     }
 

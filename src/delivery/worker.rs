@@ -13,7 +13,7 @@ use crate::model::{DeliveryEnd, EmailAddress, Project, Site, Status, Suppression
 use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -49,10 +49,12 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     let batch = (concurrency * 4).max(16);
     let (jobs_tx, mut jobs) = tokio::sync::mpsc::channel::<Job>(batch);
     let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
+    let sweeper = tokio::spawn(expire_suppressions(state.clone(), stop.clone()));
     let slots = Arc::new(Semaphore::new(concurrency));
     let policy = Arc::new(RetryPolicy {
         delays: state.config.retry_schedule.clone(),
         give_up_after: state.config.give_up_after,
+        mailbox_full_for: state.config.mailbox_full_for,
     });
     let mut in_flight = JoinSet::new();
     tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
@@ -95,6 +97,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     }
     release(&state, unstarted).await;
     let _ = leaser.await;
+    let _ = sweeper.await;
     tracing::info!(
         in_flight = in_flight.len(),
         "delivery worker stopping; finishing tries in flight"
@@ -112,6 +115,24 @@ async fn release(state: &App, jobs: Vec<Job>) {
         .collect();
     if let Err(e) = state.store.release(leases).await {
         tracing::warn!(error = %e, "cannot release leases; they expire on their own");
+    }
+}
+
+/// Lifts expired suppressions (a full mailbox's, SPEC §11) every poll interval (at
+/// least a second, at most a minute) until `stop`.
+async fn expire_suppressions(state: App, mut stop: watch::Receiver<bool>) {
+    let every = state
+        .config
+        .poll_interval
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    while !*stop.borrow() {
+        if let Err(e) = state.expire_suppressions().await {
+            tracing::warn!(error = %e, "cannot lift expired suppressions; trying again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 
@@ -287,12 +308,19 @@ pub fn attempt_write(
         TryEnd::NoReply(_, m) | TryEnd::Unroutable(m) => m.clone(),
     };
     let tries = decision.attempts_count as u32 + 1;
+    // A full mailbox (5.2.2) bounces but suppresses only for a while (SPEC §11).
+    let mailbox_full = reply
+        .as_ref()
+        .is_some_and(|r| r.enhanced.as_deref() == Some("5.2.2"));
     let (status, status_reason, next_attempt_at) = match verdict {
         AttemptOutcome::Sent => (Status::Sent, None, None),
         AttemptOutcome::Deferred => match policy.next_try(tries, leased.queued_at, now) {
             Some(next) => (Status::Deferred, None, Some(next)),
             None => (Status::Failed, Some(DeliveryEnd::RetriesExhausted), None),
         },
+        AttemptOutcome::Bounced if mailbox_full => {
+            (Status::Bounced, Some(DeliveryEnd::MailboxFull), None)
+        }
         AttemptOutcome::Bounced => (Status::Bounced, Some(DeliveryEnd::HardBounce), None),
         AttemptOutcome::PolicyRejected => (Status::Failed, Some(DeliveryEnd::PolicyRejected), None),
         AttemptOutcome::RelayRejected => (Status::Failed, Some(DeliveryEnd::RelayRejected), None),
@@ -306,7 +334,11 @@ pub fn attempt_write(
     ) {
         (AttemptOutcome::Bounced, Some(Ok(email))) => Some(NewSuppression {
             email,
-            reason: SuppressionReason::HardBounce,
+            reason: if mailbox_full {
+                SuppressionReason::MailboxFull
+            } else {
+                SuppressionReason::HardBounce
+            },
             smtp_code: reply.as_ref().map(|r| r.code as i64),
             enhanced_code: reply.as_ref().and_then(|r| r.enhanced.clone()),
             response: Some(text.clone()),
@@ -315,6 +347,11 @@ pub fn attempt_write(
             decision_id: Some(decision.id.clone()),
             note: None,
             evidence: None,
+            expires_at: mailbox_full.then(|| {
+                now.saturating_add(
+                    i64::try_from(policy.mailbox_full_for.as_micros()).unwrap_or(i64::MAX),
+                )
+            }),
         }),
         _ => None,
     };

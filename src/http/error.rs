@@ -43,6 +43,16 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// 422 with a code of its own (e.g. `not_a_report`); names the field.
+    #[error("{field}: {message}")]
+    Refused {
+        /// The snake_case code.
+        code: &'static str,
+        /// The field at fault.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
     /// 408: the request body did not arrive in time (SPEC §14).
     #[error("{0}")]
     RequestTimeout(String),
@@ -83,7 +93,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +115,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid { .. } => "validation_failed",
+            ApiError::Refused { code, .. } => code,
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Internal(_) => "internal",
@@ -117,6 +128,7 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid { field, .. } => Some(field),
+            ApiError::Refused { field, .. } => Some(field),
             ApiError::IdempotencyKeyReused => Some("Idempotency-Key"),
             _ => None,
         }
@@ -160,6 +172,15 @@ impl From<StoreError> for ApiError {
                 ApiError::IdempotencyKeyReused
             }
             StoreError::Invalid { field, message } => ApiError::Invalid { field, message },
+            StoreError::Refused {
+                code,
+                field,
+                message,
+            } => ApiError::Refused {
+                code,
+                field,
+                message,
+            },
             StoreError::WriterGone => ApiError::Unavailable,
             StoreError::Unavailable(cause) => ApiError::DatabaseUnavailable(cause),
             e @ (StoreError::Database(_) | StoreError::Corrupt(_)) => {

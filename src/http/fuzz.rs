@@ -116,7 +116,7 @@ proptest! {
         ]
     ) {
         if let Ok(parsed) = report::parse(&raw) {
-            let _ = bounces::actions(&parsed, &String::from_utf8_lossy(&raw));
+            let _ = bounces::actions(&parsed, &String::from_utf8_lossy(&raw), 0);
         }
     }
 

@@ -419,6 +419,19 @@ wire_enum! {
         Complaint => "complaint",
         Manual => "manual",
         Import => "import",
+        /// A full mailbox (5.2.2): suppressed until `expires_at` (SPEC §11).
+        MailboxFull => "mailbox_full",
+    }
+}
+
+impl SuppressionReason {
+    /// How a bounce that caused this suppression ends its decision: a full mailbox,
+    /// or any other bounce report.
+    pub fn bounce_end(self) -> DeliveryEnd {
+        match self {
+            SuppressionReason::MailboxFull => DeliveryEnd::MailboxFull,
+            _ => DeliveryEnd::BounceReport,
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub const TABLES: &[&str] = &[
     "audit",
     "idempotency",
     "login_failures",
+    "bounce_messages",
 ];
 
 /// Placeholders per INSERT inside the copy's transaction (both engines allow more).

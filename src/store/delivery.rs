@@ -81,6 +81,8 @@ pub struct ReportAction {
 }
 
 /// The effect of a report on one address.
+// Short-lived (one per address of one report), so the large variant is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ReportEffect {
     /// Suppress (bounce_report or complaint), and mark the decision bounced when `bounce`.
@@ -92,6 +94,50 @@ pub enum ReportEffect {
     PolicyRejected { reply: String },
     /// Delayed, 4.x.x, delivered: recorded, nothing changes.
     Record,
+}
+
+/// A received bounce message that was not a report, kept (SPEC §11 "nothing dropped").
+#[derive(Clone, Debug)]
+pub struct NewBounceMessage {
+    /// The decision its VERP address names, when that decision exists.
+    pub decision_id: Option<String>,
+    /// The door it came through: `http` or `smtp`.
+    pub via: String,
+    /// The `RCPT TO` it came to over SMTP.
+    pub smtp_recipient: Option<String>,
+    /// `notice` (a bounce notice), `auto_reply`, or `other` (a message we do not know).
+    pub kind: String,
+    /// What it did when it caused no action: `unclassified` or `recorded`.
+    pub result: String,
+    /// The address it says failed.
+    pub recipient: Option<String>,
+    /// The enhanced status of the reply it quotes.
+    pub enhanced_code: Option<String>,
+    /// The reply it quotes.
+    pub response: Option<String>,
+    /// Its `Subject`.
+    pub subject: Option<String>,
+    /// Its `From`.
+    pub sender: Option<String>,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// A kept bounce message, as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BounceMessageRecord {
+    pub id: i64,
+    pub received_at: String,
+    pub decision_id: Option<String>,
+    pub via: String,
+    pub kind: String,
+    pub result: String,
+    pub recipient: Option<String>,
+    pub enhanced_code: Option<String>,
+    pub response: Option<String>,
+    pub subject: Option<String>,
+    pub sender: Option<String>,
+    pub bytes: i64,
 }
 
 /// The answer to a posted report, per address.
@@ -277,14 +323,16 @@ impl Store {
     }
 
     /// Applies a bounce or complaint report, all addresses in one transaction; the raw
-    /// report is recorded either way.
+    /// report is recorded either way. A message that was not a report is `kept` in the
+    /// same transaction, with the result of its action; its id is returned.
     pub async fn apply_report(
         &self,
         kind: String,
         actions: Vec<ReportAction>,
         raw: String,
         who: String,
-    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        kept: Option<NewBounceMessage>,
+    ) -> Result<(Vec<ReportOutcome>, Option<i64>), StoreError> {
         self.write(move |conn| {
             let now = now_micros();
             let mut outcomes = Vec::new();
@@ -303,7 +351,7 @@ impl Store {
                                 conn,
                                 id,
                                 Status::Bounced,
-                                DeliveryEnd::BounceReport,
+                                s.reason.bounce_end(),
                                 s.response.as_deref(),
                                 now,
                             )?;
@@ -337,16 +385,20 @@ impl Store {
                     decision_id,
                 });
             }
+            let kept_id = match &kept {
+                Some(message) => Some(keep_message(conn, message, &outcomes, now)?),
+                None => None,
+            };
             let summary = serde_json::to_value(&outcomes)?;
             audit(
                 conn,
                 &who,
                 &format!("report.{kind}"),
+                kept.as_ref().and_then(|m| m.decision_id.as_deref()),
                 None,
-                None,
-                Some(&serde_json::json!({"recipients": summary, "bytes": raw.len()})),
+                Some(&serde_json::json!({"recipients": summary, "bytes": raw.len(), "kept_id": kept_id})),
             )?;
-            Ok(outcomes)
+            Ok((outcomes, kept_id))
         })
         .await
     }
@@ -508,6 +560,171 @@ fn push_placeholders(sql: &mut String, first: usize, n: usize) {
     let list: Vec<String> = (first..first + n).map(|i| format!("?{i}")).collect();
     sql.push_str(&list.join(", "));
     sql.push(')');
+}
+
+/// Inserts a kept message; its result is its action's, else the one it came with.
+fn keep_message(
+    conn: &Db,
+    m: &NewBounceMessage,
+    outcomes: &[ReportOutcome],
+    now: Micros,
+) -> Result<i64, StoreError> {
+    let result = outcomes
+        .first()
+        .map_or(m.result.as_str(), |o| o.result.as_str());
+    let bytes = i64::try_from(m.raw.len()).unwrap_or(i64::MAX);
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO bounce_messages (received_at, decision_id, via, smtp_recipient, kind,
+                 result, recipient, enhanced_code, response, subject, sender, bytes, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+        )?
+        .query_row(
+            params![
+                now,
+                m.decision_id,
+                m.via,
+                m.smtp_recipient,
+                m.kind,
+                result,
+                m.recipient,
+                m.enhanced_code,
+                m.response,
+                m.subject,
+                m.sender,
+                bytes,
+                m.raw
+            ],
+            |r| r.get(0),
+        )?)
+}
+
+const BOUNCE_MESSAGE_COLUMNS: &str = "id, received_at, decision_id, via, kind, result, recipient,
+    enhanced_code, response, subject, sender, bytes";
+
+fn bounce_message_from_row(
+    r: &super::db::Row<'_>,
+) -> Result<BounceMessageRecord, super::db::DbError> {
+    Ok(BounceMessageRecord {
+        id: r.get(0)?,
+        received_at: super::time::format_time(r.get(1)?),
+        decision_id: r.get(2)?,
+        via: r.get(3)?,
+        kind: r.get(4)?,
+        result: r.get(5)?,
+        recipient: r.get(6)?,
+        enhanced_code: r.get(7)?,
+        response: r.get(8)?,
+        subject: r.get(9)?,
+        sender: r.get(10)?,
+        bytes: r.get(11)?,
+    })
+}
+
+impl Store {
+    /// The kept bounce messages of a decision, oldest first (at most 100), each with
+    /// the first 8 KiB of the message as received.
+    pub async fn bounce_messages_of(
+        &self,
+        decision_id: String,
+    ) -> Result<Vec<(BounceMessageRecord, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {BOUNCE_MESSAGE_COLUMNS}, substr(raw, 1, 8192) FROM bounce_messages
+                 WHERE decision_id = ?1 ORDER BY id LIMIT 100"
+            ))?;
+            let rows = stmt.query_map(params![decision_id], |r| {
+                Ok((bounce_message_from_row(r)?, r.get(12)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One kept bounce message with its raw bytes.
+    pub async fn bounce_message(
+        &self,
+        id: i64,
+    ) -> Result<(BounceMessageRecord, Vec<u8>), StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {BOUNCE_MESSAGE_COLUMNS}, raw FROM bounce_messages WHERE id = ?1"
+            ))?
+            .query_row(params![id], |r| {
+                Ok((bounce_message_from_row(r)?, r.get(12)?))
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound("bounce message"))
+        })
+        .await
+    }
+
+    /// Kept bounce messages that changed nothing because nothing in them was understood
+    /// (`unclassified`), received since `since`: attributed to a decision, and not.
+    pub async fn unclassified_bounces(&self, since: Micros) -> Result<(i64, i64), StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT CAST(count(decision_id) AS BIGINT),
+                            CAST(count(*) - count(decision_id) AS BIGINT)
+                     FROM bounce_messages WHERE result = 'unclassified' AND received_at >= ?1",
+                )?
+                .query_row(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        })
+        .await
+    }
+
+    /// Lifts the suppressions whose time is up (a full mailbox's, SPEC §11), each with
+    /// an audit entry by `system`; returns the addresses freed.
+    pub async fn expire_suppressions(&self, now: Micros) -> Result<Vec<String>, StoreError> {
+        let due = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT email FROM suppressions
+                         WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 1",
+                    )?
+                    .query_row(params![now], |r| r.get::<_, String>(0))
+                    .optional()?)
+            })
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        self.write(move |conn| {
+            let due: Vec<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT email, reason FROM suppressions
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT 500",
+                )?
+                .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut emails = Vec::new();
+            for (email, reason) in due {
+                let gone = conn
+                    .prepare_cached(
+                        "DELETE FROM suppressions WHERE email = ?1 AND expires_at <= ?2",
+                    )?
+                    .execute(params![email, now])?;
+                if gone == 1 {
+                    emails.push((email, reason));
+                }
+            }
+            for (email, reason) in &emails {
+                super::suppressions::log_event(conn, email, false, reason, now)?;
+                audit(
+                    conn,
+                    "system",
+                    "suppression.expire",
+                    Some(email),
+                    Some("the suppression's time was up"),
+                    Some(&serde_json::json!({"reason": reason})),
+                )?;
+            }
+            Ok(emails.into_iter().map(|(email, _)| email).collect())
+        })
+        .await
+    }
 }
 
 /// The decision a report is about: the one it names (VERP or Message-ID) when its

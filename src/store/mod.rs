@@ -55,7 +55,8 @@ pub use bulk_remove::{BulkOutcome, BulkSelection, SAMPLE as BULK_SAMPLE};
 pub use copy::{CopyReport, copy};
 pub use db::Engine;
 pub use delivery::{
-    AttemptRecord, AttemptWrite, Lease, LeasedDecision, ReportAction, ReportEffect, ReportOutcome,
+    AttemptRecord, AttemptWrite, BounceMessageRecord, Lease, LeasedDecision, NewBounceMessage,
+    ReportAction, ReportEffect, ReportOutcome,
 };
 pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
 pub use location::DbLocation;
@@ -92,6 +93,17 @@ pub enum StoreError {
     Invalid {
         /// The field at fault.
         field: String,
+        /// Why.
+        message: String,
+    },
+    /// Well-formed but refused for a reason with its own error code (e.g. a body that is
+    /// not a bounce report, SPEC §11 `not_a_report`); `field` names the culprit.
+    #[error("{field}: {message}")]
+    Refused {
+        /// The snake_case error code.
+        code: &'static str,
+        /// The field at fault.
+        field: &'static str,
         /// Why.
         message: String,
     },

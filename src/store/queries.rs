@@ -214,12 +214,15 @@ pub struct SuppressionRecord {
     pub decision_id: Option<String>,
     pub note: Option<String>,
     pub evidence: Option<String>,
+    /// When the suppression ends by itself (RFC 3339): a full mailbox's (SPEC §11);
+    /// null for every other reason.
+    pub expires_at: Option<String>,
     #[serde(skip)]
     pub suppressed_at_micros: Micros,
 }
 
 pub(crate) const SUPPRESSION_COLUMNS: &str = "email, reason, smtp_code, enhanced_code, response,
-    remote_host, stage, suppressed_at, decision_id, note, evidence";
+    remote_host, stage, suppressed_at, decision_id, note, evidence, expires_at";
 
 pub(crate) fn suppression_from_row(row: &Row<'_>) -> Result<SuppressionRecord, DbError> {
     let reason: String = row.get(1)?;
@@ -236,6 +239,7 @@ pub(crate) fn suppression_from_row(row: &Row<'_>) -> Result<SuppressionRecord, D
         decision_id: row.get(8)?,
         note: row.get(9)?,
         evidence: row.get(10)?,
+        expires_at: row.get::<_, Option<i64>>(11)?.map(format_time),
         suppressed_at_micros: at,
     })
 }

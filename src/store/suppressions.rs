@@ -23,6 +23,8 @@ pub struct NewSuppression {
     pub decision_id: Option<String>,
     pub note: Option<String>,
     pub evidence: Option<String>,
+    /// When it ends by itself (a full mailbox, SPEC §11); `None`: never.
+    pub expires_at: Option<Micros>,
 }
 
 impl NewSuppression {
@@ -39,6 +41,7 @@ impl NewSuppression {
             decision_id: None,
             note,
             evidence: None,
+            expires_at: None,
         }
     }
 }
@@ -65,8 +68,8 @@ pub(crate) fn insert_suppression(
     let added =
         conn.prepare_cached(
             "INSERT INTO suppressions (email, domain, reason, smtp_code, enhanced_code, response,
-                 remote_host, stage, suppressed_at, decision_id, note, evidence)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 remote_host, stage, suppressed_at, decision_id, note, evidence, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
@@ -81,7 +84,8 @@ pub(crate) fn insert_suppression(
             now,
             s.decision_id,
             s.note,
-            s.evidence
+            s.evidence,
+            s.expires_at
         ])? == 1;
     if added {
         log_event(conn, s.email.as_str(), true, s.reason.as_str(), now)?;

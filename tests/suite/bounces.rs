@@ -83,7 +83,8 @@ fn sent_to(inputs: &[&str]) -> (App, Vec<(String, String)>) {
 /// What a report must do to one address it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
-    /// Suppressed as `bounce_report`; the decision becomes `bounced`.
+    /// Suppressed as `bounce_report` (`mailbox_full` for 5.2.2); the decision becomes
+    /// `bounced`.
     Bounced,
     /// Suppressed as `complaint`; the decision stays `sent`.
     Complained,
@@ -159,8 +160,14 @@ fn check_edited(
         match fate {
             Fate::Bounced | Fate::Complained => {
                 let found = found.unwrap_or_else(|| panic!("{name}: {email} must be suppressed"));
-                let reason = if *fate == Fate::Bounced {
+                // A full mailbox (5.2.2) suppresses for a while only (SPEC §11).
+                let bounce_reason = if entry["status"] == "5.2.2" {
+                    "mailbox_full"
+                } else {
                     "bounce_report"
+                };
+                let reason = if *fate == Fate::Bounced {
+                    bounce_reason
                 } else {
                     "complaint"
                 };
@@ -174,7 +181,12 @@ fn check_edited(
                 );
                 if *fate == Fate::Bounced {
                     assert_eq!(decision["status"], "bounced", "{name}: {decision:#}");
-                    assert_eq!(decision["status_reason"], "bounce_report", "{decision:#}");
+                    assert_eq!(decision["status_reason"], bounce_reason, "{decision:#}");
+                    assert_eq!(
+                        found["expires_at"].is_string(),
+                        bounce_reason == "mailbox_full",
+                        "{found:#}"
+                    );
                     assert_eq!(found["enhanced_code"], entry["status"], "{found:#}");
                 } else {
                     assert_eq!(decision["status"], "sent", "{name}: {decision:#}");
@@ -458,22 +470,50 @@ fn assert_refused(app: &App, sent: &[(String, String)], raw: Vec<u8>) {
     }
 }
 
-#[test]
-fn ordinary_reply_is_not_a_report() {
-    let (app, sent) = sent_to(&["paula@example.test"]);
-    let raw = replace(&fixture("not_a_report.eml"), FIXTURE_ID, &sent[0].1);
-    assert_refused(&app, &sent, raw);
+/// SPEC §11: a message that is not a report but came back to a VERP address is kept
+/// against its decision as `unclassified`, and changes nothing.
+fn assert_kept_unclassified(app: &App, sent: &[(String, String)], raw: Vec<u8>) {
+    let resp = post_report(app, raw);
+    resp.expect_status(200);
+    let answer = resp.json();
+    assert_eq!(answer["result"], "unclassified", "{answer:#}");
+    assert_eq!(answer["decision_id"], sent[0].1.as_str(), "{answer:#}");
+    assert!(answer["kept_id"].is_i64(), "{answer:#}");
+    assert!(all_suppressions(app).is_empty());
+    for (_, id) in sent {
+        assert_eq!(decision(app, id)["status"], "sent");
+    }
 }
 
 #[test]
-fn report_with_garbage_delivery_status_is_refused() {
+fn ordinary_reply_to_the_verp_address_is_kept_unclassified() {
+    let (app, sent) = sent_to(&["paula@example.test"]);
+    let raw = replace(&fixture("not_a_report.eml"), FIXTURE_ID, &sent[0].1);
+    assert_kept_unclassified(&app, &sent, raw);
+}
+
+#[test]
+fn ordinary_mail_without_verp_is_not_a_report() {
+    let (app, sent) = sent_to(&["paula@example.test"]);
+    let raw = drop_lines(&fixture("not_a_report.eml"), "bounces+");
+    assert_refused(&app, &sent, raw.clone());
+    assert_eq!(
+        post_report(&app, raw).json()["error"]["code"],
+        "not_a_report"
+    );
+}
+
+#[test]
+fn report_with_garbage_delivery_status_is_kept_unclassified() {
     let (app, sent) = sent_to(&[
         "quinn@example.test",
         "rita@example.test",
         "sam@example.test",
     ]);
     let raw = replace(&fixture("malformed_ds.eml"), FIXTURE_ID, &sent[0].1);
-    assert_refused(&app, &sent, raw);
+    assert_kept_unclassified(&app, &sent, raw.clone());
+    // Without its VERP address it is refused, naming what is wrong with it.
+    assert_refused(&app, &sent, drop_lines(&raw, "bounces+"));
 }
 
 /// A deterministic stream of bytes that looks random (xorshift), so a failure repeats.
@@ -752,8 +792,9 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// An app relaying through a policy peer where bounce-1..4@ got 550 5.1.1 and full-1@
-/// got 552 5.2.2 (hard bounces, SMTP), and a posted report suppressed nobody@.
+/// An app relaying through a policy peer where bounce-1..4@ got 550 5.1.1 (hard
+/// bounces, SMTP) and full-1@ got 552 5.2.2 (a full mailbox), and a posted report
+/// suppressed nobody@.
 fn hard_bounce_day() -> (SmtpPeer, App) {
     let peer = SmtpPeer::start();
     let app = App::builder().smarthost(&peer).start();
@@ -773,6 +814,12 @@ fn hard_bounce_day() -> (SmtpPeer, App) {
     for (result, status) in results.iter().zip(statuses) {
         wait_status(&app, result["decision_id"].as_str().expect("an id"), status);
     }
+    // 5.2.2 during our own delivery: a full mailbox, suppressed until `expires_at`.
+    let full = decision(&app, results[4]["decision_id"].as_str().expect("an id"));
+    assert_eq!(full["status_reason"], "mailbox_full", "{full:#}");
+    let full = suppression(&app, "full-1@example.test").expect("full-1@ is suppressed");
+    assert_eq!(full["reason"], "mailbox_full", "{full:#}");
+    assert!(full["expires_at"].is_string(), "{full:#}");
     let nobody = results[5]["decision_id"].as_str().expect("an id");
     let raw = replace(&fixture("postfix_user_unknown.eml"), FIXTURE_ID, nobody);
     post_report(&app, raw).expect_status(200);
@@ -811,16 +858,18 @@ fn relay_incident(app: &App, peer: &SmtpPeer) -> Value {
         .expect_status(200)
         .json();
     let items = incidents["items"].as_array().cloned().unwrap_or_default();
+    // full-1@'s 5.2.2 is a `mailbox_full` suppression, which incidents never group
+    // (SPEC §15).
     assert_eq!(
         items.len(),
-        3,
-        "5.1.1 from the relay, 5.2.2, the report: {incidents:#}"
+        2,
+        "5.1.1 from the relay, the report: {incidents:#}"
     );
     let counts: Vec<i64> = items
         .iter()
         .map(|i| i["count"].as_i64().unwrap_or(0))
         .collect();
-    assert_eq!(counts, [4, 1, 1], "largest first: {incidents:#}");
+    assert_eq!(counts, [4, 1], "largest first: {incidents:#}");
     let incident = items[0].clone();
     let cause = incident["cause"].as_str().unwrap_or_default();
     assert!(

@@ -13,8 +13,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-/// Takes a raw RFC 3464 DSN or RFC 5965 ARF report (`message/rfc822` or
-/// `multipart/report`), suppresses the addresses it proves bad, and records it.
+/// Takes a raw bounce: an RFC 3464 DSN or RFC 5965 ARF report (`message/rfc822`, or
+/// `multipart/report`, also as its parts alone with the boundary in this header), or a
+/// plain notice addressed to a VERP address (SPEC §11); suppresses the addresses it
+/// proves bad and records it. 422 `not_a_report` when it is neither a report nor
+/// carries a VERP address.
 #[utoipa::path(post, path = "/api/v1/bounces", tag = "delivery",
     request_body(content = String, content_type = "message/rfc822", description = "The raw report"),
     responses((status = 200, body = ReportAnswer), (status = 413, body = crate::http::error::ErrorBody), (status = 415, body = crate::http::error::ErrorBody), (status = 422, body = crate::http::error::ErrorBody)),
@@ -64,12 +67,37 @@ pub async fn bounces(
     Ok(Json(answer))
 }
 
+/// Whether `bytes` start with a header block of their own (a whole message), rather
+/// than with a MIME preamble or the first `--boundary` line (a multipart report posted
+/// as its parts, SPEC §11).
 fn looks_like_message(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(2048)];
-    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    text.lines().take(30).any(|l| {
-        l.starts_with("content-type:") || l.starts_with("from:") || l.starts_with("mime-version:")
-    })
+    let text = String::from_utf8_lossy(head);
+    let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else {
+        return false;
+    };
+    let lower = first.to_ascii_lowercase();
+    let is_field = first
+        .split_once(':')
+        .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()));
+    is_field
+        && !lower.starts_with("--")
+        && text
+            .lines()
+            .take(60)
+            .take_while(|l| !l.trim().is_empty())
+            .any(|l| {
+                let l = l.to_ascii_lowercase();
+                l.starts_with("content-type:")
+                    || l.starts_with("from:")
+                    || l.starts_with("mime-version:")
+                    || l.starts_with("to:")
+                    || l.starts_with("subject:")
+                    || l.starts_with("return-path:")
+                    || l.starts_with("received:")
+                    || l.starts_with("delivered-to:")
+                    || l.starts_with("x-original-to:")
+            })
 }
 
 /// Body of resend-skipped.

@@ -190,7 +190,9 @@ impl From<ApiError> for PageError {
             ApiError::Invalid { field, message } => {
                 PageError::BadRequest(format!("{field}: {message}"))
             }
-            ApiError::IdempotencyKeyReused => PageError::BadRequest(e.to_string()),
+            ApiError::IdempotencyKeyReused | ApiError::Refused { .. } => {
+                PageError::BadRequest(e.to_string())
+            }
             ApiError::Malformed(m)
             | ApiError::Conflict(m)
             | ApiError::UnsupportedMediaType(m)

@@ -360,6 +360,20 @@ struct DecisionPage {
     attempts: Vec<super::why::AttemptView>,
     email: Option<EmailView>,
     email_error: String,
+    bounces: Vec<BounceView>,
+}
+
+/// A message that came back for the decision and was not a report (SPEC §11), kept.
+struct BounceView {
+    at: String,
+    kind: String,
+    result: String,
+    recipient: String,
+    reply: String,
+    subject: String,
+    sender: String,
+    bytes: i64,
+    raw: String,
 }
 
 /// `GET /decisions/{id}`.
@@ -398,7 +412,25 @@ pub async fn decision(
             "The input was not a valid address, so there is no email to show.".into(),
         ),
     };
+    let bounces = state
+        .store
+        .bounce_messages_of(d.id.clone())
+        .await?
+        .into_iter()
+        .map(|(m, raw)| BounceView {
+            at: short_time(&m.received_at),
+            kind: m.kind,
+            result: m.result,
+            recipient: m.recipient.unwrap_or_default(),
+            reply: m.response.unwrap_or_default(),
+            subject: m.subject.unwrap_or_default(),
+            sender: m.sender.unwrap_or_default(),
+            bytes: m.bytes,
+            raw: String::from_utf8_lossy(&raw).into_owned(),
+        })
+        .collect();
     let page = DecisionPage {
+        bounces,
         ctx: Ctx::new(
             &user,
             "outbox",

@@ -311,7 +311,11 @@ pub async fn show(
             ""
         }
     };
-    let figures_view = vec![
+    // Bounces kept without being understood (SPEC §11): never silently dropped.
+    let (unclassified_attributed, unclassified_alone) =
+        state.store.unclassified_bounces(facts.since).await?;
+    let unclassified_n = unclassified_attributed + unclassified_alone;
+    let mut figures_view = vec![
         Figure {
             label: "Decisions",
             value: thousands(decisions_n),
@@ -383,6 +387,16 @@ pub async fn show(
             },
         },
     ];
+    figures_view.push(Figure {
+        label: "Bounces not understood",
+        value: thousands(unclassified_n),
+        level: if unclassified_n > 0 { "warn" } else { "" },
+        note: format!(
+            "kept, nothing changed: {} on their decision's page, {} with no decision",
+            thousands(unclassified_attributed),
+            thousands(unclassified_alone)
+        ),
+    });
 
     let rates: Vec<Option<f64>> = (0..n)
         .map(|i| {

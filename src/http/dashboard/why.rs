@@ -73,6 +73,8 @@ pub struct SuppressionCard {
     pub at: String,
     pub decision_id: String,
     pub note: String,
+    /// When it ends by itself (a full mailbox); empty: never.
+    pub expires: String,
 }
 
 /// One fix with its button.
@@ -209,6 +211,7 @@ fn build(answer: WhyAnswer, ctx: &Ctx) -> Answer {
         at: short_time(&s.suppressed_at),
         decision_id: s.decision_id.clone().unwrap_or_default(),
         note: s.note.clone().unwrap_or_default(),
+        expires: s.expires_at.as_deref().map(short_time).unwrap_or_default(),
     });
     let resend_works = answer
         .fixes
