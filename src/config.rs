@@ -62,6 +62,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`, CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The SMTP bounce door's address (`--bounce-listen`, SPEC §11); `None` is off.
+    pub bounce_listen: Option<SocketAddr>,
+    /// Certificate chain and key (PEM) for the bounce door's `STARTTLS`; both or neither.
+    pub bounce_tls: Option<(PathBuf, PathBuf)>,
+    /// The complaint (feedback loop) address the bounce door accepts besides VERP
+    /// addresses, lowercased.
+    pub feedback_address: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -187,9 +194,52 @@ impl Config {
             })?
             .unwrap_or(1024),
             trusted_proxies: setting(&layers, "trusted_proxies", parse_cidrs)?.unwrap_or_default(),
+            bounce_listen: setting(&layers, "bounce_listen", parse_listen)?,
+            bounce_tls: bounce_tls(&layers)?,
+            feedback_address: setting(&layers, "feedback_address", parse_feedback_address)?,
         };
         Ok((config, layers.warnings))
     }
+}
+
+/// `--bounce-tls-cert` and `--bounce-tls-key`: both readable files, or neither.
+fn bounce_tls(layers: &Layers) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let readable = |s: &str| {
+        let path = parse_path(s)?;
+        std::fs::metadata(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .map(|_| path)
+    };
+    let cert = setting(layers, "bounce_tls_cert", readable)?;
+    let key = setting(layers, "bounce_tls_key", readable)?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        (cert, _) => {
+            let (missing, given) = if cert.is_some() {
+                ("bounce_tls_key", "bounce_tls_cert")
+            } else {
+                ("bounce_tls_cert", "bounce_tls_key")
+            };
+            Err(ConfigError {
+                setting: missing.to_owned(),
+                source_name: missing.to_owned(),
+                message: format!("{given} is set but {missing} is not: give both, or neither"),
+            })
+        }
+    }
+}
+
+/// `fbl@bounces.example.com`: one plain address, kept lowercased.
+fn parse_feedback_address(value: &str) -> Result<String, String> {
+    let (local, domain) = value
+        .split_once('@')
+        .filter(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        .ok_or_else(|| format!("`{value}` is not an address like fbl@bounces.example.com"))?;
+    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c == '<' || c == '>') {
+        return Err(format!("`{value}` is not an address like fbl@bounces.example.com"));
+    }
+    Ok(format!("{local}@{domain}").to_lowercase())
 }
 
 /// The value of `key` checked by `parse`, or `None` when no layer sets it. A bad value
