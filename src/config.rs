@@ -236,8 +236,14 @@ fn parse_feedback_address(value: &str) -> Result<String, String> {
         .split_once('@')
         .filter(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
         .ok_or_else(|| format!("`{value}` is not an address like fbl@bounces.example.com"))?;
-    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c == '<' || c == '>') {
-        return Err(format!("`{value}` is not an address like fbl@bounces.example.com"));
+    if value.len() > 254
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>')
+    {
+        return Err(format!(
+            "`{value}` is not an address like fbl@bounces.example.com"
+        ));
     }
     Ok(format!("{local}@{domain}").to_lowercase())
 }

@@ -149,7 +149,10 @@ impl Door {
 /// Starts the door of this process when `--bounce-listen` is set: binds, loads the TLS
 /// files, and accepts until `stop`. A bad certificate or key, or an address that cannot
 /// be bound, is an error at start-up.
-pub async fn start(app: &App, stop: watch::Receiver<bool>) -> anyhow::Result<Option<JoinHandle<()>>> {
+pub async fn start(
+    app: &App,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
     let Some(addr) = app.config.bounce_listen else {
         return Ok(None);
     };

@@ -164,6 +164,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 #[derive(Default)]
 struct Transaction {
     mail: bool,
+    /// `RCPT` commands accepted (a repeated address counts again).
+    accepted: usize,
+    /// The distinct accepted addresses.
     recipients: Vec<String>,
 }
 
@@ -178,7 +181,10 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
 
 async fn serve(stream: TcpStream, shared: &Shared) {
     let mut io = Io::new(stream);
-    io.reply(220, &format!("{} ESMTP mailtrail bounce door", shared.hostname));
+    io.reply(
+        220,
+        &format!("{} ESMTP mailtrail bounce door", shared.hostname),
+    );
     let mut counts = Counts::default();
     if let Ended::StartTls = converse(&mut io, shared, false, &mut counts).await {
         let Some(acceptor) = shared.tls.clone() else {
@@ -192,10 +198,28 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         };
         let mut io = Io::new(tls);
         converse(&mut io, shared, true, &mut counts).await;
-        let _ = io.stream.shutdown().await;
+        linger(io.stream).await;
     } else {
-        let _ = io.stream.shutdown().await;
+        linger(io.stream).await;
     }
+}
+
+/// Closes our side, then reads and drops what the client still sends (for a moment, up
+/// to a few MB): closing with unread input would reset the connection and could destroy
+/// the last reply (`421 …`) before the client read it.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut left: usize = 8 << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Commands and refusals so far in this session (kept across STARTTLS).
@@ -308,11 +332,12 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 if !tx.mail {
                     counts.errors += 1;
                     io.reply(503, "5.5.1 MAIL first");
-                } else if tx.recipients.len() >= shared.limits.max_recipients {
+                } else if tx.accepted >= shared.limits.max_recipients {
                     io.reply(452, "4.5.3 Too many recipients");
                 } else {
                     let (code, text) = recipient(shared, &to.address).await;
                     if code == 250 {
+                        tx.accepted += 1;
                         if !tx.recipients.contains(&to.address) {
                             tx.recipients.push(to.address);
                         }
@@ -402,13 +427,9 @@ fn parse_error(e: ParseError) -> (u16, String) {
     match e {
         ParseError::UnknownCommand => (500, "5.5.1 Unknown command".into()),
         ParseError::InvalidSenderAddress => (501, "5.1.7 Bad sender address syntax".into()),
-        ParseError::InvalidRecipientAddress => {
-            (501, "5.1.3 Bad recipient address syntax".into())
-        }
+        ParseError::InvalidRecipientAddress => (501, "5.1.3 Bad recipient address syntax".into()),
         ParseError::SyntaxError { syntax } => (501, format!("5.5.4 Syntax: {syntax}")),
-        ParseError::InvalidParameter { param } => {
-            (501, format!("5.5.4 Invalid parameter {param}"))
-        }
+        ParseError::InvalidParameter { param } => (501, format!("5.5.4 Invalid parameter {param}")),
         ParseError::UnsupportedParameter { param } => {
             (555, format!("5.5.4 Unsupported parameter {param}"))
         }
@@ -429,17 +450,24 @@ async fn recipient(shared: &Shared, address: &str) -> (u16, String) {
     {
         return (250, "2.1.5 Ok: feedback address".into());
     }
-    let Some(id) = decision_id_from_verp(address)
-        .filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-    else {
-        return (550, "5.1.1 No such recipient here: only bounces+{decision id}@… addresses".into());
+    let Some(id) = decision_id_from_verp(address).filter(|id| {
+        id.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }) else {
+        return (
+            550,
+            "5.1.1 No such recipient here: only bounces+{decision id}@… addresses".into(),
+        );
     };
     match shared.app.store.decision_exists(id.to_owned()).await {
         Ok(true) => (250, "2.1.5 Ok".into()),
         Ok(false) => (550, "5.1.1 No such recipient here: unknown decision".into()),
         Err(e) => {
             tracing::warn!(error = %e, "bounce door: cannot look up a decision");
-            (451, "4.3.0 Cannot check the recipient now, try again later".into())
+            (
+                451,
+                "4.3.0 Cannot check the recipient now, try again later".into(),
+            )
         }
     }
 }
@@ -480,7 +508,10 @@ fn refusal(e: StoreError) -> (u16, String) {
         | StoreError::WriterGone
         | StoreError::Corrupt(_)) => {
             tracing::warn!(error = %e, "bounce door: a message could not be recorded");
-            (451, "4.3.0 Cannot record the message now, try again later".into())
+            (
+                451,
+                "4.3.0 Cannot record the message now, try again later".into(),
+            )
         }
     }
 }

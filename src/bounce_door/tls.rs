@@ -13,13 +13,22 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
-            anyhow::anyhow!("bounce_tls_cert: cannot read a PEM certificate from {}: {e}", cert.display())
+            anyhow::anyhow!(
+                "bounce_tls_cert: cannot read a PEM certificate from {}: {e}",
+                cert.display()
+            )
         })?;
     if chain.is_empty() {
-        anyhow::bail!("bounce_tls_cert: {} holds no PEM certificate", cert.display());
+        anyhow::bail!(
+            "bounce_tls_cert: {} holds no PEM certificate",
+            cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        anyhow::anyhow!("bounce_tls_key: cannot read a PEM private key from {}: {e}", key.display())
+        anyhow::anyhow!(
+            "bounce_tls_key: cannot read a PEM private key from {}: {e}",
+            key.display()
+        )
     })?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
