@@ -14,9 +14,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::delivery::{
-    PROJECT, add_all, all_suppressions, decision, setup, suppression, wait_status,
+    FROM_DOMAIN, PROJECT, add_all, all_suppressions, decision, setup, suppression, wait_status,
 };
-use crate::common::{App, free_tcp_port, generate_test_cert, repo_root, wait_until};
+use crate::common::{
+    App, PostfixPeer, SmtpPeer, free_tcp_port, generate_test_cert, repo_root, wait_until,
+};
 
 /// The decision id the report fixtures carry.
 const FIXTURE_ID: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
@@ -455,4 +457,46 @@ fn a_bad_tls_setting_exits_2_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bounce_tls_cert"), "{stderr}");
+}
+
+/// The real thing: mailtrail relays through Debian's Postfix to an aiosmtpd peer that
+/// refuses the recipient with `550 5.1.1`; Postfix writes its own bounce to the VERP
+/// address and, through its transport map, delivers it to mailtrail's bounce door. The
+/// decision ends `bounced` and the address is suppressed with Postfix's words as evidence.
+#[test]
+fn a_real_postfix_bounce_comes_home_through_the_door() {
+    let started = std::time::Instant::now();
+    let refuser = SmtpPeer::start();
+    let door_port = free_tcp_port();
+    let postfix = PostfixPeer::start(refuser.port(), &[(FROM_DOMAIN, door_port)]);
+    let app = App::builder()
+        .env("MAILTRAIL_BOUNCE_LISTEN", format!("127.0.0.1:{door_port}"))
+        .transport(postfix.url())
+        .start();
+    assert!(wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", door_port)).is_ok()
+    }));
+    setup(&app);
+    let email = "bounce-gone@example.test";
+    let result = add_all(&app, PROJECT, &[email]).remove(0);
+    let id = result["decision_id"].as_str().expect("an id").to_owned();
+    // Postfix takes the message (sent), tries the refuser, bounces it home.
+    let bounced = app.wait_for_decision_status(&id, "bounced", Duration::from_secs(60));
+    assert_eq!(bounced["status_reason"], "bounce_report", "{bounced:#}");
+    let found = suppression(&app, email).expect("the address is suppressed");
+    assert_eq!(found["reason"], "bounce_report", "{found:#}");
+    assert_eq!(found["decision_id"], id.as_str(), "{found:#}");
+    assert_eq!(found["enhanced_code"], "5.1.1", "{found:#}");
+    let evidence = found["evidence"].as_str().unwrap_or_default();
+    for words in [
+        "This is the mail system at host mta.test",
+        "550 5.1.1",
+        "user unknown",
+    ] {
+        assert!(
+            evidence.contains(words),
+            "Postfix's words `{words}` in: {evidence}"
+        );
+    }
+    eprintln!("postfix round trip: {:?}", started.elapsed());
 }
