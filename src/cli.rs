@@ -295,6 +295,8 @@ pub enum BenchPart {
     Delivery,
     /// Ingest while a retention purge runs.
     Retention,
+    /// Bounce reports through the SMTP bounce door against the API.
+    Bounces,
 }
 
 impl BenchPart {
