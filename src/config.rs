@@ -202,16 +202,11 @@ impl Config {
     }
 }
 
-/// `--bounce-tls-cert` and `--bounce-tls-key`: both readable files, or neither.
+/// `--bounce-tls-cert` and `--bounce-tls-key`: both, or neither. The files are read
+/// (and a bad one reported, exit 2) when the door starts.
 fn bounce_tls(layers: &Layers) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
-    let readable = |s: &str| {
-        let path = parse_path(s)?;
-        std::fs::metadata(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .map(|_| path)
-    };
-    let cert = setting(layers, "bounce_tls_cert", readable)?;
-    let key = setting(layers, "bounce_tls_key", readable)?;
+    let cert = setting(layers, "bounce_tls_cert", parse_path)?;
+    let key = setting(layers, "bounce_tls_key", parse_path)?;
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
