@@ -81,7 +81,7 @@ impl Door {
         tls: Option<tokio_rustls::TlsAcceptor>,
         limits: Limits,
     ) -> std::io::Result<Door> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let hostname = lettre::transport::smtp::extension::ClientId::default().to_string();
         let feedback = app.config.feedback_address.clone();
         Ok(Door {
@@ -144,6 +144,21 @@ impl Door {
             }
         })
     }
+}
+
+/// A listening socket with `SO_REUSEPORT`: `serve` and `mailtrail worker` processes on
+/// one host read the same settings, so each may bind the same door and the kernel
+/// spreads the sessions over them.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Starts the door of this process when `--bounce-listen` is set: binds, loads the TLS

@@ -387,6 +387,35 @@ fn hostile_input_gets_a_reply_or_a_clean_close_and_changes_nothing() {
 }
 
 #[test]
+fn a_worker_process_runs_the_door_too_on_the_same_port() {
+    let (mut app, port, id) = door_and_sent_decision();
+    // Same settings, same port (SO_REUSEPORT): the worker binds it beside `serve`.
+    let _worker = app.spawn_worker("worker");
+    std::thread::sleep(Duration::from_millis(500));
+    app.terminate();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("220")
+        }),
+        "the worker's door answers once serve is gone"
+    );
+    let mut client = Client::connect(port);
+    client.expect("EHLO mta.example.test", 250);
+    client.expect("MAIL FROM:<>", 250);
+    client.expect(&format!("RCPT TO:<bounces+{id}@example.com>"), 250);
+    let reply = client.data(&report_for(&id));
+    assert_eq!(reply.code, 250, "{reply:?}");
+    client.expect("QUIT", 221);
+    app.restart();
+    assert_eq!(decision(&app, &id)["status"], "bounced");
+}
+
+#[test]
 fn starttls_with_the_given_certificate() {
     let certs = tempfile::tempdir().expect("a temp dir");
     let (cert, key) = generate_test_cert(certs.path());
