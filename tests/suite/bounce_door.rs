@@ -117,7 +117,7 @@ impl Client {
     /// Whether the server closed the connection (reads until EOF, at most 30 s).
     pub(crate) fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(_))
+        self.reader.read_to_end(&mut rest).is_ok()
     }
 }
 
