@@ -540,6 +540,51 @@ mod tests {
     }
 
     #[test]
+    fn bounce_door_settings() {
+        let config = resolve(
+            &RawSettings::default(),
+            &[
+                ("MAILTRAIL_BOUNCE_LISTEN", "127.0.0.1:2525"),
+                ("MAILTRAIL_FEEDBACK_ADDRESS", "FBL@Bounces.Example.com"),
+                ("MAILTRAIL_BOUNCE_TLS_CERT", "/etc/mailtrail/bounce.crt"),
+                ("MAILTRAIL_BOUNCE_TLS_KEY", "/etc/mailtrail/bounce.key"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            config.bounce_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 2525)))
+        );
+        assert_eq!(
+            config.feedback_address.as_deref(),
+            Some("fbl@bounces.example.com")
+        );
+        assert!(config.bounce_tls.is_some());
+        let off = resolve(&RawSettings::default(), &[]).expect("defaults");
+        assert!(off.bounce_listen.is_none() && off.bounce_tls.is_none());
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_BOUNCE_TLS_KEY", "/k.pem")],
+        )
+        .expect_err("a key without a certificate");
+        assert_eq!(e.setting, "bounce_tls_cert", "{e}");
+        for bad in ["nobody", "a@b", "<a@b.example>", "a b@c.example"] {
+            let e = resolve(
+                &RawSettings::default(),
+                &[("MAILTRAIL_FEEDBACK_ADDRESS", bad)],
+            )
+            .expect_err(bad);
+            assert_eq!(e.setting, "feedback_address", "{e}");
+        }
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_BOUNCE_LISTEN", "port 25")],
+        )
+        .expect_err("not an address");
+        assert_eq!(e.setting, "bounce_listen", "{e}");
+    }
+
+    #[test]
     fn secrets_from_files_with_a_minimum_length() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
