@@ -100,6 +100,18 @@ pub struct RawSettings {
     /// Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none]
     #[arg(long, global = true)]
     pub trusted_proxies: Option<String>,
+    /// Run the SMTP bounce door on this address, e.g. 0.0.0.0:25 [default: off]
+    #[arg(long, global = true)]
+    pub bounce_listen: Option<String>,
+    /// Certificate chain (PEM) for the bounce door's STARTTLS (with --bounce-tls-key)
+    #[arg(long, global = true)]
+    pub bounce_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for the bounce door's STARTTLS (with --bounce-tls-cert)
+    #[arg(long, global = true)]
+    pub bounce_tls_key: Option<PathBuf>,
+    /// Complaint (feedback loop) address the bounce door accepts besides VERP addresses
+    #[arg(long, global = true)]
+    pub feedback_address: Option<String>,
 }
 
 /// The subcommands.
@@ -286,6 +298,8 @@ pub enum BenchPart {
     Delivery,
     /// Ingest while a retention purge runs.
     Retention,
+    /// Bounce reports through the SMTP bounce door against the API.
+    Bounces,
 }
 
 impl BenchPart {

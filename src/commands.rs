@@ -300,6 +300,9 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
         .config
         .worker
         .then(|| crate::delivery::spawn_worker(app.clone(), stop_rx.clone()));
+    let bounce_door = crate::bounce_door::start(&app, stop_rx.clone())
+        .await
+        .map_err(bounce_door_error)?;
     let retention = crate::retention::spawn(state.store.clone(), state.config.retention, stop_rx);
     crate::http::serve(listener, state, async move {
         shutdown_signal().await;
@@ -311,6 +314,9 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode, RunError> {
         worker.await.map_err(anyhow::Error::from)?;
     }
     retention.await.map_err(anyhow::Error::from)?;
+    if let Some(door) = bounce_door {
+        door.await.map_err(anyhow::Error::from)?;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -320,11 +326,28 @@ async fn worker(config: Config) -> Result<ExitCode, RunError> {
     let store = open(&config).await?;
     let app = App::new(store, config).map_err(anyhow::Error::from)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bounce_door = crate::bounce_door::start(&app, stop_rx.clone())
+        .await
+        .map_err(bounce_door_error)?;
     let worker = crate::delivery::spawn_worker(app, stop_rx);
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     worker.await.map_err(anyhow::Error::from)?;
+    if let Some(door) = bounce_door {
+        door.await.map_err(anyhow::Error::from)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bounce door that cannot start: bad TLS files are a configuration error (exit 2,
+/// naming the setting); an address that cannot be bound is a runtime error.
+fn bounce_door_error(e: anyhow::Error) -> RunError {
+    let text = e.to_string();
+    if text.starts_with("bounce_tls") {
+        RunError::Usage(format!("invalid setting {text}"))
+    } else {
+        RunError::Runtime(e)
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -64,6 +64,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`, CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The SMTP bounce door's address (`--bounce-listen`, SPEC §11); `None` is off.
+    pub bounce_listen: Option<SocketAddr>,
+    /// Certificate chain and key (PEM) for the bounce door's `STARTTLS`; both or neither.
+    pub bounce_tls: Option<(PathBuf, PathBuf)>,
+    /// The complaint (feedback loop) address the bounce door accepts besides VERP
+    /// addresses, lowercased.
+    pub feedback_address: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -190,9 +197,53 @@ impl Config {
             })?
             .unwrap_or(1024),
             trusted_proxies: setting(&layers, "trusted_proxies", parse_cidrs)?.unwrap_or_default(),
+            bounce_listen: setting(&layers, "bounce_listen", parse_listen)?,
+            bounce_tls: bounce_tls(&layers)?,
+            feedback_address: setting(&layers, "feedback_address", parse_feedback_address)?,
         };
         Ok((config, layers.warnings))
     }
+}
+
+/// `--bounce-tls-cert` and `--bounce-tls-key`: both, or neither. The files are read
+/// (and a bad one reported, exit 2) when the door starts.
+fn bounce_tls(layers: &Layers) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let cert = setting(layers, "bounce_tls_cert", parse_path)?;
+    let key = setting(layers, "bounce_tls_key", parse_path)?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        (cert, _) => {
+            let (missing, given) = if cert.is_some() {
+                ("bounce_tls_key", "bounce_tls_cert")
+            } else {
+                ("bounce_tls_cert", "bounce_tls_key")
+            };
+            Err(ConfigError {
+                setting: missing.to_owned(),
+                source_name: missing.to_owned(),
+                message: format!("{given} is set but {missing} is not: give both, or neither"),
+            })
+        }
+    }
+}
+
+/// `fbl@bounces.example.com`: one plain address, kept lowercased.
+fn parse_feedback_address(value: &str) -> Result<String, String> {
+    let (local, domain) = value
+        .split_once('@')
+        .filter(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        .ok_or_else(|| format!("`{value}` is not an address like fbl@bounces.example.com"))?;
+    if value.len() > 254
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>')
+    {
+        return Err(format!(
+            "`{value}` is not an address like fbl@bounces.example.com"
+        ));
+    }
+    Ok(format!("{local}@{domain}").to_lowercase())
 }
 
 /// The value of `key` checked by `parse`, or `None` when no layer sets it. A bad value
@@ -489,6 +540,51 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8040)));
+    }
+
+    #[test]
+    fn bounce_door_settings() {
+        let config = resolve(
+            &RawSettings::default(),
+            &[
+                ("MAILTRAIL_BOUNCE_LISTEN", "127.0.0.1:2525"),
+                ("MAILTRAIL_FEEDBACK_ADDRESS", "FBL@Bounces.Example.com"),
+                ("MAILTRAIL_BOUNCE_TLS_CERT", "/etc/mailtrail/bounce.crt"),
+                ("MAILTRAIL_BOUNCE_TLS_KEY", "/etc/mailtrail/bounce.key"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            config.bounce_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 2525)))
+        );
+        assert_eq!(
+            config.feedback_address.as_deref(),
+            Some("fbl@bounces.example.com")
+        );
+        assert!(config.bounce_tls.is_some());
+        let off = resolve(&RawSettings::default(), &[]).expect("defaults");
+        assert!(off.bounce_listen.is_none() && off.bounce_tls.is_none());
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_BOUNCE_TLS_KEY", "/k.pem")],
+        )
+        .expect_err("a key without a certificate");
+        assert_eq!(e.setting, "bounce_tls_cert", "{e}");
+        for bad in ["nobody", "a@b", "<a@b.example>", "a b@c.example"] {
+            let e = resolve(
+                &RawSettings::default(),
+                &[("MAILTRAIL_FEEDBACK_ADDRESS", bad)],
+            )
+            .expect_err(bad);
+            assert_eq!(e.setting, "feedback_address", "{e}");
+        }
+        let e = resolve(
+            &RawSettings::default(),
+            &[("MAILTRAIL_BOUNCE_LISTEN", "port 25")],
+        )
+        .expect_err("not an address");
+        assert_eq!(e.setting, "bounce_listen", "{e}");
     }
 
     #[test]

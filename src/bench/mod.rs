@@ -17,9 +17,14 @@
 //! A missed target is reported, not an error: the command exits 0 whenever it could
 //! measure, and 1 only when it could not run.
 //!
+//! - bounces: reports through the SMTP bounce door against the same reports posted to
+//!   the API, on one server ([`bounces`], issue 12).
+//!
 //! Code map: [`client`] (HTTP client), [`server`] (the subprocess and scratch dir),
-//! [`ingest`], [`lookup`], [`pages`] (measurements), [`report`] (table and JSON).
+//! [`ingest`], [`lookup`], [`pages`], [`bounces`] (measurements), [`report`] (table
+//! and JSON).
 
+mod bounces;
 mod client;
 mod ingest;
 mod lookup;
@@ -117,7 +122,7 @@ impl Plan {
 }
 
 /// What `mailtrail bench WHAT` accepts.
-const PARTS: &str = "all, ingest, why, memory, pages, delivery, retention";
+const PARTS: &str = "all, ingest, why, memory, pages, delivery, retention, bounces";
 
 /// Runs the parts named by `what` and prints the figures (a table, or one JSON object
 /// with `json`).
@@ -133,7 +138,7 @@ pub async fn run(
         "ingest" | "memory" => (true, false, false),
         "why" => (false, true, false),
         "pages" => (false, false, true),
-        "delivery" | "retention" => (false, false, false),
+        "delivery" | "retention" | "bounces" => (false, false, false),
         other => {
             return Err(RunError::Usage(format!(
                 "unknown bench part `{other}`: use one of {PARTS}"
@@ -192,6 +197,11 @@ pub async fn run(
             .await
             .map_err(runtime("retention"))?;
         report.retention(&result);
+    }
+    if what == "bounces" || what == "all" {
+        progress("bounces: reports through the SMTP bounce door and through the API");
+        let figures = bounces::measure(&plan).await.map_err(runtime("bounces"))?;
+        report.bounces(&figures);
     }
     if what == "delivery" {
         progress("delivery: through the smarthost transport into a local SMTP sink");

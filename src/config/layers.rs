@@ -40,6 +40,10 @@ pub const KEYS: &[&str] = &[
     "smtp_password_file",
     "max_connections",
     "trusted_proxies",
+    "bounce_listen",
+    "bounce_tls_cert",
+    "bounce_tls_key",
+    "feedback_address",
 ];
 
 /// `MAILTRAIL_*` names read outside the settings: the file itself and the log filter.

@@ -468,6 +468,18 @@ impl Store {
         self.read(move |conn| list_decisions(conn, &filter)).await
     }
 
+    /// Whether a decision with this id exists (the bounce door's `RCPT TO` check).
+    pub async fn decision_exists(&self, id: String) -> Result<bool, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM decisions WHERE id = ?1")?
+                .query_row(params![&id], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     /// One decision with its attempts.
     pub async fn decision(&self, id: String) -> Result<DecisionRecord, StoreError> {
         self.read(move |conn| {

@@ -17,6 +17,7 @@ mod app;
 mod dns;
 mod http;
 pub mod pg;
+mod postfix;
 mod process;
 mod smtp;
 
@@ -33,6 +34,8 @@ pub use app::{ADMIN_PASSWORD, ADMIN_TOKEN, App, AppBuilder, OutputExt};
 pub use dns::DnsPeer;
 #[allow(unused_imports)]
 pub use http::{Api, Resp};
+#[allow(unused_imports)]
+pub use postfix::PostfixPeer;
 #[allow(unused_imports)]
 pub use process::Supervised;
 #[allow(unused_imports)]

@@ -3,6 +3,7 @@
 mod api_admin;
 mod api_hostile;
 mod api_ingest;
+mod bounce_door;
 mod bounce_notices;
 mod bounces;
 mod cli;

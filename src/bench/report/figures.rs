@@ -258,6 +258,39 @@ impl Report {
         self.section("delivery", section);
     }
 
+    /// Bounce intake: the SMTP door against `POST /api/v1/bounces` (issue 12).
+    pub fn bounces(&mut self, f: &crate::bench::bounces::BounceFigures) {
+        let pass = f.smtp_per_sec >= 1000.0 || f.engine == "postgres";
+        self.rows.push(Row {
+            figure: format!(
+                "bounce reports via SMTP, {} sessions, {} (reports/s)",
+                crate::bench::bounces::SESSIONS,
+                f.engine
+            ),
+            value: count(f.smtp_per_sec.round() as u64),
+            baseline: format!(
+                "{} (POST /api/v1/bounces)",
+                count(f.http_per_sec.round() as u64)
+            ),
+            ratio: format!("{:.2}x", f.ratio),
+            target: if f.engine == "postgres" {
+                "stated".into()
+            } else {
+                "≥ 1,000/s".into()
+            },
+            pass: Some(pass && f.errors == 0),
+        });
+        let mut section = serde_json::to_value(f).unwrap_or_else(|_| json!({}));
+        if let Value::Object(map) = &mut section {
+            map.insert("pass".into(), json!(pass && f.errors == 0));
+            map.insert(
+                "target".into(),
+                json!("≥ 1,000 reports/s through the SMTP door on SQLite; stated on PostgreSQL"),
+            );
+        }
+        self.section("bounces", section);
+    }
+
     /// A part this run could not measure, and why.
     pub fn not_measured(&mut self, key: &str, figure: &str, note: &str) {
         self.notes.push(format!("{figure}: {note}"));
