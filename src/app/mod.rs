@@ -15,6 +15,7 @@ mod bounces;
 mod decisions;
 mod delivery;
 mod site;
+mod webhooks;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};

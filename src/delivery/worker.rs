@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 /// Starts the worker; it stops when `stop` turns true.
 pub fn spawn_worker(state: App, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    super::webhooks::spawn(state.clone(), stop.clone());
     tokio::spawn(async move {
         match Transport::from_config(&state.config) {
             Ok(transport) => {

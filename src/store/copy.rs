@@ -29,6 +29,10 @@ pub const TABLES: &[&str] = &[
     "audit",
     "idempotency",
     "login_failures",
+    "webhooks",
+    "webhook_messages",
+    "webhook_deliveries",
+    "webhook_state",
 ];
 
 /// Placeholders per INSERT inside the copy's transaction (both engines allow more).

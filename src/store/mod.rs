@@ -46,6 +46,7 @@ mod retention;
 mod schema;
 mod suppressions;
 mod time;
+mod webhooks;
 
 pub use accounts::{TokenListing, UserListing};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
@@ -69,6 +70,9 @@ pub use queries::{
 pub use queries::{parse_cursor, parse_query_time};
 pub use retention::{PurgePlan, Purged};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
+pub use webhooks::{
+    HourCounts, LeasedWebhookMessage, NewWebhook, TryResult, WebhookDelivery, WebhookRecord, WebhookTry,
+};
 pub use time::{Micros, format_time, now_micros, parse_time};
 
 use db::{Db, DbError};
