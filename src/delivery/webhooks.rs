@@ -215,7 +215,8 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        if last_rate_check.is_none_or(|t| t.elapsed() >= BOUNCE_RATE_EVERY) {
+        let rate_every = BOUNCE_RATE_EVERY.min(app.config.poll_interval * 10);
+        if last_rate_check.is_none_or(|t| t.elapsed() >= rate_every) {
             last_rate_check = Some(Instant::now());
             if let Err(e) = app.check_bounce_rate().await {
                 tracing::warn!(error = %e, "bounce-rate check failed");

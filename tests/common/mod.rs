@@ -19,6 +19,7 @@ mod http;
 pub mod pg;
 mod process;
 mod smtp;
+mod webhook;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub use dns::DnsPeer;
 pub use http::{Api, Resp};
 #[allow(unused_imports)]
 pub use process::Supervised;
+#[allow(unused_imports)]
+pub use webhook::WebhookReceiver;
 #[allow(unused_imports)]
 pub use smtp::{
     ReceivedMessage, SmtpPeer, SmtpSink, TlsSmtpPeer, generate_test_cert, read_maildir,

@@ -19,3 +19,4 @@ mod openapi;
 mod peers_smoke;
 mod readme;
 mod retention;
+mod webhooks;
