@@ -283,6 +283,8 @@ pub enum BenchPart {
     Delivery,
     /// Ingest while a retention purge runs.
     Retention,
+    /// Webhook events delivered to a local receiver, against its raw rate.
+    Webhooks,
 }
 
 impl BenchPart {

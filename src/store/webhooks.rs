@@ -405,6 +405,18 @@ impl Store {
         .await
     }
 
+    /// Messages delivered so far (`mailtrail bench webhooks`).
+    pub async fn webhook_messages_delivered(&self) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'",
+                params![],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     /// Whether any webhook message is due now (a cheap read before a lease).
     pub async fn webhook_messages_due(&self) -> Result<bool, StoreError> {
         self.read(move |conn| {
