@@ -211,8 +211,13 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
         .min(Duration::from_millis(500))
         .max(Duration::from_millis(20));
     let mut last_rate_check: Option<Instant> = None;
+    let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+    let mut worked = false;
     loop {
         if *stop.borrow() {
+            if let Some(previous) = recording.take() {
+                let _ = previous.await;
+            }
             return;
         }
         let rate_every = BOUNCE_RATE_EVERY.min(app.config.poll_interval * 10);
@@ -222,9 +227,32 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "bounce-rate check failed");
             }
         }
-        let worked = match app.store.webhook_messages_due().await {
+        // After a round that found work, lease again at once; else look first (a
+        // cheap read) so an idle loop writes nothing.
+        let due = if worked {
+            Ok(true)
+        } else {
+            app.store.webhook_messages_due().await
+        };
+        worked = match due {
             Ok(true) => match round(&app, &client, &policy).await {
-                Ok(n) => n > 0,
+                Ok((count, tries)) => {
+                    // The round's tries are written while the next round is sent; one
+                    // write in flight at a time.
+                    if let Some(previous) = recording.take() {
+                        let _ = previous.await;
+                    }
+                    if !tries.is_empty() {
+                        let app = app.clone();
+                        recording = Some(tokio::spawn(async move {
+                            if let Err(e) = app.record_webhook_tries(tries).await {
+                                // The rows stay leased: tried again when the lease ends.
+                                tracing::warn!(error = %e, "webhook tries not recorded");
+                            }
+                        }));
+                    }
+                    count > 0
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook round failed; retrying");
                     false
@@ -237,6 +265,9 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
             }
         };
         if !worked {
+            if let Some(previous) = recording.take() {
+                let _ = previous.await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => {}
@@ -251,12 +282,13 @@ fn lease_for(app: &App) -> Duration {
     app.config.lease.max(Duration::from_secs(15))
 }
 
-/// One round: lease, post, record. Returns how many messages were leased.
+/// One round: lease, post. Returns how many messages were leased, and their tries
+/// for [`App::record_webhook_tries`].
 pub async fn round(
     app: &App,
     client: &reqwest::Client,
     policy: &Arc<RetryPolicy>,
-) -> Result<usize, crate::store::StoreError> {
+) -> Result<(usize, Vec<WebhookTry>), crate::store::StoreError> {
     let lease = lease_for(app);
     let per_group = (lease.as_secs() / (TIMEOUT.as_secs() + 1)).max(1) as usize;
     let leased = app
@@ -265,7 +297,7 @@ pub async fn round(
         .await?;
     let count = leased.len();
     if count == 0 {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let mut groups: Vec<Vec<LeasedWebhookMessage>> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
@@ -308,8 +340,7 @@ pub async fn round(
             Err(e) => tracing::error!(error = %e, "a webhook group panicked"),
         }
     }
-    app.record_webhook_tries(tries).await?;
-    Ok(count)
+    Ok((count, tries))
 }
 
 fn released(m: &LeasedWebhookMessage) -> WebhookTry {
