@@ -405,6 +405,41 @@ impl Store {
         .await
     }
 
+    /// Retention (SPEC §14): webhook tries older than `cutoff`, and messages that are
+    /// settled (delivered or failed) and older, `batch` rows per write job. Pending
+    /// messages stay whatever their age. Returns the rows removed.
+    pub(crate) async fn purge_webhook_history(
+        &self,
+        cutoff: Micros,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0u64;
+        loop {
+            let n = self
+                .write(move |conn| {
+                    let tries = conn
+                        .prepare_cached(
+                            "DELETE FROM webhook_deliveries WHERE id IN
+                             (SELECT id FROM webhook_deliveries WHERE at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![cutoff, batch])?;
+                    let messages = conn
+                        .prepare_cached(
+                            "DELETE FROM webhook_messages WHERE id IN
+                             (SELECT id FROM webhook_messages WHERE created_at < ?1
+                                AND status <> 'pending' LIMIT ?2)",
+                        )?
+                        .execute(params![cutoff, batch])?;
+                    Ok(tries.max(messages) as u64)
+                })
+                .await?;
+            removed += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Messages delivered so far (`mailtrail bench webhooks`).
     pub async fn webhook_messages_delivered(&self) -> Result<i64, StoreError> {
         self.read(move |conn| {
