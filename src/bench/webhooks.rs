@@ -62,7 +62,11 @@ pub async fn measure(base: &Config, quick: bool) -> anyhow::Result<WebhookFigure
         .map(|i| {
             let email = EmailAddress::parse(&format!("user{i}@hooks.example"))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(NewSuppression::plain(email, SuppressionReason::Import, None))
+            Ok(NewSuppression::plain(
+                email,
+                SuppressionReason::Import,
+                None,
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     store.import_suppressions(rows, "bench".into()).await?;
@@ -185,9 +189,9 @@ fn start_receiver() -> anyhow::Result<(u16, Arc<AtomicU64>)> {
                             async move {
                                 let _ = request.into_body().collect().await;
                                 counted.fetch_add(1, Ordering::Relaxed);
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                    Full::new(Bytes::new()),
-                                ))
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                    Bytes::new(),
+                                )))
                             }
                         },
                     );

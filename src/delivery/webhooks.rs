@@ -485,18 +485,19 @@ mod tests {
     #[test]
     fn bounce_rate_crossings_fire_once_per_level_change() {
         // (previous level, sent, bounced) → new level when an event fires.
-        let table: &[(i64, i64, i64, Option<(i64, &str, f64)>)] = &[
+        type Row = (i64, i64, i64, Option<(i64, &'static str, f64)>);
+        let table: &[Row] = &[
             (0, 100, 0, None),
-            (0, 96, 4, None),                      // 4 %: under both
-            (0, 95, 5, None),                      // exactly 5 % is not above it
-            (0, 94, 6, Some((1, "up", 0.05))),     // 6 %: above 5 %
-            (1, 93, 7, None),                      // still above 5 %: no second event
-            (1, 89, 11, Some((2, "up", 0.10))),    // above 10 %
-            (2, 80, 20, None),                     // stays above 10 %
-            (2, 92, 8, Some((1, "down", 0.10))),   // back under 10 %
-            (1, 97, 3, Some((0, "down", 0.05))),   // back under 5 %
-            (0, 50, 50, Some((2, "up", 0.10))),    // straight past both: one event
-            (2, 0, 0, Some((0, "down", 0.05))),    // nothing in the last hour: under
+            (0, 96, 4, None),                    // 4 %: under both
+            (0, 95, 5, None),                    // exactly 5 % is not above it
+            (0, 94, 6, Some((1, "up", 0.05))),   // 6 %: above 5 %
+            (1, 93, 7, None),                    // still above 5 %: no second event
+            (1, 89, 11, Some((2, "up", 0.10))),  // above 10 %
+            (2, 80, 20, None),                   // stays above 10 %
+            (2, 92, 8, Some((1, "down", 0.10))), // back under 10 %
+            (1, 97, 3, Some((0, "down", 0.05))), // back under 5 %
+            (0, 50, 50, Some((2, "up", 0.10))),  // straight past both: one event
+            (2, 0, 0, Some((0, "down", 0.05))),  // nothing in the last hour: under
             (0, 0, 0, None),
         ];
         for &(previous, sent, bounced, expected) in table {
@@ -508,7 +509,10 @@ mod tests {
                 )
             });
             let expected = expected.map(|(l, d, t)| (l, d.to_owned(), t));
-            assert_eq!(got, expected, "previous {previous}, sent {sent}, bounced {bounced}");
+            assert_eq!(
+                got, expected,
+                "previous {previous}, sent {sent}, bounced {bounced}"
+            );
         }
     }
 }

@@ -306,7 +306,13 @@ impl Store {
                         let mut s = suppression.clone();
                         s.decision_id = decision_id.clone().or(s.decision_id);
                         let added = insert_suppression(conn, &s, now)?;
-                        super::webhooks::emit_complaint(conn, s.email.as_str(), decision_id.as_deref(), s.reason, now)?;
+                        super::webhooks::emit_complaint(
+                            conn,
+                            s.email.as_str(),
+                            decision_id.as_deref(),
+                            s.reason,
+                            now,
+                        )?;
                         if *bounce && let Some(id) = &decision_id {
                             set_final(
                                 conn,

@@ -70,10 +70,11 @@ pub use queries::{
 pub use queries::{parse_cursor, parse_query_time};
 pub use retention::{PurgePlan, Purged};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
-pub use webhooks::{
-    HourCounts, LeasedWebhookMessage, NewWebhook, TryResult, WebhookDelivery, WebhookRecord, WebhookTry,
-};
 pub use time::{Micros, format_time, now_micros, parse_time};
+pub use webhooks::{
+    HourCounts, LeasedWebhookMessage, NewWebhook, TryResult, WebhookDelivery, WebhookRecord,
+    WebhookTry,
+};
 
 use db::{Db, DbError};
 use rusqlite::{Connection, OpenFlags};

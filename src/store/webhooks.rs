@@ -222,7 +222,9 @@ pub(crate) fn emit_suppression(
         })
     } else {
         emit(conn, WebhookEvent::AddressUnsuppressed, email, now, |_| {
-            Ok(serde_json::json!({"email": email, "reason": reason, "unsuppressed_at": format_time(now)}))
+            Ok(
+                serde_json::json!({"email": email, "reason": reason, "unsuppressed_at": format_time(now)}),
+            )
         })
     }
 }
@@ -239,7 +241,9 @@ pub(crate) fn emit_complaint(
         return Ok(());
     }
     emit(conn, WebhookEvent::ComplaintReceived, email, now, |_| {
-        Ok(serde_json::json!({"email": email, "decision_id": decision_id, "received_at": format_time(now)}))
+        Ok(
+            serde_json::json!({"email": email, "decision_id": decision_id, "received_at": format_time(now)}),
+        )
     })
 }
 
@@ -351,8 +355,14 @@ impl Store {
                 .query_row(params![id], |r| r.get(0))
                 .optional()?;
             let url = url.ok_or(StoreError::NotFound("webhook"))?;
-            conn.execute("DELETE FROM webhook_messages WHERE webhook_id = ?1", params![id])?;
-            conn.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?1", params![id])?;
+            conn.execute(
+                "DELETE FROM webhook_messages WHERE webhook_id = ?1",
+                params![id],
+            )?;
+            conn.execute(
+                "DELETE FROM webhook_deliveries WHERE webhook_id = ?1",
+                params![id],
+            )?;
             conn.execute("DELETE FROM webhooks WHERE id = ?1", params![id])?;
             audit(
                 conn,

@@ -37,11 +37,11 @@ pub use http::{Api, Resp};
 #[allow(unused_imports)]
 pub use process::Supervised;
 #[allow(unused_imports)]
-pub use webhook::WebhookReceiver;
-#[allow(unused_imports)]
 pub use smtp::{
     ReceivedMessage, SmtpPeer, SmtpSink, TlsSmtpPeer, generate_test_cert, read_maildir,
 };
+#[allow(unused_imports)]
+pub use webhook::WebhookReceiver;
 
 /// The checkout the tests run from: `MAILTRAIL_REPO` when set (a scratch crate that
 /// borrows these fixtures points it at the real checkout), else this crate's manifest dir.

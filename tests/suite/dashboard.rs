@@ -1871,11 +1871,17 @@ fn the_webhooks_page_shows_a_new_secret_once_and_deletes() {
     assert!(page.text.contains("No subscriptions yet"), "{}", page.text);
     let bad = admin.post(
         "/webhooks/add",
-        &[("url", "http://169.254.169.254/latest/"), ("event_all", "on")],
+        &[
+            ("url", "http://169.254.169.254/latest/"),
+            ("event_all", "on"),
+        ],
     );
     bad.expect_status(422);
     assert!(bad.text.contains("link-local"), "{}", bad.text);
-    assert!(bad.text.contains("169.254.169.254/latest/"), "the URL typed is kept");
+    assert!(
+        bad.text.contains("169.254.169.254/latest/"),
+        "the URL typed is kept"
+    );
     let created = admin.post(
         "/webhooks/add",
         &[
@@ -1901,11 +1907,17 @@ fn the_webhooks_page_shows_a_new_secret_once_and_deletes() {
     let id = list["items"][0]["id"].as_str().unwrap().to_owned();
     let again = admin.get("/webhooks");
     assert!(again.text.contains("hooks.example.test/in"));
-    assert!(!again.text.contains(&secret), "the secret is shown once only");
+    assert!(
+        !again.text.contains(&secret),
+        "the secret is shown once only"
+    );
     let log = admin.get(&format!("/webhooks?log={id}"));
     log.expect_status(200);
     assert!(log.text.contains("Nothing tried yet"), "{}", log.text);
-    let user = app.cli_with_stdin(&["user", "add", "sam", "--role", "support"], "support-password\n");
+    let user = app.cli_with_stdin(
+        &["user", "add", "sam", "--role", "support"],
+        "support-password\n",
+    );
     assert!(user.status.success());
     let mut support = Visitor::login(&app, "sam", "support-password");
     support.get("/webhooks").expect_status(403);

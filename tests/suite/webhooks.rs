@@ -112,8 +112,12 @@ fn every_event_is_signed_and_verified_by_standardwebhooks() {
     unsuppress(&app, "ann@example.test");
     suppress(&app, "carl@example.test");
     // complaint.received (and address.suppressed, reason complaint).
-    app.post_raw("/api/v1/bounces", "message/rfc822", arf("dora@example.test"))
-        .expect_status(200);
+    app.post_raw(
+        "/api/v1/bounces",
+        "message/rfc822",
+        arf("dora@example.test"),
+    )
+    .expect_status(200);
     let want = [
         "message.sent",
         "decision.skipped",
@@ -125,19 +129,28 @@ fn every_event_is_signed_and_verified_by_standardwebhooks() {
     let got = receiver.wait(WAIT, |r| {
         let t = types(r);
         want.iter().all(|w| t.iter().any(|x| x == w))
-            && r.iter().filter(|x| x["type"] == "address.suppressed").count() >= 3
+            && r.iter()
+                .filter(|x| x["type"] == "address.suppressed")
+                .count()
+                >= 3
     });
     for r in &got {
         assert_eq!(r["verified"], true, "standardwebhooks refused: {r:#}");
         assert_eq!(r["answered"], 200, "{r:#}");
         assert!(r["id"].as_str().unwrap().starts_with("msg_"), "{r:#}");
         let body = &r["body"];
-        assert!(body["timestamp"].is_string() && body["data"].is_object(), "{r:#}");
+        assert!(
+            body["timestamp"].is_string() && body["data"].is_object(),
+            "{r:#}"
+        );
     }
     let sent_event = got.iter().find(|r| r["type"] == "message.sent").unwrap();
     assert_eq!(sent_event["body"]["data"]["id"], sent_id.as_str());
     assert_eq!(sent_event["body"]["data"]["status"], "sent");
-    let skipped = got.iter().find(|r| r["type"] == "decision.skipped").unwrap();
+    let skipped = got
+        .iter()
+        .find(|r| r["type"] == "decision.skipped")
+        .unwrap();
     assert_eq!(skipped["body"]["data"]["status_reason"], "agent_opted_out");
     // Per address, in the order the changes happened.
     let ann: Vec<String> = got
@@ -147,7 +160,10 @@ fn every_event_is_signed_and_verified_by_standardwebhooks() {
         .collect();
     let pos = |t: &str| ann.iter().position(|x| x == t).unwrap();
     assert!(pos("message.sent") < pos("message.bounced"), "{ann:?}");
-    assert!(pos("address.suppressed") < pos("address.unsuppressed"), "{ann:?}");
+    assert!(
+        pos("address.suppressed") < pos("address.unsuppressed"),
+        "{ann:?}"
+    );
     // Every try is in the delivery log (written when its round ends).
     let logged = crate::common::wait_until(WAIT, || {
         let log = app
@@ -237,7 +253,10 @@ fn bad_input_is_422_and_the_secret_is_shown_once() {
         "/api/v1/webhooks/{id}",
         "/api/v1/webhooks/{id}/deliveries",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} not in the OpenAPI document");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} not in the OpenAPI document"
+        );
     }
 }
 
@@ -258,7 +277,11 @@ fn a_receiver_that_was_down_gets_every_event_in_order() {
     // Several tries, all of them of the first event of each address.
     let failing = receiver.wait(WAIT, |r| r.len() >= 6);
     let ids: BTreeSet<&str> = failing.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 2, "only each address's first event is tried: {failing:#?}");
+    assert_eq!(
+        ids.len(),
+        2,
+        "only each address's first event is tried: {failing:#?}"
+    );
     for r in &failing {
         assert_eq!(r["type"], "address.suppressed");
         assert_eq!(r["verified"], true);
@@ -280,7 +303,11 @@ fn a_receiver_that_was_down_gets_every_event_in_order() {
     for a in addresses {
         assert_eq!(
             per_address[a],
-            vec!["address.suppressed", "address.unsuppressed", "address.suppressed"],
+            vec![
+                "address.suppressed",
+                "address.unsuppressed",
+                "address.suppressed"
+            ],
             "{per_address:#?}"
         );
     }
@@ -305,7 +332,10 @@ fn a_receiver_that_was_down_gets_every_event_in_order() {
         .iter()
         .map(|d| d["status"].as_str().unwrap())
         .collect();
-    assert!(statuses.contains(&"retrying") && statuses.contains(&"delivered"), "{log:#}");
+    assert!(
+        statuses.contains(&"retrying") && statuses.contains(&"delivered"),
+        "{log:#}"
+    );
     assert!(
         log["items"]
             .as_array()
@@ -331,7 +361,9 @@ fn closing_huge_and_hung_receivers_cost_one_try_each() {
     receiver.mode("hang");
     suppress(&app, "ida@example.test");
     let started = std::time::Instant::now();
-    receiver.wait(WAIT, |r| r.iter().any(|x| address_of(x) == "ida@example.test"));
+    receiver.wait(WAIT, |r| {
+        r.iter().any(|x| address_of(x) == "ida@example.test")
+    });
     receiver.mode("ok");
     receiver.wait(Duration::from_secs(40), |r| {
         r.iter()
@@ -347,13 +379,17 @@ fn closing_huge_and_hung_receivers_cost_one_try_each() {
         .json();
     let items = log["items"].as_array().unwrap();
     assert!(
-        items
-            .iter()
-            .any(|d| d["status"] == "retrying" && d["reply_code"].is_null()
-                && d["error"].as_str().unwrap_or("").contains("10 s")),
+        items.iter().any(|d| d["status"] == "retrying"
+            && d["reply_code"].is_null()
+            && d["error"].as_str().unwrap_or("").contains("10 s")),
         "{log:#}"
     );
-    assert!(items.iter().all(|d| d["took_ms"].as_i64().unwrap() < 15_000), "{log:#}");
+    assert!(
+        items
+            .iter()
+            .all(|d| d["took_ms"].as_i64().unwrap() < 15_000),
+        "{log:#}"
+    );
     app.get("/healthz").expect_status(200);
 }
 
@@ -382,8 +418,7 @@ fn sigkill_during_webhook_delivery_loses_no_event() {
     });
     let first = in_flight[0]["id"].as_str().unwrap();
     assert!(
-        got.iter()
-            .any(|r| r["id"] == first && r["answered"] == 200),
+        got.iter().any(|r| r["id"] == first && r["answered"] == 200),
         "the event in flight at the kill was delivered with the same id"
     );
     assert!(got.iter().all(|r| r["verified"] == true));
@@ -397,7 +432,9 @@ fn bounce_rate_crossed_fires_once_per_crossing() {
     setup(&app);
     let (receiver, _) = receiver_for(&app, &["bounce_rate.crossed"]);
     let send = |prefix: &str, n: usize| {
-        let emails: Vec<String> = (0..n).map(|i| format!("{prefix}{i}@example.test")).collect();
+        let emails: Vec<String> = (0..n)
+            .map(|i| format!("{prefix}{i}@example.test"))
+            .collect();
         let inputs: Vec<&str> = emails.iter().map(String::as_str).collect();
         for r in add_all(&app, PROJECT, &inputs) {
             wait_status(&app, r["decision_id"].as_str().unwrap(), "sent");
@@ -411,7 +448,7 @@ fn bounce_rate_crossed_fires_once_per_crossing() {
     };
     // bounced / (sent + bounced) over the decisions of the last hour, one bounce at a time.
     bounce(&first[0]); // 1/18 ≈ 5.6 %: above 5 %
-    let got = receiver.wait(WAIT, |r| r.len() >= 1);
+    let got = receiver.wait(WAIT, |r| !r.is_empty());
     assert_eq!(got[0]["body"]["data"]["direction"], "up", "{got:#?}");
     assert_eq!(got[0]["body"]["data"]["threshold"], 0.05);
     bounce(&first[1]); // 2/18 ≈ 11 %: above 10 %
@@ -434,6 +471,11 @@ fn bounce_rate_crossed_fires_once_per_crossing() {
     }
     assert_eq!(got.last().unwrap()["body"]["data"]["threshold"], 0.05);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(receiver.received().len(), got.len(), "{:#?}", receiver.received());
+    assert_eq!(
+        receiver.received().len(),
+        got.len(),
+        "{:#?}",
+        receiver.received()
+    );
     assert!(receiver.received().iter().all(|r| r["verified"] == true));
 }

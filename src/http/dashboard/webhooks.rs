@@ -74,7 +74,10 @@ fn log_row(d: WebhookDelivery) -> LogRow {
         message_id: d.message_id,
         event: d.event,
         status: d.status,
-        reply_code: d.reply_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
+        reply_code: d
+            .reply_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "—".into()),
         error: d.error.unwrap_or_default(),
         took_ms: d.took_ms,
     }
@@ -108,7 +111,10 @@ async fn show(
     let log = match q.get("log").filter(|id| !id.is_empty()) {
         Some(id) => match state.store.webhook(id.clone()).await {
             Ok(w) => {
-                let deliveries = state.store.webhook_deliveries(id.clone(), 100, None).await?;
+                let deliveries = state
+                    .store
+                    .webhook_deliveries(id.clone(), 100, None)
+                    .await?;
                 Some((
                     w.id,
                     w.url,
