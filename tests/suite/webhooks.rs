@@ -479,3 +479,47 @@ fn bounce_rate_crossed_fires_once_per_crossing() {
     );
     assert!(receiver.received().iter().all(|r| r["verified"] == true));
 }
+
+/// PostgreSQL only: `serve` and two `mailtrail worker` processes on one database
+/// deliver 300 events; while all live, none is sent twice (leases take turns), and
+/// `mailtrail_webhook_deliveries_total` counts what this process delivered.
+#[test]
+fn several_processes_on_postgres_send_each_event_once() {
+    let app = App::start();
+    if !app.on_postgres() {
+        return;
+    }
+    let (receiver, _) = receiver_for(&app, &["address.suppressed"]);
+    let _a = app.spawn_worker("worker-a");
+    let _b = app.spawn_worker("worker-b");
+    let csv: String = (0..300)
+        .map(|i| format!("multi{i}@example.test\n"))
+        .collect();
+    app.post_raw("/api/v1/suppressions/import", "text/csv", csv)
+        .expect_status(200);
+    let got = receiver.wait(Duration::from_secs(60), |r| {
+        r.iter()
+            .filter(|x| x["answered"] == 200)
+            .map(|x| x["id"].as_str().unwrap_or(""))
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 300
+    });
+    assert_eq!(got.len(), 300, "an event was sent twice");
+    assert!(got.iter().all(|r| r["verified"] == true));
+}
+
+#[test]
+fn delivered_webhooks_are_counted_in_metrics() {
+    let app = App::start();
+    let (receiver, _) = receiver_for(&app, &["*"]);
+    suppress(&app, "met@example.test");
+    receiver.wait(WAIT, |r| !r.is_empty());
+    let counted =
+        crate::common::wait_until(WAIT, || {
+            app.anonymous().get("/metrics").text.lines().any(|l| {
+                l.starts_with("mailtrail_webhook_deliveries_total{result=\"delivered\"} 1")
+            })
+        });
+    assert!(counted, "the delivery is counted");
+}
