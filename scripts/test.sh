@@ -139,6 +139,25 @@ section_done
 # --- end schemathesis install ---
 
 # ---------------------------------------------------------------------------
+section "install: standardwebhooks in .peers/venv (issue 13, webhooks)"
+# ---------------------------------------------------------------------------
+# The independent signature check of tests/peers/webhook_receiver.py (PEERS.md §7.2).
+STANDARDWEBHOOKS_VERSION=1.1.0
+if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null)" == "$STANDARDWEBHOOKS_VERSION" ]]; then
+    echo "standardwebhooks $STANDARDWEBHOOKS_VERSION already in $VENV"
+else
+    sw_args=(install --quiet --no-cache-dir --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION")
+    if [[ -x "$VENV/bin/pip" ]]; then
+        "$VENV/bin/pip" "${sw_args[@]}"
+    else
+        python3 -m pip --python "$VENV/bin/python" "${sw_args[@]}"
+    fi
+    echo "installed standardwebhooks $STANDARDWEBHOOKS_VERSION"
+fi
+section_done
+# --- end standardwebhooks install ---
+
+# ---------------------------------------------------------------------------
 section "install: npm packages for the browser tests (tests/browser)"
 # ---------------------------------------------------------------------------
 BROWSER_DIR="$ROOT/tests/browser"

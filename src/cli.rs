@@ -300,6 +300,8 @@ pub enum BenchPart {
     Retention,
     /// Bounce reports through the SMTP bounce door against the API.
     Bounces,
+    /// Webhook events delivered to a local receiver, against its raw rate.
+    Webhooks,
 }
 
 impl BenchPart {

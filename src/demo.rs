@@ -237,11 +237,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
 async fn deliver_stories(state: &App) -> anyhow::Result<()> {
     let store = &state.store;
     let transport = Transport::from_config(&state.config).map_err(anyhow::Error::msg)?;
-    let policy = RetryPolicy {
-        delays: state.config.retry_schedule.clone(),
-        give_up_after: state.config.give_up_after,
-        mailbox_full_for: state.config.mailbox_full_for,
-    };
+    let policy = RetryPolicy::from_config(&state.config);
     let projects = store.projects().await?;
     let site = store.site().await?;
     let leased = store.lease_due(Lease { micros: 60_000_000 }, 1000).await?;

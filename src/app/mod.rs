@@ -17,6 +17,7 @@ mod delivery;
 mod projects;
 mod site;
 mod suppressions;
+mod webhooks;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};

@@ -33,6 +33,7 @@ mod report;
 mod retention;
 pub(crate) mod scratch;
 mod server;
+pub(crate) mod webhooks;
 
 use crate::commands::RunError;
 use crate::config::Config;
@@ -122,7 +123,7 @@ impl Plan {
 }
 
 /// What `mailtrail bench WHAT` accepts.
-const PARTS: &str = "all, ingest, why, memory, pages, delivery, retention, bounces";
+const PARTS: &str = "all, ingest, why, memory, pages, delivery, retention, bounces, webhooks";
 
 /// Runs the parts named by `what` and prints the figures (a table, or one JSON object
 /// with `json`).
@@ -138,7 +139,7 @@ pub async fn run(
         "ingest" | "memory" => (true, false, false),
         "why" => (false, true, false),
         "pages" => (false, false, true),
-        "delivery" | "retention" | "bounces" => (false, false, false),
+        "delivery" | "retention" | "bounces" | "webhooks" => (false, false, false),
         other => {
             return Err(RunError::Usage(format!(
                 "unknown bench part `{other}`: use one of {PARTS}"
@@ -216,6 +217,13 @@ pub async fn run(
             "delivery",
             "measured by `mailtrail bench delivery`",
         );
+    }
+    if what == "webhooks" {
+        progress("webhooks: the outbox delivered to a local receiver, and the receiver's raw rate");
+        let figures = webhooks::measure(&config, quick)
+            .await
+            .map_err(runtime("webhooks"))?;
+        report.webhooks(&figures);
     }
     if json {
         println!("{}", report.json());

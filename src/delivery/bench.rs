@@ -262,11 +262,7 @@ async fn naive(
     let db = scratch(base, dir, "naive").await?;
     let store = queued_store(db.location(), messages).await?;
     let config = config_for(base, port, db.location().clone(), 1);
-    let policy = RetryPolicy {
-        delays: config.retry_schedule.clone(),
-        give_up_after: config.give_up_after,
-        mailbox_full_for: config.mailbox_full_for,
-    };
+    let policy = RetryPolicy::from_config(&config);
     let project = store
         .projects()
         .await?

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod smtp;
 pub mod transport;
 mod transport_spec;
+pub mod webhooks;
 pub mod worker;
 
 pub use transport_spec::{SmtpTls, TransportSpec};

@@ -14,6 +14,15 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy of the checked settings.
+    pub fn from_config(config: &crate::config::Config) -> RetryPolicy {
+        RetryPolicy {
+            delays: config.retry_schedule.clone(),
+            give_up_after: config.give_up_after,
+            mailbox_full_for: config.mailbox_full_for,
+        }
+    }
+
     /// The next try's time (micros) after `tries` failed tries, or `None` to give up.
     pub fn next_try(&self, tries: u32, queued_at: i64, now: i64) -> Option<i64> {
         let index = (tries.max(1) as usize - 1).min(self.delays.len().saturating_sub(1));

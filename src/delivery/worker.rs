@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 /// Starts the worker; it stops when `stop` turns true.
 pub fn spawn_worker(state: App, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    super::webhooks::spawn(state.clone(), stop.clone());
     tokio::spawn(async move {
         match Transport::from_config(&state.config) {
             Ok(transport) => {
@@ -51,11 +52,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
     let sweeper = tokio::spawn(expire_suppressions(state.clone(), stop.clone()));
     let slots = Arc::new(Semaphore::new(concurrency));
-    let policy = Arc::new(RetryPolicy {
-        delays: state.config.retry_schedule.clone(),
-        give_up_after: state.config.give_up_after,
-        mailbox_full_for: state.config.mailbox_full_for,
-    });
+    let policy = Arc::new(RetryPolicy::from_config(&state.config));
     let mut in_flight = JoinSet::new();
     tracing::info!(transport = %state.config.transport, concurrency, "delivery worker started");
     loop {

@@ -2,7 +2,7 @@
 //! `routes!` calls, so it cannot drift from what is served.
 
 use super::AppState;
-use super::api::{admin, delivery, ingest, meta, read, suppressions};
+use super::api::{admin, delivery, ingest, meta, read, suppressions, webhooks};
 use super::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -84,6 +84,9 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             admin::patch_project
         ))
         .routes(routes!(admin::get_site, admin::patch_site))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(meta::healthz))
         .split_for_parts()
 }

@@ -530,6 +530,35 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+wire_enum! {
+    /// The events a webhook can subscribe to (SPEC §13); `*` in a subscription means all.
+    WebhookEvent {
+        DecisionSkipped => "decision.skipped",
+        MessageSent => "message.sent",
+        MessageDeferred => "message.deferred",
+        MessageBounced => "message.bounced",
+        MessageFailed => "message.failed",
+        AddressSuppressed => "address.suppressed",
+        AddressUnsuppressed => "address.unsuppressed",
+        ComplaintReceived => "complaint.received",
+        BounceRateCrossed => "bounce_rate.crossed",
+    }
+}
+
+impl WebhookEvent {
+    /// The `message.*` event of a delivery status, if it has one.
+    pub const fn of_status(status: Status) -> Option<WebhookEvent> {
+        match status {
+            Status::Sent => Some(WebhookEvent::MessageSent),
+            Status::Deferred => Some(WebhookEvent::MessageDeferred),
+            Status::Bounced => Some(WebhookEvent::MessageBounced),
+            Status::Failed => Some(WebhookEvent::MessageFailed),
+            Status::Skipped => Some(WebhookEvent::DecisionSkipped),
+            _ => None,
+        }
+    }
+}
+
 /// A new, time-ordered id (UUID v7) for decisions and customers.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

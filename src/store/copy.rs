@@ -30,6 +30,10 @@ pub const TABLES: &[&str] = &[
     "idempotency",
     "login_failures",
     "bounce_messages",
+    "webhooks",
+    "webhook_messages",
+    "webhook_deliveries",
+    "webhook_state",
 ];
 
 /// Placeholders per INSERT inside the copy's transaction (both engines allow more).

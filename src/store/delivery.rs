@@ -220,6 +220,7 @@ impl Store {
                                  lease_until = NULL, updated_at = ?3 WHERE id = ?1",
                         )?
                         .execute(params![decision.id, reason.as_str(), now])?;
+                        super::webhooks::emit_decision(conn, &decision.id, Status::Skipped, now)?;
                     }
                     None => leased.push(LeasedDecision { decision, queued_at, lease_until }),
                 }
@@ -273,6 +274,9 @@ impl Store {
             {
                 insert_suppression(conn, s, now)?;
             }
+            if updated == 1 {
+                super::webhooks::emit_decision(conn, &w.decision_id, w.status, now)?;
+            }
             Ok(())
         })
         .await
@@ -296,11 +300,15 @@ impl Store {
         reason: ReasonCode,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.prepare_cached(
+            let now = now_micros();
+            let updated = conn.prepare_cached(
                 "UPDATE decisions SET status = 'skipped', status_reason = ?3, next_attempt_at = NULL,
                      lease_until = NULL, updated_at = ?4 WHERE id = ?1 AND status = 'sending' AND lease_until = ?2",
             )?
-            .execute(params![id, lease_until, reason.as_str(), now_micros()])?;
+            .execute(params![id, lease_until, reason.as_str(), now])?;
+            if updated == 1 {
+                super::webhooks::emit_decision(conn, &id, Status::Skipped, now)?;
+            }
             Ok(())
         })
         .await
@@ -346,6 +354,13 @@ impl Store {
                         let mut s = suppression.clone();
                         s.decision_id = decision_id.clone().or(s.decision_id);
                         let added = insert_suppression(conn, &s, now)?;
+                        super::webhooks::emit_complaint(
+                            conn,
+                            s.email.as_str(),
+                            decision_id.as_deref(),
+                            s.reason,
+                            now,
+                        )?;
                         if *bounce && let Some(id) = &decision_id {
                             set_final(
                                 conn,
@@ -758,5 +773,6 @@ fn set_final(
              next_attempt_at = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",
     )?
     .execute(params![id, status.as_str(), reason.as_str(), reply, now])?;
+    super::webhooks::emit_decision(conn, id, status, now)?;
     Ok(())
 }

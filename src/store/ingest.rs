@@ -153,6 +153,9 @@ pub(crate) fn insert_decision(conn: &Db, d: &NewDecision<'_>) -> Result<String, 
         next_attempt_at,
         message_id,
     ])?;
+    if !send {
+        super::webhooks::emit_decision(conn, &id, Status::Skipped, d.now)?;
+    }
     Ok(id)
 }
 

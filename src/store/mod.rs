@@ -46,6 +46,7 @@ mod retention;
 mod schema;
 mod suppressions;
 mod time;
+mod webhooks;
 
 pub use accounts::{TokenListing, UserListing};
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
@@ -71,6 +72,10 @@ pub use queries::{parse_cursor, parse_query_time};
 pub use retention::{PurgePlan, Purged};
 pub use suppressions::{BulkRemoveFilter, NewSuppression};
 pub use time::{Micros, format_time, now_micros, parse_time};
+pub use webhooks::{
+    HourCounts, LeasedWebhookMessage, NewWebhook, TryResult, WebhookDelivery, WebhookRecord,
+    WebhookTry,
+};
 
 use db::{Db, DbError};
 use rusqlite::{Connection, OpenFlags};

@@ -103,6 +103,7 @@ impl Store {
         let (sessions, keys) = self.purge_sessions_and_keys(session_idle, batch).await?;
         purged.sessions = sessions;
         purged.idempotency_keys = keys;
+        self.purge_webhook_history(cutoff, batch).await?;
         Ok(purged)
     }
 

@@ -104,6 +104,7 @@ pub(super) fn log_event(
         "INSERT INTO suppression_events (email, added, reason, at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![email, added, reason, now])?;
+    super::webhooks::emit_suppression(conn, email, added, reason, now)?;
     Ok(())
 }
 

@@ -37,6 +37,7 @@ const rolePages = [
   '/projects/HR',
   '/site',
   '/audit',
+  '/webhooks',
   '/no/such/page',
 ];
 

@@ -7,7 +7,7 @@
 // has a second shot of its rendered email.
 
 import { mkdirSync } from 'node:fs';
-import { launch, login, startServer } from './helpers.mjs';
+import { api, launch, login, startServer } from './helpers.mjs';
 
 const out = new URL('../../docs/screenshots/', import.meta.url).pathname;
 mkdirSync(out, { recursive: true });
@@ -31,7 +31,10 @@ const pages = [
   ['site', '/site', 'admin'],
   ['audit', '/audit', 'admin'],
   ['why-viewer', '/why?email=grace%40example.com', 'viewer'],
+  ['webhooks', 'webhooks', 'admin'],
 ];
+// `SHOTS=webhooks,site node tests/browser/screenshots.mjs` takes only those.
+const only = process.env.SHOTS ? process.env.SHOTS.split(',') : null;
 
 /** Lets layout settle (fonts, focus scrolling) before a shot. */
 async function page_ready(page) {
@@ -40,11 +43,20 @@ async function page_ready(page) {
 }
 
 const server = await startServer({ demo: true });
+// Webhook subscriptions for the webhooks page: one whose receiver is down, so its
+// delivery log has tries to show.
+await api(server, 'POST', '/api/v1/webhooks', { url: 'https://hooks.example.com/mailtrail', events: ['*'], description: 'Ops chat' });
+const down = await api(server, 'POST', '/api/v1/webhooks', { url: 'http://127.0.0.1:9/incidents', events: ['message.bounced', 'address.suppressed', 'bounce_rate.crossed'], description: 'Incident desk (down)' });
+await api(server, 'POST', '/api/v1/suppressions', { email: 'webhook-demo@example.com', note: 'screenshot' });
+await new Promise((r) => setTimeout(r, 1500));
+const webhooksPath = `/webhooks?log=${encodeURIComponent(down.body.id)}`;
 try {
   for (const size of sizes) {
     const browsers = {};
     try {
-      for (const [name, path, who, section = null] of pages) {
+      for (const [name, rawPath, who, section = null] of pages) {
+        if (only && !only.includes(name)) continue;
+        const path = rawPath === 'webhooks' ? webhooksPath : rawPath;
         const key = who ?? 'anonymous';
         if (!browsers[key]) {
           browsers[key] = await launch({ width: size.width, height: size.height });

@@ -20,6 +20,7 @@ pub mod pg;
 mod postfix;
 mod process;
 mod smtp;
+mod webhook;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub use process::Supervised;
 pub use smtp::{
     ReceivedMessage, SmtpPeer, SmtpSink, TlsSmtpPeer, generate_test_cert, read_maildir,
 };
+#[allow(unused_imports)]
+pub use webhook::WebhookReceiver;
 
 /// The checkout the tests run from: `MAILTRAIL_REPO` when set (a scratch crate that
 /// borrows these fixtures points it at the real checkout), else this crate's manifest dir.

@@ -2176,3 +2176,74 @@ fn after_every_successful_post_the_flash_takes_focus() {
         );
     }
 }
+
+/// `/webhooks` (issue 13): admins add a subscription and see its secret once, in the
+/// answer to the form; the list never shows it again; a bad URL is shown again with
+/// its error (422) and stores nothing; delete removes it; other roles get 403.
+#[test]
+fn the_webhooks_page_shows_a_new_secret_once_and_deletes() {
+    let app = App::start();
+    let mut admin = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let page = admin.get("/webhooks");
+    page.expect_status(200);
+    assert!(page.text.contains("No subscriptions yet"), "{}", page.text);
+    let bad = admin.post(
+        "/webhooks/add",
+        &[
+            ("url", "http://169.254.169.254/latest/"),
+            ("event_all", "on"),
+        ],
+    );
+    bad.expect_status(422);
+    assert!(bad.text.contains("link-local"), "{}", bad.text);
+    assert!(
+        bad.text.contains("169.254.169.254/latest/"),
+        "the URL typed is kept"
+    );
+    let created = admin.post(
+        "/webhooks/add",
+        &[
+            ("url", "https://hooks.example.test/in"),
+            ("description", "ops chat"),
+            ("event_message_bounced", "on"),
+            ("event_address_suppressed", "on"),
+        ],
+    );
+    created.expect_status(201);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let start = created.text.find("whsec_").expect("the secret is shown");
+    let secret: String = created.text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "_+/=".contains(*c))
+        .collect();
+    assert!(secret.len() > 30, "{secret}");
+    let list = app.get("/api/v1/webhooks").expect_status(200).json();
+    assert_eq!(
+        list["items"][0]["events"],
+        json!(["message.bounced", "address.suppressed"])
+    );
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let again = admin.get("/webhooks");
+    assert!(again.text.contains("hooks.example.test/in"));
+    assert!(
+        !again.text.contains(&secret),
+        "the secret is shown once only"
+    );
+    let log = admin.get(&format!("/webhooks?log={id}"));
+    log.expect_status(200);
+    assert!(log.text.contains("Nothing tried yet"), "{}", log.text);
+    let user = app.cli_with_stdin(
+        &["user", "add", "sam", "--role", "support"],
+        "support-password\n",
+    );
+    assert!(user.status.success());
+    let mut support = Visitor::login(&app, "sam", "support-password");
+    support.get("/webhooks").expect_status(403);
+    support
+        .post("/webhooks/delete", &[("id", &id)])
+        .expect_status(403);
+    let deleted = admin.post("/webhooks/delete", &[("id", &id)]);
+    deleted.expect_status(303);
+    let list = app.get("/api/v1/webhooks").expect_status(200).json();
+    assert_eq!(list["items"], json!([]));
+}

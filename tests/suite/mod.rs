@@ -21,3 +21,4 @@ mod openapi;
 mod peers_smoke;
 mod readme;
 mod retention;
+mod webhooks;

@@ -8,6 +8,7 @@
 
 mod figures;
 mod retention;
+mod webhooks;
 
 use crate::bench::lookup::Latency;
 use serde_json::{Map, Value, json};

@@ -6,3 +6,4 @@ pub mod ingest;
 pub mod meta;
 pub mod read;
 pub mod suppressions;
+pub mod webhooks;

@@ -19,6 +19,7 @@ pub mod session;
 mod site;
 mod suppressions;
 pub mod svg;
+mod webhooks;
 mod why;
 
 use crate::http::AppState;
@@ -114,6 +115,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/site/outgoing-mail", post_only(site::outgoing_mail))
         .route("/site/resend-skipped", post_only(site::resend_skipped))
         .route("/audit", page(audit::page))
+        .route("/webhooks", page(webhooks::page))
+        .route("/webhooks/add", post_only(webhooks::add))
+        .route("/webhooks/delete", post_only(webhooks::delete))
         .route("/assets/{file}", page(asset))
         // Anything else: an HTML 404 for people, the API's JSON 404 under /api/.
         .route("/{*path}", any(not_found))
