@@ -279,7 +279,8 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                     .find(|p| p.key.as_str() == l.decision.project)
                     .context("project")?;
                 let message =
-                    render::prepare(&l.decision, project, &site).map_err(anyhow::Error::msg)?;
+                    render::prepare(&l.decision, project, &site, state.config.dkim.as_ref())
+                        .map_err(anyhow::Error::msg)?;
                 transport.deliver(&message).await
             }
         };

@@ -39,6 +39,9 @@ pub const KEYS: &[&str] = &[
     "smtp_password_file",
     "max_connections",
     "trusted_proxies",
+    "dkim_key",
+    "dkim_selector",
+    "ehlo_name",
 ];
 
 /// `MAILTRAIL_*` names read outside the settings: the file itself and the log filter.

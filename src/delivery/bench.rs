@@ -296,8 +296,8 @@ async fn naive(
         else {
             break;
         };
-        let message =
-            render::prepare(&leased.decision, &project, &site).map_err(anyhow::Error::msg)?;
+        let message = render::prepare(&leased.decision, &project, &site, config.dkim.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let at = now_micros();
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {

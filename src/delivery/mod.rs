@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bounces;
 pub mod classify;
+pub mod dkim;
 pub mod dns;
 pub mod render;
 pub mod report;

@@ -240,11 +240,7 @@ async fn deliver(
     }
     let started = Instant::now();
     let started_at = now_micros();
-    let attempt = match projects
-        .get(&decision.project)
-        .ok_or_else(|| format!("project {} not found", decision.project))
-        .and_then(|p| render::prepare(decision, p, site))
-    {
+    let attempt = match render_for(state, projects, site, decision).await {
         Ok(message) => transport.deliver(&message).await,
         Err(e) => Attempt {
             end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")),
@@ -264,6 +260,27 @@ async fn deliver(
         // The lease expires and the decision is tried again: at-least-once (SPEC §4).
         tracing::error!(error = %e, "cannot record the attempt");
     }
+}
+
+/// Renders (and signs) the decision's email. A DKIM signature is CPU work (an RSA
+/// signature takes milliseconds), so with a key it runs on the blocking pool, where
+/// several sign at once and the sends on the async threads go on meanwhile.
+async fn render_for(
+    state: &App,
+    projects: &HashMap<String, Project>,
+    site: &Site,
+    decision: &crate::store::DecisionRecord,
+) -> Result<render::Prepared, String> {
+    let project = projects
+        .get(&decision.project)
+        .ok_or_else(|| format!("project {} not found", decision.project))?;
+    let Some(signer) = state.config.dkim.clone() else {
+        return render::prepare(decision, project, site, None);
+    };
+    let (decision, project, site) = (decision.clone(), project.clone(), site.clone());
+    tokio::task::spawn_blocking(move || render::prepare(&decision, &project, &site, Some(&signer)))
+        .await
+        .map_err(|e| format!("the render task failed: {e}"))?
 }
 
 /// What a try means for the decision's row (pure: SPEC §4 table and retry schedule).
