@@ -272,6 +272,7 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                 end,
                 server: Some("mx1.mail.example:25".into()),
                 copy: None,
+                tls: None,
             },
             None => {
                 let project = projects

@@ -279,7 +279,8 @@ async fn naive(
         port,
         tls: SmtpTls::None,
         credentials: None,
-        ca_pem: None,
+        tls_config: None,
+        ehlo: config.ehlo_name.clone(),
         timeout: Duration::from_secs(30),
     };
     let started = Instant::now();
@@ -314,6 +315,7 @@ async fn naive(
             end,
             server: Some(format!("127.0.0.1:{port}")),
             copy: None,
+            tls: None,
         };
         store
             .record_attempt(attempt_write(&leased, attempt, &policy, at, now_micros()))

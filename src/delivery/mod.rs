@@ -13,6 +13,7 @@ pub mod render;
 pub mod report;
 pub mod schedule;
 pub mod smtp;
+pub mod tls;
 pub mod transport;
 mod transport_spec;
 pub mod worker;

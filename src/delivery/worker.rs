@@ -246,6 +246,7 @@ async fn deliver(
             end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")),
             server: None,
             copy: None,
+            tls: None,
         },
     };
     let took = started.elapsed();
@@ -346,6 +347,7 @@ pub fn attempt_write(
         reply: Some(text),
         outcome: verdict,
         copy_outcome: attempt.copy,
+        tls: attempt.tls,
         status,
         status_reason,
         next_attempt_at,

@@ -175,6 +175,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX login_failures_by_time ON login_failures (last_at);
     "#,
+    // 4 (issue 13): the TLS version a try ran over (SPEC §12), null for plain SMTP.
+    r#"
+    ALTER TABLE attempts ADD COLUMN tls TEXT;
+    "#,
 ];
 
 /// PostgreSQL: the same steps as [`MIGRATIONS`], in PostgreSQL's types. Integers are
@@ -359,6 +363,10 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         last_at BIGINT NOT NULL
     );
     CREATE INDEX login_failures_by_time ON login_failures (last_at);
+    "#,
+    // 4: as SQLite's 4.
+    r#"
+    ALTER TABLE attempts ADD COLUMN tls TEXT;
     "#,
 ];
 
