@@ -42,6 +42,30 @@ pub struct DeliveryFigures {
     pub concurrency: usize,
     /// `--workers N` (N > 1): separate `mailtrail worker` processes on one store.
     pub processes: Option<ProcessFigures>,
+    /// Our worker again with DKIM signing on (issue 13).
+    pub dkim: DkimFigures,
+}
+
+/// Our worker with every message DKIM-signed, against `msgs_per_sec` unsigned (target
+/// ≥ 0.7x: signing costs at most 30 %).
+#[derive(Clone, Debug, Serialize)]
+pub struct DkimFigures {
+    /// Ed25519-SHA256, messages per second.
+    pub ed25519_msgs_per_sec: f64,
+    /// `ed25519_msgs_per_sec / msgs_per_sec`.
+    pub ed25519_ratio: f64,
+    /// RSA-SHA256 with a 2048-bit key, messages per second.
+    pub rsa_msgs_per_sec: f64,
+    /// `rsa_msgs_per_sec / msgs_per_sec`.
+    pub rsa_ratio: f64,
+}
+
+/// `base` signing with a new key of `algorithm`.
+fn signing(base: &Config, algorithm: super::dkim::Algorithm) -> anyhow::Result<Config> {
+    let key = super::dkim::generate(algorithm).map_err(anyhow::Error::msg)?;
+    let mut config = base.clone();
+    config.dkim = Some(super::dkim::Signer::new(&key.private, "bench").map_err(anyhow::Error::msg)?);
+    Ok(config)
 }
 
 /// `bench delivery --workers N`: N `mailtrail worker` processes sharing one store.
@@ -413,9 +437,31 @@ pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<D
             (10_000, 500, 20_000)
         };
         let concurrency = 32;
+        // Unsigned unless a figure below asks for a key.
+        let unsigned = Config {
+            dkim: None,
+            ..base.clone()
+        };
+        let base = &unsigned;
         let sink_raw = sink_raw_rate(port, raw_n)?;
         let naive_rate = naive(base, &dir, port, naive_n).await?;
         let our_rate = ours(base, &dir, port, ours_n, concurrency).await?;
+        let ed25519 = ours(
+            &signing(base, super::dkim::Algorithm::Ed25519)?,
+            &dir,
+            port,
+            ours_n,
+            concurrency,
+        )
+        .await?;
+        let rsa = ours(
+            &signing(base, super::dkim::Algorithm::Rsa)?,
+            &dir,
+            port,
+            ours_n,
+            concurrency,
+        )
+        .await?;
         let processes = if workers > 1 {
             Some(processes(base, &dir, ours_n, workers).await?)
         } else {
@@ -430,6 +476,12 @@ pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<D
             ratio_to_sink: our_rate / sink_raw,
             messages: ours_n,
             concurrency,
+            dkim: DkimFigures {
+                ed25519_msgs_per_sec: ed25519,
+                ed25519_ratio: ed25519 / our_rate,
+                rsa_msgs_per_sec: rsa,
+                rsa_ratio: rsa / our_rate,
+            },
         })
     }
     .await;
