@@ -10,7 +10,8 @@
 #     nodejs/npm, openssl only where they are missing). Postfix is preseeded to
 #     "No configuration" first, so it never becomes an MTA listening on :25; we only use
 #     its smtp-sink binary.
-#   - .peers/venv (inside the checkout) with aiosmtpd, for tests/peers/smtp_peer*.py.
+#   - .peers/venv (inside the checkout) with aiosmtpd, for tests/peers/smtp_peer*.py,
+#     and dkimpy + PyNaCl for tests/peers/dkim_verify.py (pinned).
 #   - tests/browser/node_modules (playwright-core; it drives the system chromium, no
 #     browser is ever downloaded).
 #   - promtool (Debian prometheus), systemd-analyze, and cargo-deb into .peers/cargo.
@@ -156,6 +157,32 @@ else
 fi
 section_done
 # --- end standardwebhooks install ---
+section "install: dkimpy in .peers/venv (issue 13: the independent DKIM verifier)"
+# ---------------------------------------------------------------------------
+# tests/peers/dkim_verify.py (PEERS.md §7.2); PyNaCl for Ed25519 signatures. Pinned,
+# with their dependencies, and skipped when already there.
+# venv_pip ARGS...: pip into the peers venv, with its own pip or the host's.
+venv_pip() {
+    if [[ -x "$VENV/bin/pip" ]]; then
+        "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$@"
+    else
+        python3 -m pip --python "$VENV/bin/python" install --quiet --no-cache-dir \
+            --disable-pip-version-check "$@"
+    fi
+}
+DKIM_PINS=(dkimpy==1.1.8 dnspython==2.9.2 PyNaCl==1.6.2 cffi==2.1.1 pycparser==3.12)
+if "$VENV/bin/python" - "${DKIM_PINS[@]}" >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+then
+    echo "dkimpy and PyNaCl already in $VENV"
+else
+    venv_pip "${DKIM_PINS[@]}"
+    echo "installed ${DKIM_PINS[*]}"
+fi
+section_done
+# --- end dkimpy install ---
 
 # ---------------------------------------------------------------------------
 section "install: npm packages for the browser tests (tests/browser)"

@@ -112,6 +112,16 @@ pub struct RawSettings {
     /// Complaint (feedback loop) address the bounce door accepts besides VERP addresses
     #[arg(long, global = true)]
     pub feedback_address: Option<String>,
+    /// DKIM private key file (RSA PEM or Ed25519 base64 seed; `mailtrail dkim keygen`
+    /// writes one): every outgoing message is signed [default: none, unsigned]
+    #[arg(long, global = true)]
+    pub dkim_key: Option<PathBuf>,
+    /// DKIM selector: the key's DNS name is SELECTOR._domainkey.<From domain>
+    #[arg(long, global = true)]
+    pub dkim_selector: Option<String>,
+    /// Name given in EHLO/HELO [default: the host name]
+    #[arg(long, global = true)]
+    pub ehlo_name: Option<String>,
 }
 
 /// The subcommands.
@@ -162,6 +172,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// DKIM keys (SPEC §12).
+    Dkim {
+        #[command(subcommand)]
+        action: DkimCommand,
     },
     /// Manage API tokens.
     Token {
@@ -249,6 +264,26 @@ pub enum UserCommand {
     /// Set a user's password (asked for without echo, or read from standard input) and
     /// end their sessions.
     Passwd { name: String },
+}
+
+/// `mailtrail dkim …`
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Write a new private key (mode 0600) and print the DNS TXT record to publish.
+    Keygen {
+        /// The selector: the record goes at SELECTOR._domainkey.<your From domain>.
+        #[arg(long)]
+        selector: String,
+        /// rsa (2048 bits, understood by every verifier) or ed25519 (RFC 8463).
+        #[arg(long, value_enum, default_value_t = crate::delivery::dkim::Algorithm::Rsa)]
+        algorithm: crate::delivery::dkim::Algorithm,
+        /// Where to write the private key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// The signing domain (the site's From domain), to print the record's full name.
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 /// `mailtrail token …`

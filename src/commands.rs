@@ -63,6 +63,19 @@ pub const NOTHING_TO_CHANGE: u8 = 4;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
+    // Making a key needs no settings (and must work while a broken key is configured).
+    if let Command::Dkim {
+        action:
+            crate::cli::DkimCommand::Keygen {
+                selector,
+                algorithm,
+                out,
+                domain,
+            },
+    } = &cli.command
+    {
+        return dkim_keygen(selector, *algorithm, out, domain.as_deref());
+    }
     let demo = matches!(cli.command, Command::Serve { demo: true });
     let (config, warnings) = Config::resolve(&cli.settings, demo)?;
     init_logging(config.log_json);
@@ -90,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
         Command::Suppressions { action } => suppressions(config, action).await,
         Command::User { action } => user(config, action).await,
         Command::Token { action } => token(config, action).await,
+        Command::Dkim { .. } => Ok(ExitCode::SUCCESS),
         Command::Bench {
             what,
             json,
@@ -100,6 +114,49 @@ pub async fn run(cli: Cli) -> Result<ExitCode, RunError> {
             action: DbCommand::Copy { src, dst },
         } => db_copy(src, dst).await,
     }
+}
+
+/// `mailtrail dkim keygen`: writes the key (mode 0600, never over an existing file) and
+/// prints the TXT record to publish.
+fn dkim_keygen(
+    selector: &str,
+    algorithm: crate::delivery::dkim::Algorithm,
+    out: &std::path::Path,
+    domain: Option<&str>,
+) -> Result<ExitCode, RunError> {
+    use crate::delivery::dkim;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    dkim::check_selector(selector).map_err(|m| RunError::Usage(format!("--selector: {m}")))?;
+    if let Some(d) = domain {
+        crate::model::EmailAddress::parse(&format!("postmaster@{d}"))
+            .map_err(|_| RunError::Usage(format!("--domain: `{d}` is not a domain name")))?;
+    }
+    let key = dkim::generate(algorithm).map_err(|m| RunError::Runtime(anyhow::anyhow!(m)))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| RunError::Usage(format!("--out {}: {e}", out.display())))?;
+    file.write_all(key.private.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("cannot write {}: {e}", out.display())))?;
+    let record = dkim::txt_record(selector, domain.unwrap_or(""), algorithm, &key.public);
+    // Without --domain the name is relative (`sel._domainkey`), as a zone file of the
+    // From domain takes it.
+    let record = if domain.is_none() {
+        record.replacen("._domainkey.. IN", "._domainkey IN", 1)
+    } else {
+        record
+    };
+    eprintln!(
+        "wrote the {} private key to {} (mode 0600); publish this TXT record in the DNS zone of your From domain:",
+        algorithm.dns_name(),
+        out.display()
+    );
+    outln!("{record}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A store that cannot be opened at start-up: a wrong URL, password or unreachable

@@ -71,6 +71,10 @@ pub struct Config {
     /// The complaint (feedback loop) address the bounce door accepts besides VERP
     /// addresses, lowercased.
     pub feedback_address: Option<String>,
+    /// Signs every outgoing message (`--dkim-key` + `--dkim-selector`, SPEC §12).
+    pub dkim: Option<crate::delivery::dkim::Signer>,
+    /// The name we give in EHLO (`--ehlo-name`, SPEC §12); default: the host name.
+    pub ehlo_name: String,
 }
 
 /// A setting that could not be used.
@@ -200,6 +204,9 @@ impl Config {
             bounce_listen: setting(&layers, "bounce_listen", parse_listen)?,
             bounce_tls: bounce_tls(&layers)?,
             feedback_address: setting(&layers, "feedback_address", parse_feedback_address)?,
+            dkim: dkim(&layers)?,
+            ehlo_name: setting(&layers, "ehlo_name", parse_ehlo_name)?
+                .unwrap_or_else(default_ehlo_name),
         };
         Ok((config, layers.warnings))
     }
@@ -331,6 +338,76 @@ fn transport(layers: &Layers) -> Result<TransportSpec, ConfigError> {
             message: "needs a smarthost transport with a user, e.g. smtp://user@host:587".into(),
         }),
     }
+}
+
+/// The DKIM signer: a key and a selector, both or neither. A key that cannot be read or
+/// used names `dkim_key`; a selector that is not one names `dkim_selector`.
+fn dkim(layers: &Layers) -> Result<Option<crate::delivery::dkim::Signer>, ConfigError> {
+    let key = layers.get("dkim_key")?;
+    let selector = layers.get("dkim_selector")?;
+    let error = |setting: &str, origin: String, message: String| ConfigError {
+        setting: setting.to_owned(),
+        source_name: origin,
+        message,
+    };
+    match (key, selector) {
+        (None, None) => Ok(None),
+        (Some(k), None) => Err(error(
+            "dkim_selector",
+            k.origin,
+            "a DKIM key needs a selector too (--dkim-selector / MAILTRAIL_DKIM_SELECTOR)".into(),
+        )),
+        (None, Some(s)) => Err(error(
+            "dkim_key",
+            s.origin,
+            "a DKIM selector needs a key file too (--dkim-key / MAILTRAIL_DKIM_KEY)".into(),
+        )),
+        (Some(k), Some(s)) => {
+            let selector = s.value.trim();
+            crate::delivery::dkim::check_selector(selector)
+                .map_err(|m| error("dkim_selector", s.origin.clone(), m))?;
+            let path = k.value.trim();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                error(
+                    "dkim_key",
+                    k.origin.clone(),
+                    format!("cannot read `{path}`: {e}"),
+                )
+            })?;
+            crate::delivery::dkim::Signer::new(&text, selector)
+                .map(Some)
+                .map_err(|m| error("dkim_key", k.origin, format!("`{path}`: {m}")))
+        }
+    }
+}
+
+/// An EHLO name: a domain name (RFC 5321 §4.1.1.1), or an address literal `[1.2.3.4]`.
+fn parse_ehlo_name(s: &str) -> Result<String, String> {
+    let literal = s.starts_with('[') && s.ends_with(']') && s.len() > 2;
+    let domain = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if literal || domain {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a host name like mail.example.com (or an address literal like [192.0.2.1])"
+        ))
+    }
+}
+
+/// The host's name as EHLO gives it: the kernel's host name, else `localhost`.
+fn default_ehlo_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .find(|h| parse_ehlo_name(h).is_ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

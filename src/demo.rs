@@ -269,6 +269,7 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                 end,
                 server: Some("mx1.mail.example:25".into()),
                 copy: None,
+                tls: None,
             },
             None => {
                 let project = projects
@@ -276,7 +277,8 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                     .find(|p| p.key.as_str() == l.decision.project)
                     .context("project")?;
                 let message =
-                    render::prepare(&l.decision, project, &site).map_err(anyhow::Error::msg)?;
+                    render::prepare(&l.decision, project, &site, state.config.dkim.as_ref())
+                        .map_err(anyhow::Error::msg)?;
                 transport.deliver(&message).await
             }
         };

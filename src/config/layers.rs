@@ -44,6 +44,9 @@ pub const KEYS: &[&str] = &[
     "bounce_tls_cert",
     "bounce_tls_key",
     "feedback_address",
+    "dkim_key",
+    "dkim_selector",
+    "ehlo_name",
 ];
 
 /// `MAILTRAIL_*` names read outside the settings: the file itself and the log filter.

@@ -42,6 +42,59 @@ pub struct DeliveryFigures {
     pub concurrency: usize,
     /// `--workers N` (N > 1): separate `mailtrail worker` processes on one store.
     pub processes: Option<ProcessFigures>,
+    /// Our worker again with DKIM signing on (issue 13).
+    pub dkim: DkimFigures,
+}
+
+/// Our worker with every message DKIM-signed, against `msgs_per_sec` unsigned (target
+/// ≥ 0.7x: signing costs at most 30 %).
+#[derive(Clone, Debug, Serialize)]
+pub struct DkimFigures {
+    /// Ed25519-SHA256, messages per second.
+    pub ed25519_msgs_per_sec: f64,
+    /// `ed25519_msgs_per_sec / msgs_per_sec`.
+    pub ed25519_ratio: f64,
+    /// RSA-SHA256 with a 2048-bit key, messages per second.
+    pub rsa_msgs_per_sec: f64,
+    /// `rsa_msgs_per_sec / msgs_per_sec`.
+    pub rsa_ratio: f64,
+    /// One Ed25519 signature of a typical message, on one core, microseconds.
+    pub ed25519_sign_micros: f64,
+    /// One RSA-2048 signature of a typical message, on one core, microseconds: the
+    /// machine's cores divided by this bound signed delivery.
+    pub rsa_sign_micros: f64,
+}
+
+/// Microseconds per DKIM signature of a typical invitation, signed `rounds` times.
+fn sign_cost(algorithm: super::dkim::Algorithm, rounds: u32) -> anyhow::Result<f64> {
+    let key = super::dkim::generate(algorithm).map_err(anyhow::Error::msg)?;
+    let signer = super::dkim::Signer::new(&key.private, "bench").map_err(anyhow::Error::msg)?;
+    let message = lettre::Message::builder()
+        .from("Help Desk <help@example.com>".parse()?)
+        .to("Alice <alice@example.com>".parse()?)
+        .subject("Welcome to IT Help")
+        .body("Hello Alice,\r\n\r\nYou have been invited to IT Help.\r\n".repeat(20))?;
+    // The first signature parses the key.
+    signer
+        .sign(&mut message.clone(), "example.com")
+        .map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let mut m = message.clone();
+        signer
+            .sign(&mut m, "example.com")
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds))
+}
+
+/// `base` signing with a new key of `algorithm`.
+fn signing(base: &Config, algorithm: super::dkim::Algorithm) -> anyhow::Result<Config> {
+    let key = super::dkim::generate(algorithm).map_err(anyhow::Error::msg)?;
+    let mut config = base.clone();
+    config.dkim =
+        Some(super::dkim::Signer::new(&key.private, "bench").map_err(anyhow::Error::msg)?);
+    Ok(config)
 }
 
 /// `bench delivery --workers N`: N `mailtrail worker` processes sharing one store.
@@ -276,7 +329,8 @@ async fn naive(
         port,
         tls: SmtpTls::None,
         credentials: None,
-        ca_pem: None,
+        tls_config: None,
+        ehlo: config.ehlo_name.clone(),
         timeout: Duration::from_secs(30),
     };
     let started = Instant::now();
@@ -293,8 +347,8 @@ async fn naive(
         else {
             break;
         };
-        let message =
-            render::prepare(&leased.decision, &project, &site).map_err(anyhow::Error::msg)?;
+        let message = render::prepare(&leased.decision, &project, &site, config.dkim.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let at = now_micros();
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {
@@ -311,6 +365,7 @@ async fn naive(
             end,
             server: Some(format!("127.0.0.1:{port}")),
             copy: None,
+            tls: None,
         };
         store
             .record_attempt(attempt_write(&leased, attempt, &policy, at, now_micros()))
@@ -408,9 +463,31 @@ pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<D
             (10_000, 500, 20_000)
         };
         let concurrency = 32;
+        // Unsigned unless a figure below asks for a key.
+        let unsigned = Config {
+            dkim: None,
+            ..base.clone()
+        };
+        let base = &unsigned;
         let sink_raw = sink_raw_rate(port, raw_n)?;
         let naive_rate = naive(base, &dir, port, naive_n).await?;
         let our_rate = ours(base, &dir, port, ours_n, concurrency).await?;
+        let ed25519 = ours(
+            &signing(base, super::dkim::Algorithm::Ed25519)?,
+            &dir,
+            port,
+            ours_n,
+            concurrency,
+        )
+        .await?;
+        let rsa = ours(
+            &signing(base, super::dkim::Algorithm::Rsa)?,
+            &dir,
+            port,
+            ours_n,
+            concurrency,
+        )
+        .await?;
         let processes = if workers > 1 {
             Some(processes(base, &dir, ours_n, workers).await?)
         } else {
@@ -425,6 +502,14 @@ pub async fn run(base: &Config, quick: bool, workers: usize) -> anyhow::Result<D
             ratio_to_sink: our_rate / sink_raw,
             messages: ours_n,
             concurrency,
+            dkim: DkimFigures {
+                ed25519_msgs_per_sec: ed25519,
+                ed25519_ratio: ed25519 / our_rate,
+                rsa_msgs_per_sec: rsa,
+                rsa_ratio: rsa / our_rate,
+                ed25519_sign_micros: sign_cost(super::dkim::Algorithm::Ed25519, 2_000)?,
+                rsa_sign_micros: sign_cost(super::dkim::Algorithm::Rsa, 200)?,
+            },
         })
     }
     .await;

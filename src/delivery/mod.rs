@@ -7,12 +7,14 @@
 pub mod bench;
 pub mod bounces;
 pub mod classify;
+pub mod dkim;
 pub mod dns;
 pub mod notice;
 pub mod render;
 pub mod report;
 pub mod schedule;
 pub mod smtp;
+pub mod tls;
 pub mod transport;
 mod transport_spec;
 pub mod webhooks;

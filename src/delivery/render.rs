@@ -5,11 +5,13 @@
 //! Header values come only from normalized addresses and from text that was checked
 //! free of CR/LF when it was stored (project names, display names); lettre encodes them.
 
+use super::dkim::Signer;
 use crate::model::{CopyAs, EmailAddress, EmailFormat, EmailKind, ParsedMailbox, Project, Site};
 use crate::store::DecisionRecord;
 use askama::Template;
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart, SinglePart, header};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart, header};
 use lettre::{Address, Message};
 
 /// What the templates see.
@@ -240,11 +242,13 @@ fn lettre_address(a: &EmailAddress) -> Result<Address, String> {
         .map_err(|e| format!("{a} cannot be written as an SMTP address: {e}"))
 }
 
-/// Builds the message to send for `decision`.
+/// Builds the message to send for `decision`, signed with `dkim` for the domain of the
+/// site's From when a key is configured (SPEC §12).
 pub fn prepare(
     decision: &DecisionRecord,
     project: &Project,
     site: &Site,
+    dkim: Option<&Signer>,
 ) -> Result<Prepared, String> {
     let rendered = preview(decision, project, site)?;
     let recipient = EmailAddress::parse(decision.recipient.as_deref().unwrap_or(""))
@@ -285,15 +289,52 @@ pub fn prepare(
     )
     .map_err(|e| format!("bad envelope: {e}"))?;
     let builder = builder.envelope(envelope);
-    let message = match (rendered.text, rendered.html) {
-        (Some(text), Some(html)) => {
-            builder.multipart(MultiPart::alternative_plain_html(text, html))
-        }
-        (Some(text), None) => builder.singlepart(SinglePart::plain(text)),
-        (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
+    // The MIME part's own headers (Content-Type, Content-Transfer-Encoding) become the
+    // message's headers and the rest its body, byte for byte as lettre would write it:
+    // lettre's DKIM signs the message's headers only, and a Content-Type written with
+    // the body would be a header no signature covers (and listed in h=, one that breaks it).
+    let part = match (rendered.text, rendered.html) {
+        (Some(text), Some(html)) => MultiPart::alternative_plain_html(text, html).formatted(),
+        (Some(text), None) => SinglePart::plain(text).formatted(),
+        (None, Some(html)) => SinglePart::html(html).formatted(),
         (None, None) => return Err("the email has no body".into()),
+    };
+    let split = part
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the MIME part has no header end")?;
+    let part_head =
+        std::str::from_utf8(&part[..split]).map_err(|_| "the MIME part's headers are not text")?;
+    let body = part[split + 4..].to_vec();
+    let mut content_type = None;
+    let mut encoding = ContentTransferEncoding::SevenBit;
+    for line in unfold(part_head) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("Content-Type") {
+            content_type =
+                Some(ContentType::parse(value).map_err(|e| format!("bad Content-Type: {e}"))?);
+        } else if name.eq_ignore_ascii_case("Content-Transfer-Encoding") {
+            encoding = match value.to_ascii_lowercase().as_str() {
+                "7bit" => ContentTransferEncoding::SevenBit,
+                "8bit" => ContentTransferEncoding::EightBit,
+                "quoted-printable" => ContentTransferEncoding::QuotedPrintable,
+                "base64" => ContentTransferEncoding::Base64,
+                "binary" => ContentTransferEncoding::Binary,
+                other => return Err(format!("unknown Content-Transfer-Encoding {other}")),
+            };
+        }
     }
-    .map_err(|e| format!("cannot build the message: {e}"))?;
+    let content_type = content_type.ok_or("the MIME part has no Content-Type")?;
+    let mut message = builder
+        .header(content_type)
+        .body(Body::dangerous_pre_encoded(body, encoding))
+        .map_err(|e| format!("cannot build the message: {e}"))?;
+    if let Some(signer) = dkim {
+        signer.sign(&mut message, from.address.domain())?;
+    }
     Ok(Prepared {
         decision_id: decision.id.clone(),
         customer: recipient,
@@ -301,6 +342,18 @@ pub fn prepare(
         envelope_from,
         bytes: message.formatted(),
     })
+}
+
+/// Header lines with their folded continuations joined.
+fn unfold(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        match lines.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => last.push_str(line),
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    lines
 }
 
 #[cfg(test)]

@@ -11,12 +11,14 @@
 use super::SmtpTls;
 use super::classify::{Reply, Stage, TryEnd};
 use super::render::Prepared;
+use super::tls;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// How to reach one SMTP server.
 #[derive(Clone)]
@@ -28,8 +30,10 @@ pub struct Target {
     pub port: u16,
     pub tls: SmtpTls,
     pub credentials: Option<(String, String)>,
-    /// Extra trusted CA (PEM), for private relays and tests.
-    pub ca_pem: Option<Vec<u8>>,
+    /// The TLS client configuration: verified for a smarthost, opportunistic for an MX.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// The name given in EHLO (`--ehlo-name`).
+    pub ehlo: String,
     pub timeout: Duration,
 }
 
@@ -39,16 +43,11 @@ impl Target {
         format!("{}:{}", self.host, self.port)
     }
 
-    fn tls_parameters(&self) -> Result<TlsParameters, TryEnd> {
-        let mut builder = TlsParameters::builder(self.host.clone());
-        if let Some(pem) = &self.ca_pem {
-            let cert = Certificate::from_pem(pem)
-                .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("bad CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, TryEnd> {
+        match &self.tls_config {
+            Some(c) => Ok(c.clone()),
+            None => tls::verified(None).map_err(|m| TryEnd::NoReply(Stage::Connect, m)),
         }
-        builder
-            .build_rustls()
-            .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("TLS setup failed: {e}")))
     }
 }
 
@@ -61,18 +60,6 @@ pub struct Transaction {
     pub copy: Option<String>,
     /// The connection can carry another message.
     pub reusable: bool,
-}
-
-fn hello() -> ClientId {
-    ClientId::Domain(hostname_or_localhost())
-}
-
-fn hostname_or_localhost() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| h.contains('.') && h.is_ascii())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A lettre error as a try's end at `stage`: with an SMTP reply when there was one.
@@ -102,6 +89,8 @@ pub struct Session {
     conn: AsyncSmtpConnection,
     /// The server offered PIPELINING in its (last) EHLO reply.
     pipelining: bool,
+    /// The TLS version the session runs over, if any.
+    pub tls: Option<String>,
 }
 
 impl Session {
@@ -111,48 +100,210 @@ impl Session {
     }
 }
 
-/// Connects, greets, secures and authenticates.
-pub async fn connect(target: &Target) -> Result<Session, TryEnd> {
-    let hello = hello();
-    let mut conn = match target.tls {
-        SmtpTls::Implicit => {
-            let tls = Some(target.tls_parameters()?);
-            AsyncSmtpConnection::connect_tokio1(
-                (target.connect_to.as_str(), target.port),
-                Some(target.timeout),
-                &hello,
-                tls,
-                None,
-            )
-            .await
-            .map_err(|e| end_of(Stage::Connect, &e))?
+/// Opens a TCP connection with TCP_NODELAY: lettre writes a command and, with Nagle's
+/// algorithm, a second small write waits for the server's delayed ACK (40 ms).
+async fn tcp(target: &Target) -> Result<TcpStream, TryEnd> {
+    let tcp = tokio::time::timeout(
+        target.timeout,
+        TcpStream::connect((target.connect_to.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| TryEnd::NoReply(Stage::Connect, "connection timed out".into()))?
+    .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("cannot connect: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Reads one SMTP reply (all its lines) from a raw socket, byte-exact: nothing after
+/// the reply is consumed, so the socket can be handed on.
+async fn raw_reply(tcp: &mut TcpStream, timeout: Duration) -> Result<(u16, Vec<String>), String> {
+    use tokio::io::AsyncReadExt;
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    let read = async {
+        loop {
+            let mut byte = [0u8; 1];
+            if tcp.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+                return Err("the server closed the connection".to_owned());
+            }
+            line.push(byte[0]);
+            if line.ends_with(b"\r\n") || line.len() > 4096 {
+                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                line.clear();
+                let last = text.as_bytes().get(3) != Some(&b'-');
+                lines.push(text);
+                if last {
+                    break;
+                }
+            }
         }
-        SmtpTls::None | SmtpTls::StartTls => {
-            // Our own socket, for TCP_NODELAY: lettre writes a message's body and its
-            // final "." separately, and with Nagle's algorithm the second write waits
-            // for the server's delayed ACK (40 ms) on every message.
-            let tcp = tokio::time::timeout(
+        let code = lines
+            .last()
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| format!("not an SMTP reply: {:?}", lines.last()))?;
+        Ok((code, lines))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| "no reply in time".to_owned())?
+}
+
+async fn raw_command(
+    tcp: &mut TcpStream,
+    command: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<String>), String> {
+    use tokio::io::AsyncWriteExt;
+    tcp.write_all(command.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    raw_reply(tcp, timeout).await
+}
+
+/// The text of a reply's lines without their codes.
+fn reply_text(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| l.get(4..).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How STARTTLS went on a fresh connection.
+enum Upgrade {
+    /// Encrypted, with this version.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, String),
+    /// The server offers no STARTTLS: the plain socket, after its EHLO.
+    NotOffered(TcpStream),
+    /// The handshake (or the STARTTLS command) failed: the socket is spent.
+    Failed(String),
+}
+
+/// Greeting, EHLO and, when offered, STARTTLS and the handshake, done on the raw socket.
+async fn starttls(
+    target: &Target,
+    mut tcp: TcpStream,
+    hello: &ClientId,
+) -> Result<Upgrade, TryEnd> {
+    let no_reply = |m: String| TryEnd::NoReply(Stage::Connect, m);
+    let (code, lines) = raw_reply(&mut tcp, target.timeout)
+        .await
+        .map_err(no_reply)?;
+    if code >= 400 {
+        return Err(TryEnd::Refused(
+            Stage::Connect,
+            Reply::new(code, reply_text(&lines)),
+        ));
+    }
+    let (code, lines) = raw_command(&mut tcp, &format!("EHLO {hello}\r\n"), target.timeout)
+        .await
+        .map_err(no_reply)?;
+    if code >= 400 {
+        return Err(TryEnd::Refused(
+            Stage::Connect,
+            Reply::new(code, reply_text(&lines)),
+        ));
+    }
+    let offered = lines.iter().skip(1).any(|l| {
+        l.get(4..)
+            .and_then(|t| t.split_whitespace().next())
+            .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
+    });
+    if !offered {
+        return Ok(Upgrade::NotOffered(tcp));
+    }
+    match raw_command(&mut tcp, "STARTTLS\r\n", target.timeout).await {
+        Ok((220, _)) => {}
+        Ok((code, lines)) => {
+            return Ok(Upgrade::Failed(format!(
+                "STARTTLS refused: {code} {}",
+                reply_text(&lines)
+            )));
+        }
+        Err(m) => return Ok(Upgrade::Failed(format!("STARTTLS: {m}"))),
+    }
+    let handshake = tls::handshake(target.tls_config()?, &target.host, tcp);
+    match tokio::time::timeout(target.timeout, handshake).await {
+        Ok(Ok((stream, version))) => Ok(Upgrade::Tls(Box::new(stream), version)),
+        Ok(Err(m)) => Ok(Upgrade::Failed(m)),
+        Err(_) => Ok(Upgrade::Failed("TLS handshake timed out".into())),
+    }
+}
+
+/// lettre's connection over `stream`, which starts with a greeting.
+async fn over(
+    target: &Target,
+    stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream>,
+    hello: &ClientId,
+) -> Result<AsyncSmtpConnection, TryEnd> {
+    tokio::time::timeout(
+        target.timeout,
+        AsyncSmtpConnection::connect_with_transport(stream, hello),
+    )
+    .await
+    .map_err(|_| TryEnd::NoReply(Stage::Connect, "no greeting in time".into()))?
+    .map_err(|e| end_of(Stage::Connect, &e))
+}
+
+/// After a STARTTLS done here, lettre reads this as the greeting and sends its own EHLO.
+const REPLAYED_GREETING: &[u8] = b"220 ready\r\n";
+
+/// Connects, greets, secures and authenticates. Direct delivery
+/// (`SmtpTls::Opportunistic`) uses STARTTLS when the MX offers it and, when the
+/// handshake fails, connects once more without it, as MTAs do (SPEC §12).
+pub async fn connect(target: &Target) -> Result<Session, TryEnd> {
+    let hello = ClientId::Domain(target.ehlo.clone());
+    let (mut conn, tls) = match target.tls {
+        SmtpTls::Implicit => {
+            let tcp = tcp(target).await?;
+            let peer = tcp.peer_addr();
+            let (stream, version) = tokio::time::timeout(
                 target.timeout,
-                tokio::net::TcpStream::connect((target.connect_to.as_str(), target.port)),
+                tls::handshake(target.tls_config()?, &target.host, tcp),
             )
             .await
-            .map_err(|_| TryEnd::NoReply(Stage::Connect, "connection timed out".into()))?
-            .map_err(|e| TryEnd::NoReply(Stage::Connect, format!("cannot connect: {e}")))?;
-            let _ = tcp.set_nodelay(true);
-            tokio::time::timeout(
-                target.timeout,
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
-            )
-            .await
-            .map_err(|_| TryEnd::NoReply(Stage::Connect, "no greeting in time".into()))?
-            .map_err(|e| end_of(Stage::Connect, &e))?
+            .map_err(|_| TryEnd::NoReply(Stage::Connect, "TLS handshake timed out".into()))?
+            .map_err(|m| TryEnd::NoReply(Stage::Connect, m))?;
+            let stream = tls::Replayed::new(Vec::new(), stream, peer);
+            (over(target, Box::new(stream), &hello).await?, Some(version))
+        }
+        SmtpTls::None => (
+            over(target, Box::new(tcp(target).await?), &hello).await?,
+            None,
+        ),
+        SmtpTls::StartTls | SmtpTls::Opportunistic => {
+            let tcp = tcp(target).await?;
+            let peer = tcp.peer_addr();
+            let required = target.tls == SmtpTls::StartTls;
+            match starttls(target, tcp, &hello).await? {
+                Upgrade::Tls(stream, version) => {
+                    let stream = tls::Replayed::new(REPLAYED_GREETING.to_vec(), *stream, peer);
+                    (over(target, Box::new(stream), &hello).await?, Some(version))
+                }
+                Upgrade::NotOffered(_) if required => {
+                    return Err(TryEnd::NoReply(
+                        Stage::Connect,
+                        "the server does not offer STARTTLS, which tls=starttls requires".into(),
+                    ));
+                }
+                Upgrade::NotOffered(tcp) => {
+                    let stream = tls::Replayed::new(REPLAYED_GREETING.to_vec(), tcp, peer);
+                    (over(target, Box::new(stream), &hello).await?, None)
+                }
+                Upgrade::Failed(m) if required => {
+                    return Err(TryEnd::NoReply(Stage::Connect, m));
+                }
+                Upgrade::Failed(m) => {
+                    tracing::info!(host = %target.host, reason = %m, "STARTTLS failed; trying once more without TLS");
+                    (
+                        over(target, Box::new(self::tcp(target).await?), &hello).await?,
+                        None,
+                    )
+                }
+            }
         }
     };
-    if target.tls == SmtpTls::StartTls {
-        conn.starttls(target.tls_parameters()?, &hello)
-            .await
-            .map_err(|e| end_of(Stage::Connect, &e))?;
-    }
     let pipelining = offers_pipelining(&mut conn, &hello).await?;
     if let Some((user, pass)) = &target.credentials {
         conn.auth(
@@ -162,7 +313,11 @@ pub async fn connect(target: &Target) -> Result<Session, TryEnd> {
         .await
         .map_err(|e| end_of(Stage::Connect, &e))?;
     }
-    Ok(Session { conn, pipelining })
+    Ok(Session {
+        conn,
+        pipelining,
+        tls,
+    })
 }
 
 /// Asks EHLO again for what lettre's server info leaves out: it keeps only the
@@ -372,6 +527,16 @@ async fn reset(conn: &mut AsyncSmtpConnection, e: &lettre::transport::smtp::Erro
     conn.command(Rset).await.is_ok() && !conn.has_broken()
 }
 
+/// How a pooled connection that the server closed while idle answers the next MAIL:
+/// `421` (RFC 5321 §3.8: the server is closing the channel) or nothing.
+fn closed_while_idle(end: &TryEnd) -> bool {
+    match end {
+        TryEnd::NoReply(Stage::MailFrom, _) => true,
+        TryEnd::Refused(Stage::MailFrom, reply) => reply.code == 421,
+        _ => false,
+    }
+}
+
 /// Idle connections to one smarthost, reused across messages.
 pub struct Pool {
     target: Target,
@@ -394,30 +559,37 @@ impl Pool {
         self.target.label()
     }
 
-    /// Sends one message, on a pooled connection when there is one. A pooled connection
-    /// the server closed meanwhile gets one retry on a fresh connection.
-    pub async fn send(&self, message: &Prepared) -> Transaction {
-        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+    /// Sends one message, on a pooled connection when there is one; returns the
+    /// transaction and the TLS version it ran over. A pooled connection the server closed
+    /// while it sat idle (`421`, or no reply at all to MAIL) is dropped and the message
+    /// goes on another one, or a new one: that is not a try of this message (SPEC §12).
+    pub async fn send(&self, message: &Prepared) -> (Transaction, Option<String>) {
         let deadline = self.target.timeout * 4;
-        if let Some(mut conn) = pooled {
+        while let Some(mut conn) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
             let t = transact_within(&mut conn, message, deadline).await;
-            let stale = matches!(&t.end, TryEnd::NoReply(Stage::MailFrom, _));
-            if !stale {
-                self.give_back(conn, t.reusable);
-                return t;
+            if closed_while_idle(&t.end) {
+                tracing::debug!(server = %self.label(), "a pooled connection was closed while idle; reopening");
+                continue;
             }
+            let tls = conn.tls.clone();
+            self.give_back(conn, t.reusable);
+            return (t, tls);
         }
         match connect(&self.target).await {
             Ok(mut conn) => {
                 let t = transact_within(&mut conn, message, deadline).await;
+                let tls = conn.tls.clone();
                 self.give_back(conn, t.reusable);
-                t
+                (t, tls)
             }
-            Err(end) => Transaction {
-                end,
-                copy: None,
-                reusable: false,
-            },
+            Err(end) => (
+                Transaction {
+                    end,
+                    copy: None,
+                    reusable: false,
+                },
+                None,
+            ),
         }
     }
 

@@ -8,6 +8,7 @@ use super::smtp::{self, Pool, Target, Transaction};
 use super::{SmtpTls, TransportSpec};
 use crate::config::Config;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// SMTP command timeout.
@@ -22,6 +23,8 @@ pub struct Attempt {
     pub server: Option<String>,
     /// The `copy_to` RCPT's reply, when there was a copy.
     pub copy: Option<String>,
+    /// The TLS version the try ran over (`TLSv1.3`), if any (SPEC §12).
+    pub tls: Option<String>,
 }
 
 /// Where emails go.
@@ -31,7 +34,14 @@ pub enum Transport {
     /// Relay through one smarthost.
     Smarthost(Pool),
     /// Look up each recipient's MX.
-    Direct { dns: Dns, port: u16 },
+    Direct {
+        dns: Dns,
+        port: u16,
+        /// Opportunistic TLS (no certificate check).
+        tls: Arc<rustls::ClientConfig>,
+        /// The EHLO name.
+        ehlo: String,
+    },
 }
 
 impl Transport {
@@ -55,13 +65,18 @@ impl Transport {
                     })?),
                     None => None,
                 };
+                let tls_config = match tls {
+                    SmtpTls::None => None,
+                    _ => Some(super::tls::verified(ca_pem.as_deref())?),
+                };
                 let target = Target {
                     host: host.clone(),
                     connect_to: host.clone(),
                     port: *port,
                     tls: *tls,
                     credentials: credentials.clone(),
-                    ca_pem,
+                    tls_config,
+                    ehlo: config.ehlo_name.clone(),
                     timeout: TIMEOUT,
                 };
                 Transport::Smarthost(Pool::new(target, config.concurrency.max(1)))
@@ -69,6 +84,8 @@ impl Transport {
             TransportSpec::Direct => Transport::Direct {
                 dns: Dns::new(config.dns)?,
                 port: config.mx_port,
+                tls: super::tls::opportunistic()?,
+                ehlo: config.ehlo_name.clone(),
             },
         })
     }
@@ -78,32 +95,44 @@ impl Transport {
         match self {
             Transport::File(dir) => write_file(dir, message).await,
             Transport::Smarthost(pool) => {
-                let Transaction { end, copy, .. } = pool.send(message).await;
+                let (Transaction { end, copy, .. }, tls) = pool.send(message).await;
                 Attempt {
                     end,
                     server: Some(pool.label()),
                     copy,
+                    tls,
                 }
             }
-            Transport::Direct { dns, port } => {
+            Transport::Direct {
+                dns,
+                port,
+                tls,
+                ehlo,
+            } => {
+                let mx = Mx {
+                    dns,
+                    port: *port,
+                    tls,
+                    ehlo,
+                };
                 let same_domain = message
                     .copy
                     .as_ref()
                     .is_none_or(|c| c.domain() == message.customer.domain());
                 if same_domain {
-                    return direct(dns, *port, message).await;
+                    return direct(&mx, message).await;
                 }
                 // A copy in another domain goes to its own MX, as a separate transaction.
                 let mut alone = message.clone();
                 let copy = alone.copy.take();
-                let mut attempt = direct(dns, *port, &alone).await;
+                let mut attempt = direct(&mx, &alone).await;
                 if let Some(copy) = copy {
                     let copy_message = Prepared {
                         customer: copy,
                         copy: None,
                         ..message.clone()
                     };
-                    let copy_attempt = direct(dns, *port, &copy_message).await;
+                    let copy_attempt = direct(&mx, &copy_message).await;
                     attempt.copy = Some(describe(&copy_attempt.end));
                 }
                 attempt
@@ -148,21 +177,33 @@ async fn write_file(dir: &std::path::Path, message: &Prepared) -> Attempt {
             end: TryEnd::Accepted(Reply::new(250, format!("written to {}", path.display()))),
             server,
             copy: None,
+            tls: None,
         },
         Ok(Err(e)) => Attempt {
             end: TryEnd::NoReply(Stage::Data, format!("cannot write {}: {e}", path.display())),
             server,
             copy: None,
+            tls: None,
         },
         Err(e) => Attempt {
             end: TryEnd::NoReply(Stage::Data, format!("write task failed: {e}")),
             server,
             copy: None,
+            tls: None,
         },
     }
 }
 
-async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
+/// What direct delivery needs.
+struct Mx<'a> {
+    dns: &'a Dns,
+    port: u16,
+    tls: &'a Arc<rustls::ClientConfig>,
+    ehlo: &'a str,
+}
+
+async fn direct(mx: &Mx<'_>, message: &Prepared) -> Attempt {
+    let (dns, port) = (mx.dns, mx.port);
     let domain = message.customer.domain();
     let hosts = match dns.route(domain).await {
         Route::Hosts(hosts) => hosts,
@@ -171,6 +212,7 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                 end: TryEnd::Unroutable(m),
                 server: None,
                 copy: None,
+                tls: None,
             };
         }
         Route::Unknown(m) => {
@@ -178,6 +220,7 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                 end: TryEnd::NoReply(Stage::Dns, m),
                 server: None,
                 copy: None,
+                tls: None,
             };
         }
     };
@@ -200,9 +243,10 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                 host: host.clone(),
                 connect_to: ip.to_string(),
                 port,
-                tls: SmtpTls::None,
+                tls: SmtpTls::Opportunistic,
                 credentials: None,
-                ca_pem: None,
+                tls_config: Some(mx.tls.clone()),
+                ehlo: mx.ehlo.to_owned(),
                 timeout: TIMEOUT,
             };
             last_server = Some(format!("{host} [{ip}]:{port}"));
@@ -214,6 +258,7 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                         end: t.end,
                         server: last_server,
                         copy: t.copy,
+                        tls: conn.tls.clone(),
                     };
                 }
                 // RFC 5321 §5.1: try the next address when this one does not answer.
@@ -223,6 +268,7 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
                         end,
                         server: last_server,
                         copy: None,
+                        tls: None,
                     };
                 }
             }
@@ -232,5 +278,6 @@ async fn direct(dns: &Dns, port: u16, message: &Prepared) -> Attempt {
         end: last,
         server: last_server,
         copy: None,
+        tls: None,
     }
 }

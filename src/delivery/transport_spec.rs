@@ -12,6 +12,9 @@ pub enum SmtpTls {
     StartTls,
     /// TLS from the first byte (`smtps://`, port 465).
     Implicit,
+    /// STARTTLS when offered, any certificate, plain after a failed handshake: direct
+    /// delivery to an MX (SPEC §12). Never parsed from a transport URL.
+    Opportunistic,
 }
 
 /// Where emails go.

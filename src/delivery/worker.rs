@@ -258,16 +258,13 @@ async fn deliver(
     }
     let started = Instant::now();
     let started_at = now_micros();
-    let attempt = match projects
-        .get(&decision.project)
-        .ok_or_else(|| format!("project {} not found", decision.project))
-        .and_then(|p| render::prepare(decision, p, site))
-    {
+    let attempt = match render_for(state, projects, site, decision).await {
         Ok(message) => transport.deliver(&message).await,
         Err(e) => Attempt {
             end: TryEnd::NoReply(Stage::Data, format!("cannot render the email: {e}")),
             server: None,
             copy: None,
+            tls: None,
         },
     };
     let took = started.elapsed();
@@ -282,6 +279,30 @@ async fn deliver(
         // The lease expires and the decision is tried again: at-least-once (SPEC §4).
         tracing::error!(error = %e, "cannot record the attempt");
     }
+}
+
+/// Renders (and signs) the decision's email. An RSA signature is CPU work of about a
+/// millisecond, so with an RSA key this runs on the blocking pool, where several sign
+/// at once and the sends on the async threads go on meanwhile.
+async fn render_for(
+    state: &App,
+    projects: &HashMap<String, Project>,
+    site: &Site,
+    decision: &crate::store::DecisionRecord,
+) -> Result<render::Prepared, String> {
+    let project = projects
+        .get(&decision.project)
+        .ok_or_else(|| format!("project {} not found", decision.project))?;
+    let signer = match &state.config.dkim {
+        // An Ed25519 signature takes tens of microseconds: less than the hop to the
+        // blocking pool and back.
+        Some(s) if s.algorithm() == crate::delivery::dkim::Algorithm::Rsa => s.clone(),
+        other => return render::prepare(decision, project, site, other.as_ref()),
+    };
+    let (decision, project, site) = (decision.clone(), project.clone(), site.clone());
+    tokio::task::spawn_blocking(move || render::prepare(&decision, &project, &site, Some(&signer)))
+        .await
+        .map_err(|e| format!("the render task failed: {e}"))?
 }
 
 /// What a try means for the decision's row (pure: SPEC §4 table and retry schedule).
@@ -363,6 +384,7 @@ pub fn attempt_write(
         reply: Some(text),
         outcome: verdict,
         copy_outcome: attempt.copy,
+        tls: attempt.tls,
         status,
         status_reason,
         next_attempt_at,

@@ -31,6 +31,8 @@ pub struct AttemptRecord {
     pub reply: Option<String>,
     pub outcome: AttemptOutcome,
     pub copy_outcome: Option<String>,
+    /// The TLS version the try ran over, e.g. `TLSv1.3`; null for plain SMTP (SPEC §12).
+    pub tls: Option<String>,
 }
 
 /// A decision leased for delivery.
@@ -62,6 +64,8 @@ pub struct AttemptWrite {
     pub reply: Option<String>,
     pub outcome: AttemptOutcome,
     pub copy_outcome: Option<String>,
+    /// The TLS version the try ran over, if any.
+    pub tls: Option<String>,
     pub status: Status,
     pub status_reason: Option<DeliveryEnd>,
     pub next_attempt_at: Option<Micros>,
@@ -162,7 +166,7 @@ fn wire<T: std::str::FromStr>(s: &str, column: usize) -> Result<T, super::db::Db
 /// The attempts of a decision, oldest first.
 pub(crate) fn attempts_of(conn: &Db, decision_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome
+        "SELECT finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome, tls
          FROM attempts WHERE decision_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![decision_id], |r| {
@@ -178,6 +182,7 @@ pub(crate) fn attempts_of(conn: &Db, decision_id: &str) -> Result<Vec<AttemptRec
             reply: r.get(5)?,
             outcome: wire(&r.get::<_, String>(6)?, 6)?,
             copy_outcome: r.get(7)?,
+            tls: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -249,10 +254,10 @@ impl Store {
         self.write(move |conn| {
             let now = now_micros();
             conn.prepare_cached(
-                "INSERT INTO attempts (decision_id, started_at, finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO attempts (decision_id, started_at, finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome, tls)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage.map(Stage::as_str), w.smtp_code, w.enhanced_code, w.reply, w.outcome.as_str(), w.copy_outcome])?;
+            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage.map(Stage::as_str), w.smtp_code, w.enhanced_code, w.reply, w.outcome.as_str(), w.copy_outcome, w.tls])?;
             // A try that outlived its lease still settles the decision when its result
             // is final: the row is being tried again meanwhile, and that try will find it
             // settled. A deferral is left to whoever holds the lease now.

@@ -244,6 +244,10 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 6 (issue 13): the TLS version a try ran over (SPEC §12), null for plain SMTP.
+    r#"
+    ALTER TABLE attempts ADD COLUMN tls TEXT;
+    "#,
 ];
 
 /// PostgreSQL: the same steps as [`MIGRATIONS`], in PostgreSQL's types. Integers are
@@ -495,6 +499,10 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    "#,
+    // 6: as SQLite's 6.
+    r#"
+    ALTER TABLE attempts ADD COLUMN tls TEXT;
     "#,
 ];
 

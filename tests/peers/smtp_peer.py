@@ -24,6 +24,10 @@ Whole-server modes (--mode):
   reject-greeting   greeting "554 5.3.2 no service"; then 503 to everything but QUIT
   reject-mail       MAIL FROM -> 550 5.7.1 relay access denied
   defer-mail        MAIL FROM -> 421 4.7.0 try again later, then the server closes
+  idle-close        the accept policy; a connection idle for 1 s is closed without a word
+  idle-close-421    the same, with "421 4.4.2 idle too long" before closing
+  broken-tls        (smtp_peer_tls.py only) STARTTLS offered but every handshake fails;
+                    plain MAIL accepted (the case an MTA retries without TLS)
 
 Every accepted message is stored as DIR/<time_ns>-<rand>.json (envelope) and then,
 atomically, DIR/<same>.eml (the raw message as received). A test that sees the .eml
@@ -45,7 +49,17 @@ import uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-MODES = ("accept", "accept-no-pipelining", "reject-greeting", "reject-mail", "defer-mail")
+MODES = (
+    "accept",
+    "accept-no-pipelining",
+    "reject-greeting",
+    "reject-mail",
+    "defer-mail",
+    "idle-close",
+    "idle-close-421",
+    "broken-tls",
+)
+IDLE_SECONDS = 1
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 
 # Local-part prefix -> RCPT reply. Checked in this order; the first match wins.
@@ -173,6 +187,15 @@ class GreetingRejectSMTP(SMTP):
             await self.push("503 5.5.1 no service here, only QUIT")
 
 
+class Idle421SMTP(SMTP):
+    """Says 421 before closing an idle connection (RFC 5321 §3.8)."""
+
+    def _timeout_cb(self):
+        if self.transport is not None:
+            self.transport.write(b"421 4.4.2 idle too long, closing\r\n")
+        super()._timeout_cb()
+
+
 class PeerController(Controller):
     """A Controller that builds GreetingRejectSMTP sessions in reject-greeting mode."""
 
@@ -183,10 +206,14 @@ class PeerController(Controller):
     def factory(self):
         if self.mode == "reject-greeting":
             return GreetingRejectSMTP(self.handler, **self.SMTP_kwargs)
+        if self.mode == "idle-close-421":
+            return Idle421SMTP(self.handler, **self.SMTP_kwargs)
         return super().factory()
 
 
 def make_controller(handler, port, mode, **kwargs):
+    if mode in ("idle-close", "idle-close-421"):
+        kwargs["timeout"] = IDLE_SECONDS
     return PeerController(
         handler,
         mode,

@@ -47,12 +47,20 @@ def main(argv):
         return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     handler = PolicyHandler(args.maildir, args.mode)
+    starttls_context = context
+    if args.mode == "broken-tls":
+        # STARTTLS is offered, but no protocol version is left to agree on: every
+        # handshake fails, and plain MAIL is accepted.
+        starttls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        starttls_context.load_cert_chain(args.cert, args.key)
+        starttls_context.minimum_version = ssl.TLSVersion.TLSv1_3
+        starttls_context.maximum_version = ssl.TLSVersion.TLSv1_2
     starttls = make_controller(
         handler,
         args.port,
         args.mode,
-        tls_context=context,
-        require_starttls=True,
+        tls_context=starttls_context,
+        require_starttls=args.mode != "broken-tls",
         auth_require_tls=True,
         authenticator=authenticate,
     )

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 /// A logged-in (or not) visitor: its cookies and the CSRF token of its session.
-struct Visitor<'a> {
+pub(crate) struct Visitor<'a> {
     app: &'a App,
     cookies: BTreeMap<String, String>,
     csrf: String,
@@ -26,7 +26,7 @@ impl<'a> Visitor<'a> {
     }
 
     /// Logs in through the form as a browser would (GET the form, POST it back).
-    fn login(app: &'a App, user: &str, password: &str) -> Visitor<'a> {
+    pub(crate) fn login(app: &'a App, user: &str, password: &str) -> Visitor<'a> {
         let mut v = Visitor::anonymous(app);
         let r = v.try_login(user, password);
         assert_eq!(r.status, 303, "login as {user} failed: {}", r.text);
@@ -84,7 +84,7 @@ impl<'a> Visitor<'a> {
         r
     }
 
-    fn get(&mut self, path: &str) -> Resp {
+    pub(crate) fn get(&mut self, path: &str) -> Resp {
         let request = self.app.anonymous().request(Method::GET, path);
         self.send(request)
     }

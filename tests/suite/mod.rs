@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod crash;
 mod dashboard;
+mod deliverability;
 mod delivery;
 mod delivery_direct;
 mod durability;

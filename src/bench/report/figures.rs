@@ -256,6 +256,40 @@ impl Report {
             );
         }
         self.section("delivery", section);
+        let dkim = &figures.dkim;
+        let mut dkim_pass = true;
+        for (name, rate, ratio) in [
+            ("Ed25519", dkim.ed25519_msgs_per_sec, dkim.ed25519_ratio),
+            ("RSA-2048", dkim.rsa_msgs_per_sec, dkim.rsa_ratio),
+        ] {
+            let pass = ratio >= 0.7;
+            dkim_pass &= pass;
+            self.rows.push(Row {
+                figure: format!("delivery, DKIM {name} signing on (msgs/s)"),
+                value: count(rate.round() as u64),
+                baseline: format!(
+                    "{} (signing off)",
+                    count(figures.msgs_per_sec.round() as u64)
+                ),
+                ratio: format!("{ratio:.2}x"),
+                target: "≥ 0.70x unsigned".into(),
+                pass: Some(pass),
+            });
+        }
+        self.notes.push(format!(
+            "DKIM: one signature costs {:.0} µs (Ed25519) and {:.0} µs (RSA-2048) on one core",
+            dkim.ed25519_sign_micros, dkim.rsa_sign_micros
+        ));
+        let mut section = serde_json::to_value(dkim).unwrap_or_else(|_| json!({}));
+        if let Value::Object(map) = &mut section {
+            map.insert("unsigned_msgs_per_sec".into(), json!(figures.msgs_per_sec));
+            map.insert("pass".into(), json!(dkim_pass));
+            map.insert(
+                "target".into(),
+                json!("signed delivery ≥ 0.70x unsigned, for each algorithm"),
+            );
+        }
+        self.section("delivery_dkim", section);
     }
 
     /// Bounce intake: the SMTP door against `POST /api/v1/bounces` (issue 12).

@@ -102,6 +102,8 @@ pub struct AttemptView {
     pub outcome: String,
     pub server: String,
     pub reply: String,
+    /// The TLS version (`TLSv1.3`), or `none` for plain SMTP; empty for file delivery.
+    pub tls: String,
 }
 
 impl AttemptView {
@@ -112,6 +114,11 @@ impl AttemptView {
             stage: a.stage.map(|s| s.to_string()).unwrap_or_default(),
             outcome: a.outcome.to_string(),
             server: a.server.clone().unwrap_or_default(),
+            tls: match (&a.tls, &a.server) {
+                (Some(v), _) => v.clone(),
+                (None, Some(s)) if !s.starts_with("file:") => "none".to_owned(),
+                (None, _) => String::new(),
+            },
             reply: crate::why::smtp_line(
                 a.smtp_code,
                 a.enhanced_code.as_deref(),
