@@ -341,10 +341,12 @@ demoScenario('on a phone a table row is a card with its status first', 'admin', 
 // and kind.
 scenario('the outbox shows its total, pages both ways, and names its links', 'admin', async ({ page, base }) => {
   const emails = Array.from({ length: 60 }, (_, i) => `page${i}@example.net`);
-  const r = await api({ base }, 'POST', '/api/v1/projects/HR/customers', { emails });
+  const created = await api({ base }, 'PUT', '/api/v1/projects/PAGED', { name: 'Paged Desk' });
+  assert(created.status === 200, JSON.stringify(created.body));
+  const r = await api({ base }, 'POST', '/api/v1/projects/PAGED/customers', { emails });
   assert(r.status === 200, JSON.stringify(r.body));
-  await page.goto(`${base}/outbox?project=HR`);
-  await expectText(page, '61 decisions');
+  await page.goto(`${base}/outbox?project=PAGED`);
+  await expectText(page, '60 decisions match');
   await page.getByRole('link', { name: 'Older' }).click();
   assert(await page.getByRole('link', { name: 'Newer' }).count() === 1, 'no Newer link on the older page');
   await page.getByRole('link', { name: 'Newer' }).click();

@@ -2247,3 +2247,66 @@ fn the_webhooks_page_shows_a_new_secret_once_and_deletes() {
     let list = app.get("/api/v1/webhooks").expect_status(200).json();
     assert_eq!(list["items"], json!([]));
 }
+
+#[test]
+fn a_double_click_on_add_customers_adds_once_even_when_both_posts_race() {
+    let app = seeded_app();
+    let mut first = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let second = Visitor::login(&app, "admin", ADMIN_PASSWORD);
+    let key = hidden_value(&first.get("/projects/IT").text, "idem").expect("a form key");
+    for round in 0..5 {
+        let key = format!("{}{round}", &key[..60]);
+        let email = format!("race{round}@example.com");
+        let emails = format!("{email}\nrace{round}b@example.com");
+        let fields = [
+            ("do", "customers"),
+            ("idem", key.as_str()),
+            ("emails", emails.as_str()),
+            ("invite", "on"),
+        ];
+        // Both posts built first, then sent at once from two threads.
+        let url = app.url("/projects/IT");
+        let post = |v: &Visitor| {
+            let mut all = vec![("csrf", v.csrf.as_str())];
+            all.extend_from_slice(&fields);
+            (
+                v.cookie_header(),
+                serde_urlencoded::to_string(&all).expect("encodes"),
+            )
+        };
+        let requests = [post(&first), post(&second)];
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|(cookie, body)| {
+                    let url = url.clone();
+                    s.spawn(move || {
+                        reqwest::blocking::Client::builder()
+                            .redirect(reqwest::redirect::Policy::none())
+                            .build()
+                            .expect("a client")
+                            .post(url)
+                            .header("cookie", cookie)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .body(body.clone())
+                            .send()
+                            .expect("answers")
+                            .status()
+                            .as_u16()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("joins"))
+                .collect()
+        });
+        assert_eq!(statuses, vec![303, 303]);
+        let decisions = app.get(&format!("/api/v1/decisions?email={email}")).json();
+        assert_eq!(
+            decisions["items"].as_array().map(Vec::len),
+            Some(1),
+            "round {round}: {decisions:#}"
+        );
+    }
+}
