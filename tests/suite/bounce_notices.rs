@@ -540,10 +540,7 @@ fn a_hard_bounce_after_a_full_mailbox_suppresses_for_good() {
     let raw = String::from_utf8(notice("exim_user_unknown.eml", &ids[0]))
         .expect("UTF-8")
         .replace("cleo@example.test", "dora@example.test");
-    let raw = raw.replace(
-        &ids[0],
-        &full["decision_id"].as_str().expect("an id").to_owned(),
-    );
+    let raw = raw.replace(&ids[0], full["decision_id"].as_str().expect("an id"));
     let answer = post(&app, raw).expect_status(200).json();
     assert_eq!(answer["result"], "suppressed", "{answer:#}");
     let now = suppression(&app, "dora@example.test").expect("suppressed");
