@@ -51,6 +51,7 @@ pub fn spawn(
                         attempts = purged.attempts,
                         sessions = purged.sessions,
                         idempotency_keys = purged.idempotency_keys,
+                        bounce_messages = purged.bounce_messages,
                         "retention: purged"
                     ),
                     Ok(_) => {}

@@ -97,7 +97,7 @@ impl App {
         );
         match reading {
             Reading::Report(parsed) => {
-                let (kind, actions) = bounces::actions(&parsed, &text, mailbox_full_until)
+                let (kind, mut actions) = bounces::actions(&parsed, &text, mailbox_full_until)
                     .map_err(|m| {
                         self.metrics.bounce_report("invalid");
                         StoreError::Refused {
@@ -106,6 +106,13 @@ impl App {
                             message: m,
                         }
                     })?;
+                // Over SMTP, the VERP address it came to names the decision too.
+                let verp = smtp_recipient
+                    .as_deref()
+                    .and_then(crate::delivery::render::decision_id_from_verp);
+                for a in actions.iter_mut().filter(|a| a.decision_hint.is_none()) {
+                    a.decision_hint = verp.map(str::to_owned);
+                }
                 let (recipients, _) = self
                     .store
                     .apply_report(kind.clone(), actions, text, by.to_owned(), None)

@@ -33,6 +33,8 @@ pub struct Purged {
     pub attempts: u64,
     pub sessions: u64,
     pub idempotency_keys: u64,
+    /// Kept bounce messages (SPEC §11) received before the cutoff.
+    pub bounce_messages: u64,
 }
 
 /// Old decisions that may go: created before the cutoff, not on their way, and with a
@@ -99,6 +101,23 @@ impl Store {
             // At most a fifth of the time goes to purging: a batch that took long (a
             // busy writer, a slow disk) is followed by a longer pause.
             tokio::time::sleep(pause.max(started.elapsed() * 4)).await;
+        }
+        loop {
+            let gone = self
+                .write(move |conn| {
+                    Ok(conn
+                        .prepare_cached(
+                            "DELETE FROM bounce_messages WHERE id IN
+                             (SELECT id FROM bounce_messages WHERE received_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![cutoff, batch])?)
+                })
+                .await?;
+            purged.bounce_messages += gone as u64;
+            if i64::try_from(gone).unwrap_or(i64::MAX) < batch {
+                break;
+            }
+            tokio::time::sleep(pause).await;
         }
         let (sessions, keys) = self.purge_sessions_and_keys(session_idle, batch).await?;
         purged.sessions = sessions;
@@ -249,7 +268,8 @@ mod tests {
                 decisions: 0,
                 attempts: 0,
                 sessions: 5,
-                idempotency_keys: 4
+                idempotency_keys: 4,
+                bounce_messages: 0
             }
         );
         let left: (i64, i64) = store

@@ -59,7 +59,8 @@ pub struct BulkRemoveFilter {
 }
 
 /// Inserts a suppression unless the address is already suppressed; returns whether it
-/// was added.
+/// was added. A suppression that ends by itself (a full mailbox) is replaced by one
+/// that does not (a hard bounce of the same address): the address is bad for good.
 pub(crate) fn insert_suppression(
     conn: &Db,
     s: &NewSuppression,
@@ -70,7 +71,13 @@ pub(crate) fn insert_suppression(
             "INSERT INTO suppressions (email, domain, reason, smtp_code, enhanced_code, response,
                  remote_host, stage, suppressed_at, decision_id, note, evidence, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (email) DO UPDATE SET reason = excluded.reason,
+                 smtp_code = excluded.smtp_code, enhanced_code = excluded.enhanced_code,
+                 response = excluded.response, remote_host = excluded.remote_host,
+                 stage = excluded.stage, suppressed_at = excluded.suppressed_at,
+                 decision_id = excluded.decision_id, note = excluded.note,
+                 evidence = excluded.evidence, expires_at = NULL
+             WHERE suppressions.expires_at IS NOT NULL AND excluded.expires_at IS NULL",
         )?
         .execute(params![
             s.email.as_str(),

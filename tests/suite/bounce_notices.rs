@@ -519,3 +519,31 @@ fn cookies(resp: &reqwest::blocking::Response) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[test]
+fn a_hard_bounce_after_a_full_mailbox_suppresses_for_good() {
+    let app = App::start();
+    setup(&app);
+    let ids = sent_to(&app, &["dora@example.test"]);
+    post(&app, notice("exim_mailbox_full.eml", &ids[0])).expect_status(200);
+    let full = suppression(&app, "dora@example.test").expect("suppressed");
+    assert_eq!(full["reason"], "mailbox_full");
+    // The next message to the address bounces for good.
+    let ids = sent_to(&app, &["dora2@example.test"]);
+    let raw = String::from_utf8(notice("exim_user_unknown.eml", &ids[0]))
+        .expect("UTF-8")
+        .replace("cleo@example.test", "dora2@example.test");
+    post(&app, raw).expect_status(200);
+    let permanent = suppression(&app, "dora2@example.test").expect("suppressed");
+    assert!(permanent["expires_at"].is_null(), "{permanent:#}");
+    // Same address: a 5.1.1 replaces the full mailbox's suppression by a lasting one.
+    let raw = String::from_utf8(notice("exim_user_unknown.eml", &ids[0]))
+        .expect("UTF-8")
+        .replace("cleo@example.test", "dora@example.test");
+    let raw = raw.replace(&ids[0], full["decision_id"].as_str().expect("an id"));
+    let answer = post(&app, raw).expect_status(200).json();
+    assert_eq!(answer["result"], "suppressed", "{answer:#}");
+    let now = suppression(&app, "dora@example.test").expect("suppressed");
+    assert_eq!(now["reason"], "bounce_report", "{now:#}");
+    assert!(now["expires_at"].is_null(), "{now:#}");
+}

@@ -376,7 +376,17 @@ fn check(app: &App, server: &str, recipient: &str, expect: &Expect<'_>) -> Value
         (false, Some(found)) => panic!("{recipient} must not be suppressed: {found:#}"),
         (true, None) => panic!("{recipient} must be suppressed"),
         (true, Some(found)) => {
-            assert_eq!(found["reason"], "hard_bounce", "{found:#}");
+            // A full mailbox suppresses with its own reason, until `expires_at` (SPEC §11).
+            let reason = expect
+                .reason
+                .filter(|r| *r == "mailbox_full")
+                .unwrap_or("hard_bounce");
+            assert_eq!(found["reason"], reason, "{found:#}");
+            assert_eq!(
+                found["expires_at"].is_string(),
+                reason == "mailbox_full",
+                "{found:#}"
+            );
             assert_eq!(found["smtp_code"].as_i64(), expect.code, "{found:#}");
             assert_eq!(
                 found["enhanced_code"].as_str(),
@@ -603,7 +613,7 @@ fn mailbox_full_bounces_and_suppresses() {
         "full-1@example.test",
         &Expect {
             status: "bounced",
-            reason: Some("hard_bounce"),
+            reason: Some("mailbox_full"),
             stage: "rcpt",
             code: Some(552),
             enhanced: Some("5.2.2"),

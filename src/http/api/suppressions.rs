@@ -251,7 +251,12 @@ pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
         })?;
         let reason = match cells.get(1).copied().unwrap_or("") {
             "" => SuppressionReason::Import,
-            r => r.parse().map_err(|_| at(format!("unknown reason `{}`; use hard_bounce, bounce_report, complaint, manual or import", crate::model::truncate(r, 40))))?,
+            // A full mailbox's suppression ends by itself; only a bounce sets it.
+            r => r
+                .parse()
+                .ok()
+                .filter(|r| *r != SuppressionReason::MailboxFull)
+                .ok_or_else(|| at(format!("unknown reason `{}`; use hard_bounce, bounce_report, complaint, manual or import", crate::model::truncate(r, 40))))?,
         };
         let note = check_note(cells.get(2).copied(), false).map_err(|e| at(e.to_string()))?;
         if seen.insert(email.clone()) {

@@ -35,6 +35,8 @@ pub struct Row {
     pub at: String,
     pub note: String,
     pub decision_id: String,
+    /// When it ends by itself (a full mailbox); empty: never.
+    pub expires: String,
 }
 
 impl Row {
@@ -53,6 +55,7 @@ impl Row {
             at: short_time(&s.suppressed_at),
             note: s.note.clone().unwrap_or_default(),
             decision_id: s.decision_id.clone().unwrap_or_default(),
+            expires: s.expires_at.as_deref().map(short_time).unwrap_or_default(),
         }
     }
 }
