@@ -31,7 +31,8 @@ pub struct Limits {
     pub max_recipients: usize,
     /// One command line, CRLF included; a longer one gets `500 5.5.2`.
     pub max_line: usize,
-    /// Commands per session (not counting message text); then `421 4.7.0` and close.
+    /// Commands between two accepted messages (not counting message text); then
+    /// `421 4.7.0` and close.
     pub max_commands: usize,
     /// Refused commands per session; then `421 4.7.0` and close.
     pub max_errors: usize,

@@ -375,6 +375,12 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 };
                 let (code, text) = deliver(shared, message, recipients).await;
+                if code == 250 {
+                    // A session that delivers is making progress: the command limit
+                    // bounds the commands between two messages, so an MTA may send many
+                    // bounces over one connection.
+                    counts.commands = 0;
+                }
                 io.reply(code, &text);
             }
             Request::Bdat { .. } => {

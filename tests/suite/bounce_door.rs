@@ -243,6 +243,31 @@ fn a_pipelined_transaction_gets_its_replies_in_order() {
 }
 
 #[test]
+fn an_mta_may_send_many_bounces_over_one_session() {
+    let (app, port, id) = door_and_sent_decision();
+    let mut client = Client::connect(port);
+    client.expect("EHLO busy.example", 250);
+    let report = dot_stuff(&report_for(&id));
+    // 300 messages of 3 commands each: more commands than the per-message limit of
+    // 1,000, fine because each message is accepted.
+    for _ in 0..300 {
+        let mut batch =
+            format!("MAIL FROM:<>\r\nRCPT TO:<bounces+{id}@example.com>\r\nDATA\r\n").into_bytes();
+        client.send(&batch).expect("send");
+        for code in [250, 250, 354] {
+            assert_eq!(client.reply().map(|r| r.code), Some(code));
+        }
+        batch.clear();
+        batch.extend_from_slice(&report);
+        batch.extend_from_slice(b".\r\n");
+        client.send(&batch).expect("send");
+        assert_eq!(client.reply().map(|r| r.code), Some(250));
+    }
+    client.expect("QUIT", 221);
+    assert_eq!(decision(&app, &id)["status"], "bounced");
+}
+
+#[test]
 fn limits_answer_with_their_codes() {
     let (app, port, id) = door_and_sent_decision();
     let mut client = Client::connect(port);
