@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// Most messages leased per round.
-pub const ROUND: usize = 512;
+/// Most messages leased per round. Large, because a round's lease is one durable
+/// commit (an fsync, the serial step on PostgreSQL) however many rows it takes.
+pub const ROUND: usize = 2048;
 
 /// Most requests in flight at once.
 const CONCURRENCY: usize = 64;
