@@ -224,6 +224,12 @@ pub async fn run(
             .await
             .map_err(runtime("webhooks"))?;
         report.webhooks(&figures);
+    } else if what == "all" {
+        report.not_measured(
+            "webhooks",
+            "webhooks",
+            "measured by `mailtrail bench webhooks`",
+        );
     }
     if json {
         println!("{}", report.json());

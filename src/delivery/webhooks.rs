@@ -23,14 +23,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// Most messages leased per round.
-pub const ROUND: usize = 512;
+/// Most messages leased per round. Large, because a round's lease is one durable
+/// commit (an fsync, the serial step on PostgreSQL) however many rows it takes.
+pub const ROUND: usize = 2048;
 
 /// Most requests in flight at once.
 const CONCURRENCY: usize = 64;
 
 /// A receiver's whole answer must come within this (SPEC §13).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request is only started while this much of its lease is left (the timeout and
+/// a second).
+const MARGIN: Duration = Duration::from_secs(11);
 
 /// Most bytes of a reply body read (to reuse the connection); the rest is dropped
 /// with the connection, so a 50 MB answer costs no memory.
@@ -321,8 +326,12 @@ pub async fn round(
                     continue;
                 }
                 let try_ = match slots.acquire().await {
-                    Ok(_permit) => post(&client, &m, &policy).await,
-                    Err(_) => released(&m),
+                    // A request that could outlive the lease is not started: the row
+                    // could be leased by another process meanwhile and sent twice.
+                    Ok(_permit) if now_micros() + MARGIN.as_micros() as i64 <= m.lease_until => {
+                        post(&client, &m, &policy).await
+                    }
+                    _ => released(&m),
                 };
                 stopped = try_.result != TryResult::Delivered;
                 tries.push(try_);
