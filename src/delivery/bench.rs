@@ -92,7 +92,8 @@ fn sign_cost(algorithm: super::dkim::Algorithm, rounds: u32) -> anyhow::Result<f
 fn signing(base: &Config, algorithm: super::dkim::Algorithm) -> anyhow::Result<Config> {
     let key = super::dkim::generate(algorithm).map_err(anyhow::Error::msg)?;
     let mut config = base.clone();
-    config.dkim = Some(super::dkim::Signer::new(&key.private, "bench").map_err(anyhow::Error::msg)?);
+    config.dkim =
+        Some(super::dkim::Signer::new(&key.private, "bench").map_err(anyhow::Error::msg)?);
     Ok(config)
 }
 

@@ -267,7 +267,10 @@ impl Report {
             self.rows.push(Row {
                 figure: format!("delivery, DKIM {name} signing on (msgs/s)"),
                 value: count(rate.round() as u64),
-                baseline: format!("{} (signing off)", count(figures.msgs_per_sec.round() as u64)),
+                baseline: format!(
+                    "{} (signing off)",
+                    count(figures.msgs_per_sec.round() as u64)
+                ),
                 ratio: format!("{ratio:.2}x"),
                 target: "≥ 0.70x unsigned".into(),
                 pass: Some(pass),
