@@ -288,7 +288,14 @@ async fn ours(
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let db = scratch(base, dir, "ours").await?;
+    // Each configuration on a store of its own (a second run on the first's store
+    // would find every message sent already).
+    let label = match base.dkim.as_ref().map(|s| s.algorithm()) {
+        None => "ours",
+        Some(super::dkim::Algorithm::Ed25519) => "ours_ed25519",
+        Some(super::dkim::Algorithm::Rsa) => "ours_rsa",
+    };
+    let db = scratch(base, dir, label).await?;
     let store = queued_store(db.location(), messages).await?;
     let state = App::new(
         store.clone(),

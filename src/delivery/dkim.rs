@@ -146,6 +146,9 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
     }
 }
 
+/// A signing domain and its parsed configuration.
+type Cached = (String, Arc<DkimConfig>);
+
 /// Signs outgoing messages with one key and selector, for the domain of each message's
 /// `From`. Cheap to clone; the parsed key is kept for the last domain signed for.
 #[derive(Clone)]
@@ -154,7 +157,7 @@ pub struct Signer {
     key: KeyText,
     /// The signing configuration for the last domain (the site's From domain, which
     /// rarely changes): parsing an RSA key costs more than a signature.
-    cached: Arc<Mutex<Option<(String, Arc<DkimConfig>)>>>,
+    cached: Arc<Mutex<Option<Cached>>>,
 }
 
 impl std::fmt::Debug for Signer {
