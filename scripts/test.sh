@@ -121,68 +121,33 @@ fi
 section_done
 
 # ---------------------------------------------------------------------------
-section "install: schemathesis in .peers/venv (issue 10, finding 10)"
+section "install: Python test tools in .peers/venv (pinned)"
 # ---------------------------------------------------------------------------
-# The OpenAPI fuzzer of the "schemathesis" test section below (PEERS.md §5).
-SCHEMATHESIS_VERSION=4.32.5
-if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" == "$SCHEMATHESIS_VERSION" ]]; then
-    echo "schemathesis $SCHEMATHESIS_VERSION already in $VENV"
-else
-    st_args=(install --quiet --no-cache-dir --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION")
-    if [[ -x "$VENV/bin/pip" ]]; then
-        "$VENV/bin/pip" "${st_args[@]}"
-    else
-        python3 -m pip --python "$VENV/bin/python" "${st_args[@]}"
-    fi
-    echo "installed schemathesis $SCHEMATHESIS_VERSION"
-fi
-section_done
-# --- end schemathesis install ---
-
-# ---------------------------------------------------------------------------
-section "install: standardwebhooks in .peers/venv (issue 13, webhooks)"
-# ---------------------------------------------------------------------------
-# The independent signature check of tests/peers/webhook_receiver.py (PEERS.md §7.2).
-STANDARDWEBHOOKS_VERSION=1.1.0
-if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null)" == "$STANDARDWEBHOOKS_VERSION" ]]; then
-    echo "standardwebhooks $STANDARDWEBHOOKS_VERSION already in $VENV"
-else
-    sw_args=(install --quiet --no-cache-dir --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION")
-    if [[ -x "$VENV/bin/pip" ]]; then
-        "$VENV/bin/pip" "${sw_args[@]}"
-    else
-        python3 -m pip --python "$VENV/bin/python" "${sw_args[@]}"
-    fi
-    echo "installed standardwebhooks $STANDARDWEBHOOKS_VERSION"
-fi
-section_done
-# --- end standardwebhooks install ---
-section "install: dkimpy in .peers/venv (issue 13: the independent DKIM verifier)"
-# ---------------------------------------------------------------------------
-# tests/peers/dkim_verify.py (PEERS.md §7.2); PyNaCl for Ed25519 signatures. Pinned,
-# with their dependencies, and skipped when already there.
-# venv_pip ARGS...: pip into the peers venv, with its own pip or the host's.
-venv_pip() {
-    if [[ -x "$VENV/bin/pip" ]]; then
-        "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$@"
-    else
-        python3 -m pip --python "$VENV/bin/python" install --quiet --no-cache-dir \
-            --disable-pip-version-check "$@"
-    fi
-}
-DKIM_PINS=(dkimpy==1.1.8 dnspython==2.9.2 PyNaCl==1.6.2 cffi==2.1.1 pycparser==3.12)
-if "$VENV/bin/python" - "${DKIM_PINS[@]}" >/dev/null 2>&1 <<'PY'
+# schemathesis: the OpenAPI fuzzer of the "schemathesis" section below.
+# standardwebhooks: the independent signature check of tests/peers/webhook_receiver.py.
+# dkimpy (+ PyNaCl for Ed25519): the independent DKIM verifier, tests/peers/dkim_verify.py.
+# venv_pins NAME==VERSION...: installs the pins into the peers venv unless every one of
+# them is already there, with the venv's own pip or the host's.
+venv_pins() {
+    if "$VENV/bin/python" - "$@" >/dev/null 2>&1 <<'PY'
 import importlib.metadata as m, sys
 sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
 PY
-then
-    echo "dkimpy and PyNaCl already in $VENV"
-else
-    venv_pip "${DKIM_PINS[@]}"
-    echo "installed ${DKIM_PINS[*]}"
-fi
+    then
+        echo "already in $VENV: $*"
+    elif [[ -x "$VENV/bin/pip" ]]; then
+        "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$@"
+        echo "installed $*"
+    else
+        python3 -m pip --python "$VENV/bin/python" install --quiet --no-cache-dir \
+            --disable-pip-version-check "$@"
+        echo "installed $*"
+    fi
+}
+venv_pins schemathesis==4.32.5
+venv_pins standardwebhooks==1.1.0
+venv_pins dkimpy==1.1.8 dnspython==2.9.2 PyNaCl==1.6.2 cffi==2.1.1 pycparser==3.12
 section_done
-# --- end dkimpy install ---
 
 # ---------------------------------------------------------------------------
 section "install: npm packages for the browser tests (tests/browser)"
