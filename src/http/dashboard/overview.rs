@@ -391,11 +391,15 @@ pub async fn show(
         label: "Bounces not understood",
         value: thousands(unclassified_n),
         level: if unclassified_n > 0 { "warn" } else { "" },
-        note: format!(
-            "kept, nothing changed: {} on their decision's page, {} with no decision",
-            thousands(unclassified_attributed),
-            thousands(unclassified_alone)
-        ),
+        note: if unclassified_n > 0 {
+            format!(
+                "kept, nothing changed: {} on their decision's page, {} with no decision",
+                thousands(unclassified_attributed),
+                thousands(unclassified_alone)
+            )
+        } else {
+            "every bounce in the window was understood".into()
+        },
     });
 
     let rates: Vec<Option<f64>> = (0..n)
