@@ -1155,10 +1155,9 @@ fn pipelined_refusals_keep_the_connection_for_the_next_message() {
         let id = add(&app, PROJECT, recipient);
         let decision = wait_status(&app, &id, status);
         let attempt = &attempts(&decision)[0];
+        // The code, not the text: a queue id in a 250 reply may contain the digits 503.
         assert!(
-            attempt["reply"]
-                .as_str()
-                .is_some_and(|r| !r.contains("503")),
+            attempt["reply"].is_string() && attempt["smtp_code"] != 503,
             "message {n}: the refusal is the refused command's own reply, not a 503 that followed: {attempt:#}"
         );
     }
