@@ -187,24 +187,27 @@ async fn starttls(
     hello: &ClientId,
 ) -> Result<Upgrade, TryEnd> {
     let no_reply = |m: String| TryEnd::NoReply(Stage::Connect, m);
-    let (code, lines) = raw_reply(&mut tcp, target.timeout)
-        .await
-        .map_err(no_reply)?;
-    if code >= 400 {
-        return Err(TryEnd::Refused(
-            Stage::Connect,
-            Reply::new(code, reply_text(&lines)),
-        ));
-    }
-    let (code, lines) = raw_command(&mut tcp, &format!("EHLO {hello}\r\n"), target.timeout)
-        .await
-        .map_err(no_reply)?;
-    if code >= 400 {
-        return Err(TryEnd::Refused(
-            Stage::Connect,
-            Reply::new(code, reply_text(&lines)),
-        ));
-    }
+    // A 4xx or 5xx to the greeting or EHLO refuses the try at the connect stage.
+    let accepted = |(code, lines): (u16, Vec<String>)| {
+        if code >= 400 {
+            Err(TryEnd::Refused(
+                Stage::Connect,
+                Reply::new(code, reply_text(&lines)),
+            ))
+        } else {
+            Ok(lines)
+        }
+    };
+    accepted(
+        raw_reply(&mut tcp, target.timeout)
+            .await
+            .map_err(no_reply)?,
+    )?;
+    let lines = accepted(
+        raw_command(&mut tcp, &format!("EHLO {hello}\r\n"), target.timeout)
+            .await
+            .map_err(no_reply)?,
+    )?;
     let offered = lines.iter().skip(1).any(|l| {
         l.get(4..)
             .and_then(|t| t.split_whitespace().next())
