@@ -14,6 +14,7 @@
 mod bounces;
 mod decisions;
 mod delivery;
+pub use delivery::FinishedTry;
 mod projects;
 mod site;
 mod suppressions;

@@ -14,7 +14,8 @@ use super::Plan;
 use super::client::{Connection, request};
 use super::pages::{self, PagesOutcome};
 use super::server::{Commit, Server, Workdir};
-use crate::store::{SeedReport, seed_bulk, seed_customer_address};
+use super::scratch::ScratchDb;
+use crate::store::{DbLocation, SeedReport, seed_bulk, seed_customer_address};
 use anyhow::bail;
 use std::time::{Duration, Instant};
 
@@ -64,16 +65,20 @@ pub struct LookupResult {
     pub small: SizeResult,
     /// 1,000,000 decisions (100,000 with `--quick`).
     pub large: SizeResult,
+    /// Whether the histories were on PostgreSQL (seeded into SQLite, then copied).
+    pub postgres: bool,
 }
 
 /// A seeded database with a server running on it.
 pub struct Target {
     /// The history seeded.
     pub size: Size,
-    /// The server; dropped (killed) before its directory.
+    /// The server; dropped (killed) before its database and its directory.
     pub server: Server,
     /// A keep-alive connection to it.
     pub connection: Connection,
+    /// The scratch PostgreSQL database, with `--db postgres://…`.
+    _postgres: Option<ScratchDb>,
     /// Its scratch directory.
     _dir: Workdir,
 }
@@ -82,8 +87,9 @@ pub struct Target {
 /// for, alternating between the two servers request by request so that a burst of
 /// noise from a neighbour falls on both alike.
 pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<LookupResult> {
-    let (mut small, small_seed) = prepare(plan.small, "small").await?;
-    let (mut large, large_seed) = prepare(plan.large, "large").await?;
+    let postgres = plan.postgres.as_deref();
+    let (mut small, small_seed) = prepare(plan.small, "small", postgres).await?;
+    let (mut large, large_seed) = prepare(plan.large, "large", postgres).await?;
     let (mut why_small, mut why_large) = (None, None);
     if why {
         let requests = |target: &Target| {
@@ -122,30 +128,57 @@ pub async fn measure(plan: &Plan, why: bool, pages: bool) -> anyhow::Result<Look
             why: why_large,
             pages: pages_large,
         },
+        postgres: postgres.is_some(),
     })
 }
 
-async fn prepare(size: Size, label: &str) -> anyhow::Result<(Target, SeedReport)> {
+/// Seeds `size` and starts a server on it. With `postgres`, the history is seeded into
+/// SQLite (the bulk seeder writes SQLite only) and moved to a scratch database on that
+/// server by `db copy`, so both engines are timed on the same rows; the seeding time
+/// then includes the copy.
+async fn prepare(
+    size: Size,
+    label: &str,
+    postgres: Option<&str>,
+) -> anyhow::Result<(Target, SeedReport)> {
     let dir = Workdir::new(label)?;
     let db = dir.join("bench.db");
+    let scratch = match postgres {
+        Some(server) => Some(ScratchDb::new(Some(server), &dir.path, label).await?),
+        None => None,
+    };
     let seed = {
-        let db = db.clone();
+        let (db, to) = (db.clone(), scratch.as_ref().map(|s| s.location().clone()));
         // The migrations log at info; from inside the benchmark that is only noise.
         let quiet = tracing::subscriber::NoSubscriber::default();
         tokio::task::spawn_blocking(move || {
             tracing::subscriber::with_default(quiet, || {
-                seed_bulk(&db, size.decisions, size.suppressions, size.customers)
+                let started = Instant::now();
+                let mut seed = seed_bulk(&db, size.decisions, size.suppressions, size.customers)?;
+                if let Some(to) = to {
+                    let copied = crate::store::copy(&DbLocation::Sqlite(db.clone()), &to)?;
+                    if !copied.matches() {
+                        bail!("the seeded history did not copy whole: {:?}", copied.tables);
+                    }
+                    seed.elapsed = started.elapsed();
+                }
+                anyhow::Ok(seed)
             })
         })
         .await??
     };
-    let server = Server::start(&dir, &db, Commit::Grouped).await?;
+    let setting = match &scratch {
+        Some(scratch) => scratch.setting(),
+        None => db.display().to_string(),
+    };
+    let server = Server::start(&dir, setting, Commit::Grouped).await?;
     let connection = Connection::open(server.addr).await?;
     Ok((
         Target {
             size,
             server,
             connection,
+            _postgres: scratch,
             _dir: dir,
         },
         seed,

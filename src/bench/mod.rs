@@ -165,17 +165,7 @@ pub async fn run(
         report.ingest(&result, &plan);
         report.memory(&result);
     }
-    if (why || pages) && plan.postgres.is_some() {
-        for (key, wanted) in [("why", why), ("pages", pages)] {
-            if wanted {
-                report.not_measured(
-                    key,
-                    key,
-                    "not yet measured on PostgreSQL (the bulk seeder of 1,000,000 decisions writes SQLite only)",
-                );
-            }
-        }
-    } else if why || pages {
+    if why || pages {
         progress(&format!(
             "look-ups: seeding {} and {} decisions",
             report::count(plan.small.decisions),

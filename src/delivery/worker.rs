@@ -8,7 +8,7 @@ use super::classify::{AttemptOutcome, Stage, TryEnd, classify};
 use super::render;
 use super::schedule::RetryPolicy;
 use super::transport::{Attempt, Transport};
-use crate::app::App;
+use crate::app::{App, FinishedTry};
 use crate::model::{DeliveryEnd, EmailAddress, Project, Site, Status, SuppressionReason};
 use crate::store::{AttemptWrite, Lease, LeasedDecision, NewSuppression, now_micros};
 use std::collections::HashMap;
@@ -51,6 +51,8 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
     let (jobs_tx, mut jobs) = tokio::sync::mpsc::channel::<Job>(batch);
     let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
     let sweeper = tokio::spawn(expire_suppressions(state.clone(), stop.clone()));
+    let (finished, records) = tokio::sync::mpsc::channel::<FinishedTry>(batch);
+    let recorder = tokio::spawn(record_finished(state.clone(), records));
     let slots = Arc::new(Semaphore::new(concurrency));
     let policy = Arc::new(RetryPolicy::from_config(&state.config));
     let mut in_flight = JoinSet::new();
@@ -70,7 +72,12 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (state, transport, policy) = (state.clone(), transport.clone(), policy.clone());
+        let (state, transport, policy, finished) = (
+            state.clone(),
+            transport.clone(),
+            policy.clone(),
+            finished.clone(),
+        );
         in_flight.spawn(async move {
             let recheck = job.leased_at.elapsed() > GUARD_FRESHNESS;
             deliver(
@@ -82,6 +89,7 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
                 job.leased,
                 recheck,
                 permit,
+                finished,
             )
             .await;
         });
@@ -100,7 +108,25 @@ async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bo
         "delivery worker stopping; finishing tries in flight"
     );
     while in_flight.join_next().await.is_some() {}
+    // Every try has handed in its result: the recorder writes the last ones and ends.
+    drop(finished);
+    let _ = recorder.await;
 }
+
+/// Writes finished tries as they come, each write taking all that are waiting (up to
+/// [`RECORD_BATCH`]): one transaction, and a few statements, for many tries.
+async fn record_finished(state: App, mut finished: tokio::sync::mpsc::Receiver<FinishedTry>) {
+    let mut tries = Vec::with_capacity(RECORD_BATCH);
+    while finished.recv_many(&mut tries, RECORD_BATCH).await > 0 {
+        if let Err(e) = state.record_attempts(std::mem::take(&mut tries)).await {
+            // The leases expire and the decisions are tried again: at-least-once (SPEC §4).
+            tracing::error!(error = %e, "cannot record the attempts");
+        }
+    }
+}
+
+/// Most finished tries recorded in one write.
+const RECORD_BATCH: usize = 256;
 
 async fn release(state: &App, jobs: Vec<Job>) {
     if jobs.is_empty() {
@@ -229,6 +255,7 @@ async fn deliver(
     leased: LeasedDecision,
     recheck: bool,
     slot: tokio::sync::OwnedSemaphorePermit,
+    finished: tokio::sync::mpsc::Sender<FinishedTry>,
 ) {
     let decision = &leased.decision;
     // SPEC §4: the guards hold at delivery time, which may be a while after the lease.
@@ -268,16 +295,17 @@ async fn deliver(
         },
     };
     let took = started.elapsed();
-    // The slot bounds tries talking to servers; the record below waits for a commit
-    // (an fsync shared with other writes), and holding the slot through it left the
-    // connections idle for as long as the disk took. The lease stays until recorded,
-    // so a crash in between means one more try, as for any crash (SPEC §4).
+    // The slot bounds tries talking to servers; the record waits for a commit (an fsync
+    // shared with other writes), and holding the slot through it left the connections
+    // idle for as long as the disk took. The lease stays until recorded, so a crash in
+    // between means one more try, as for any crash (SPEC §4).
     drop(slot);
     let write = attempt_write(&leased, attempt, policy, started_at, now_micros());
     tracing::debug!(outcome = %write.outcome, status = %write.status, "delivery try finished");
-    if let Err(e) = state.record_attempt(write, took).await {
-        // The lease expires and the decision is tried again: at-least-once (SPEC §4).
-        tracing::error!(error = %e, "cannot record the attempt");
+    if finished.send((write, took)).await.is_err() {
+        // Only if the recorder is gone; the lease expires and the decision is tried
+        // again: at-least-once (SPEC §4).
+        tracing::error!("cannot record the attempt: the recorder has stopped");
     }
 }
 

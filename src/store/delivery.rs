@@ -248,39 +248,33 @@ impl Store {
     }
 
     /// Writes one finished try: the attempt, the decision's new status, and a suppression
-    /// when it bounced. A try whose lease was taken over meanwhile records its attempt,
-    /// and its status only when final (sent, bounced, failed).
+    /// when it bounced (one transaction; see [`Store::record_attempts`]).
     pub async fn record_attempt(&self, w: AttemptWrite) -> Result<(), StoreError> {
+        self.record_attempts(vec![w]).await
+    }
+
+    /// Writes finished tries, all in one transaction: their attempts, the decisions' new
+    /// statuses, and a suppression for each that bounced. A try whose lease was taken
+    /// over meanwhile records its attempt, and its status only when final (sent,
+    /// bounced, failed): the row is being tried again meanwhile, and that try will find
+    /// it settled. A deferral is left to whoever holds the lease now.
+    ///
+    /// The rows go in a few multi-row statements rather than two or three per try: on
+    /// PostgreSQL every statement is a round trip, and the record is delivery's busiest
+    /// write.
+    pub async fn record_attempts(&self, writes: Vec<AttemptWrite>) -> Result<(), StoreError> {
         self.write(move |conn| {
             let now = now_micros();
-            conn.prepare_cached(
-                "INSERT INTO attempts (decision_id, started_at, finished_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome, tls)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![w.decision_id, w.started_at, now, w.server, w.stage.map(Stage::as_str), w.smtp_code, w.enhanced_code, w.reply, w.outcome.as_str(), w.copy_outcome, w.tls])?;
-            // A try that outlived its lease still settles the decision when its result
-            // is final: the row is being tried again meanwhile, and that try will find it
-            // settled. A deferral is left to whoever holds the lease now.
-            let final_result = w.status != Status::Deferred;
-            let last_reply = w.reply.as_ref().map(|r| match w.smtp_code {
-                Some(code) => format!("{code} {r}"),
-                None => r.clone(),
-            });
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE decisions SET status = ?3, status_reason = ?4, next_attempt_at = ?5, lease_until = NULL,
-                         attempts_count = attempts_count + 1, last_reply = ?6,
-                         sent_at = CASE WHEN ?3 = 'sent' THEN ?7 ELSE sent_at END, updated_at = ?7
-                     WHERE id = ?1 AND status = 'sending' AND (lease_until = ?2 OR ?8)",
-                )?
-                .execute(params![w.decision_id, w.lease_until, w.status.as_str(), w.status_reason.map(DeliveryEnd::as_str), w.next_attempt_at, last_reply, now, final_result])?;
-            if updated == 1
-                && let Some(s) = &w.suppression
-            {
-                insert_suppression(conn, s, now)?;
-            }
-            if updated == 1 {
-                super::webhooks::emit_decision(conn, &w.decision_id, w.status, now)?;
+            let mut subscribers = super::webhooks::Subscribers::default();
+            for chunk in distinct_chunks(&writes) {
+                insert_attempts(conn, &chunk, now)?;
+                let settled = settle_decisions(conn, &chunk, now)?;
+                for w in chunk.iter().filter(|w| settled.contains(w.decision_id.as_str())) {
+                    if let Some(s) = &w.suppression {
+                        insert_suppression(conn, s, now)?;
+                    }
+                    super::webhooks::emit_decision_to(&mut subscribers, conn, &w.decision_id, w.status, now)?;
+                }
             }
             Ok(())
         })
@@ -560,6 +554,145 @@ fn delivery_guards(
             _ => Some(ReasonCode::Suppressed),
         })
         .collect())
+}
+
+/// `writes` cut into chunks of at most [`IN_LIST`], no decision twice in one chunk (two
+/// tries of one decision — one outlived its lease — settle one after the other).
+fn distinct_chunks(writes: &[AttemptWrite]) -> Vec<Vec<&AttemptWrite>> {
+    let mut chunks: Vec<(std::collections::HashSet<&str>, Vec<&AttemptWrite>)> = Vec::new();
+    for w in writes {
+        let free = chunks
+            .iter()
+            .position(|(ids, rows)| rows.len() < IN_LIST && !ids.contains(w.decision_id.as_str()));
+        let (ids, rows) = match free {
+            Some(i) => &mut chunks[i],
+            None => {
+                chunks.push(Default::default());
+                chunks.last_mut().expect("just pushed")
+            }
+        };
+        ids.insert(&w.decision_id);
+        rows.push(w);
+    }
+    chunks.into_iter().map(|(_, rows)| rows).collect()
+}
+
+/// The rows a multi-row statement is written for: `n` rounded up to a power of two, so
+/// each statement has a handful of shapes to prepare and cache, not one per length.
+/// The rows past `n` are all NULL and match nothing.
+fn shape(n: usize) -> usize {
+    n.next_power_of_two()
+}
+
+/// `(?a, ?b, …), (…)`: `rows` tuples of one placeholder per entry of `casts`, numbered
+/// from `?first`, each wrapped in its cast (PostgreSQL types a `VALUES` list's
+/// placeholders by them).
+fn values_list(first: usize, rows: usize, casts: &[&str]) -> String {
+    let mut n = first;
+    let tuples: Vec<String> = (0..rows)
+        .map(|_| {
+            let cols: Vec<String> = casts
+                .iter()
+                .map(|cast| {
+                    n += 1;
+                    format!("CAST(?{} AS {cast})", n - 1)
+                })
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
+}
+
+/// `values` padded with NULLs to [`shape`] rows of `per_row`.
+fn pad<'a>(
+    mut values: Vec<&'a dyn super::db::Param>,
+    rows: usize,
+    per_row: usize,
+) -> Vec<&'a dyn super::db::Param> {
+    const NULL: Option<i64> = None;
+    values.resize(1 + shape(rows) * per_row, &NULL);
+    values
+}
+
+/// Inserts the attempt rows of `chunk`, finished at `now`.
+fn insert_attempts(conn: &Db, chunk: &[&AttemptWrite], now: Micros) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO attempts (finished_at, decision_id, started_at, server, stage, smtp_code, enhanced_code, reply, outcome, copy_outcome, tls)
+         SELECT ?1, v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9, v.column10
+         FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL",
+        values_list(2, shape(chunk.len()), &["TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"])
+    );
+    let rows: Vec<(Option<&str>, &str)> = chunk
+        .iter()
+        .map(|w| (w.stage.map(Stage::as_str), w.outcome.as_str()))
+        .collect();
+    let mut values: Vec<&dyn super::db::Param> = vec![&now];
+    for (w, (stage, outcome)) in chunk.iter().zip(&rows) {
+        values.extend([
+            &w.decision_id as &dyn super::db::Param,
+            &w.started_at,
+            &w.server,
+            stage,
+            &w.smtp_code,
+            &w.enhanced_code,
+            &w.reply,
+            outcome,
+            &w.copy_outcome,
+            &w.tls,
+        ]);
+    }
+    conn.prepare_cached(&sql)?.execute(&pad(values, chunk.len(), 10))?;
+    Ok(())
+}
+
+/// Settles the decisions of `chunk` (see [`Store::record_attempts`]); answers the ids
+/// whose row changed.
+fn settle_decisions(
+    conn: &Db,
+    chunk: &[&AttemptWrite],
+    now: Micros,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let sql = format!(
+        "UPDATE decisions SET status = v.column3, status_reason = v.column4, next_attempt_at = v.column5,
+             lease_until = NULL, attempts_count = attempts_count + 1, last_reply = v.column6,
+             sent_at = CASE WHEN v.column3 = 'sent' THEN ?1 ELSE sent_at END, updated_at = ?1
+         FROM (VALUES {}) AS v
+         WHERE decisions.id = v.column1 AND decisions.status = 'sending'
+             AND (decisions.lease_until = v.column2 OR v.column7)
+         RETURNING decisions.id",
+        values_list(2, shape(chunk.len()), &["TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "BOOLEAN"])
+    );
+    let rows: Vec<(&str, Option<&str>, Option<String>, bool)> = chunk
+        .iter()
+        .map(|w| {
+            let last_reply = w.reply.as_ref().map(|r| match w.smtp_code {
+                Some(code) => format!("{code} {r}"),
+                None => r.clone(),
+            });
+            // Only a final result settles a row whose lease another try holds now.
+            let final_result = w.status != Status::Deferred;
+            (w.status.as_str(), w.status_reason.map(DeliveryEnd::as_str), last_reply, final_result)
+        })
+        .collect();
+    let mut values: Vec<&dyn super::db::Param> = vec![&now];
+    for (w, (status, reason, last_reply, final_result)) in chunk.iter().zip(&rows) {
+        values.extend([
+            &w.decision_id as &dyn super::db::Param,
+            &w.lease_until,
+            status,
+            reason,
+            &w.next_attempt_at,
+            last_reply,
+            final_result,
+        ]);
+    }
+    let mut settled = std::collections::HashSet::new();
+    conn.prepare_cached(&sql)?.for_each(&pad(values, chunk.len(), 7), |r| {
+        settled.insert(r.get::<_, String>(0)?);
+        Ok(())
+    })?;
+    Ok(settled)
 }
 
 /// Values per `IN (…)` list of a batched statement. Lists are padded to this length

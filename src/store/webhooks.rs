@@ -145,12 +145,29 @@ pub(crate) fn emit(
     now: Micros,
     data: impl FnOnce(&Db) -> Result<serde_json::Value, StoreError>,
 ) -> Result<(), StoreError> {
-    let subscribers = conn
+    let subscribers = subscribers_of(conn, event)?;
+    emit_to(conn, &subscribers, event, address, now, data)
+}
+
+/// The subscriptions that want `event`.
+fn subscribers_of(conn: &Db, event: WebhookEvent) -> Result<Vec<String>, StoreError> {
+    Ok(conn
         .prepare_cached(
             "SELECT id FROM webhooks WHERE events LIKE ?1 OR events LIKE '%,*,%' ORDER BY id",
         )?
         .query_map(params![format!("%,{event},%")], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Writes `event` for `subscribers`, with `data` built only when there is one.
+fn emit_to(
+    conn: &Db,
+    subscribers: &[String],
+    event: WebhookEvent,
+    address: &str,
+    now: Micros,
+    data: impl FnOnce(&Db) -> Result<serde_json::Value, StoreError>,
+) -> Result<(), StoreError> {
     if subscribers.is_empty() {
         return Ok(());
     }
@@ -170,6 +187,21 @@ pub(crate) fn emit(
     Ok(())
 }
 
+/// The subscriptions of each event, read once per transaction that emits many events
+/// (a batch of delivery records) instead of once per event.
+#[derive(Default)]
+pub(crate) struct Subscribers(std::collections::HashMap<WebhookEvent, Vec<String>>);
+
+impl Subscribers {
+    fn of(&mut self, conn: &Db, event: WebhookEvent) -> Result<&[String], StoreError> {
+        if !self.0.contains_key(&event) {
+            let ids = subscribers_of(conn, event)?;
+            self.0.insert(event, ids);
+        }
+        Ok(self.0.get(&event).map_or(&[], Vec::as_slice))
+    }
+}
+
 /// The event of a decision's new status (`decision.skipped`, `message.*`), with the
 /// decision (SPEC §5 Decision JSON) as its data.
 pub(crate) fn emit_decision(
@@ -178,9 +210,25 @@ pub(crate) fn emit_decision(
     status: Status,
     now: Micros,
 ) -> Result<(), StoreError> {
+    emit_decision_to(&mut Subscribers::default(), conn, id, status, now)
+}
+
+/// [`emit_decision`], with the subscriptions read through `subscribers`; the decision is
+/// read only when some subscription wants its event.
+pub(crate) fn emit_decision_to(
+    subscribers: &mut Subscribers,
+    conn: &Db,
+    id: &str,
+    status: Status,
+    now: Micros,
+) -> Result<(), StoreError> {
     let Some(event) = WebhookEvent::of_status(status) else {
         return Ok(());
     };
+    let subscribers = subscribers.of(conn, event)?;
+    if subscribers.is_empty() {
+        return Ok(());
+    }
     let decision = conn
         .prepare_cached(&format!(
             "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"
@@ -194,7 +242,7 @@ pub(crate) fn emit_decision(
         .recipient
         .clone()
         .unwrap_or_else(|| decision.input.clone());
-    emit(conn, event, &address, now, |_| {
+    emit_to(conn, subscribers, event, &address, now, |_| {
         Ok(serde_json::to_value(&decision)?)
     })
 }

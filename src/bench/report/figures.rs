@@ -124,14 +124,24 @@ impl Report {
             r.small.seed.elapsed.as_secs_f64(),
         );
         let ratio = large / small.max(f64::MIN_POSITIVE);
-        let pass = large < 60.0;
+        // On PostgreSQL the time is SQLite's seeder plus `db copy`: a set-up cost of
+        // the benchmark, with no target of its own.
+        let (figure, target, pass) = if r.postgres {
+            (
+                format!("seed {} decisions, then db copy to postgres (s)", count(r.large.size.decisions)),
+                "none (set-up)",
+                None,
+            )
+        } else {
+            (format!("seed {} decisions (s)", count(r.large.size.decisions)), "< 60 s", Some(large < 60.0))
+        };
         self.rows.push(Row {
-            figure: format!("seed {} decisions (s)", count(r.large.size.decisions)),
+            figure,
             value: format!("{large:.1}"),
             baseline: format!("{small:.2} ({})", count(r.small.size.decisions)),
             ratio: format!("{ratio:.0}x"),
-            target: "< 60 s".into(),
-            pass: Some(pass),
+            target: target.into(),
+            pass,
         });
         let sizes = |s: &SizeResult| {
             json!({
@@ -141,7 +151,8 @@ impl Report {
         };
         self.section("seed", json!({
             "seconds": round(large, 3), "baseline_seconds": round(small, 3), "ratio": round(ratio, 1),
-            "target": "< 60 s", "pass": pass, "rows": sizes(&r.large), "baseline_rows": sizes(&r.small),
+            "target": target, "pass": pass, "rows": sizes(&r.large), "baseline_rows": sizes(&r.small),
+            "copied_to_postgres": r.postgres,
         }));
     }
 
