@@ -66,18 +66,18 @@ mod queries {
 }
 
 pub use accounts::{TokenListing, UserListing};
+pub use audit::AuditEntry;
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
 pub use bulk_remove::{BulkOutcome, BulkSelection, SAMPLE as BULK_SAMPLE};
 pub use copy::{CopyReport, copy};
 pub use db::Engine;
+pub use decisions::{DecisionFilter, parse_cursor, parse_query_time};
 pub use delivery::{
     AttemptRecord, AttemptWrite, BounceMessageRecord, Lease, LeasedDecision, NewBounceMessage,
     ReportAction, ReportEffect, ReportOutcome,
 };
-pub use audit::AuditEntry;
-pub use decisions::{DecisionFilter, parse_cursor, parse_query_time};
 pub use ingest::{
     IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome, ResendSkippedOutcome,
 };
