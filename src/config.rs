@@ -365,7 +365,7 @@ fn dkim(layers: &Layers) -> Result<Option<crate::delivery::dkim::Signer>, Config
         (Some(k), Some(s)) => {
             let selector = s.value.trim();
             crate::delivery::dkim::check_selector(selector)
-                .map_err(|m| error("dkim_selector", s.origin.clone(), m))?;
+                .map_err(|m| error("dkim_selector", s.origin.clone(), m.to_string()))?;
             let path = k.value.trim();
             let text = std::fs::read_to_string(path).map_err(|e| {
                 error(

@@ -86,8 +86,8 @@ pub struct Readiness {
 
 impl Readiness {
     /// Records that the transport started (`Ok`) or could not (`Err(reason)`).
-    pub fn transport(&self, result: Result<(), String>) {
-        let _ = self.transport.set(result);
+    pub fn transport(&self, result: Result<(), crate::delivery::transport::TransportError>) {
+        let _ = self.transport.set(result.map_err(|e| e.to_string()));
     }
 
     /// `None` while the transport has not started yet.

@@ -404,7 +404,7 @@ pub async fn decision(
                     }),
                     String::new(),
                 ),
-                Err(e) => (None, e),
+                Err(e) => (None, e.to_string()),
             }
         }
         _ => (
