@@ -21,6 +21,8 @@ mod webhooks;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};
+pub use decisions::{CREATE_ROLE, MAX_AGENT_ADDRESSES};
+pub use suppressions::{BulkRemove, ImportError, bulk_selection, check_note, parse_import};
 
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};

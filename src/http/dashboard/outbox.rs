@@ -6,7 +6,7 @@ use super::overview::reason_label;
 use super::session::User;
 use super::{Ctx, FormState, query, render, short_time};
 use crate::http::AppState;
-use crate::http::api::read::csv_decisions;
+use crate::http::csv::csv_decisions;
 use crate::model::{Channel, EmailAddress, ProjectKey, ReasonCode, Status};
 use crate::store::{DecisionFilter, DecisionRecord, parse_cursor};
 use askama::Template;
