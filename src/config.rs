@@ -148,68 +148,197 @@ impl Config {
         demo: bool,
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let layers = Layers::new(raw, env)?;
+        let Http {
+            listen,
+            metrics,
+            admin_token,
+            admin_password,
+            log_json,
+            max_connections,
+            trusted_proxies,
+        } = http(&layers)?;
+        let Storage {
+            db,
+            group_commit,
+            retention,
+        } = storage(&layers, demo)?;
+        let Sending {
+            transport,
+            mx_port,
+            dns,
+            smtp_ca,
+            concurrency,
+            worker,
+            ehlo_name,
+        } = sending(&layers)?;
+        let Retries {
+            retry_schedule,
+            give_up_after,
+            mailbox_full_for,
+            lease,
+            poll_interval,
+        } = retries(&layers)?;
+        let BounceDoor {
+            bounce_listen,
+            bounce_tls,
+            feedback_address,
+        } = bounce_door(&layers)?;
         let config = Config {
-            listen: setting(&layers, "listen", parse_listen)?
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8040))),
-            db: setting(&layers, "db", DbLocation::parse)?.unwrap_or_else(|| {
-                DbLocation::Sqlite(PathBuf::from(if demo {
-                    "./data/demo.db"
-                } else {
-                    "./data/mailtrail.db"
-                }))
-            }),
-            transport: transport(&layers)?,
-            retry_schedule: setting(&layers, "retry_schedule", parse_schedule)?
-                .unwrap_or_else(default_schedule),
-            give_up_after: duration(&layers, "give_up_after", 24 * 3600)?,
-            mailbox_full_for: duration(&layers, "mailbox_full_for", 7 * 86_400)?,
-            lease: duration(&layers, "lease", 300)?,
-            metrics: setting(&layers, "metrics", parse_bool)?.unwrap_or(true),
-            admin_token: secret(&layers, "admin_token", MIN_SECRET_LEN)?.map(Secret),
-            admin_password: secret(&layers, "admin_password", MIN_SECRET_LEN)?.map(Secret),
-            mx_port: setting(&layers, "mx_port", |s| {
-                s.parse().map_err(|_| format!("`{s}` is not a port number"))
-            })?
-            .unwrap_or(25),
-            dns: setting(&layers, "dns", |s| {
-                s.parse()
-                    .map_err(|_| format!("`{s}` is not ip:port, e.g. 127.0.0.1:5353"))
-            })?,
-            poll_interval: duration(&layers, "poll_interval", 1)?,
-            smtp_ca: setting(&layers, "smtp_ca", parse_path)?,
-            concurrency: setting(&layers, "concurrency", |s| {
-                s.parse()
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| format!("`{s}` is not a number from 1 to 256"))
-            })?
-            .unwrap_or(8),
-            log_json: setting(&layers, "log_format", |s| match s {
-                "text" => Ok(false),
-                "json" => Ok(true),
-                other => Err(format!("`{other}` is not text or json")),
-            })?
-            .unwrap_or(false),
-            group_commit: setting(&layers, "group_commit", parse_bool)?.unwrap_or(true),
-            worker: setting(&layers, "worker", parse_bool)?.unwrap_or(true),
-            retention: duration(&layers, "retention", 400 * 86_400)?,
-            max_connections: setting(&layers, "max_connections", |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=1_000_000).contains(n))
-                    .ok_or_else(|| format!("`{s}` is not a number from 1 to 1000000"))
-            })?
-            .unwrap_or(1024),
-            trusted_proxies: setting(&layers, "trusted_proxies", parse_cidrs)?.unwrap_or_default(),
-            bounce_listen: setting(&layers, "bounce_listen", parse_listen)?,
-            bounce_tls: bounce_tls(&layers)?,
-            feedback_address: setting(&layers, "feedback_address", parse_feedback_address)?,
+            listen,
+            db,
+            transport,
+            retry_schedule,
+            give_up_after,
+            mailbox_full_for,
+            lease,
+            metrics,
+            admin_token,
+            admin_password,
+            mx_port,
+            dns,
+            poll_interval,
+            smtp_ca,
+            concurrency,
+            log_json,
+            group_commit,
+            worker,
+            retention,
+            max_connections,
+            trusted_proxies,
+            bounce_listen,
+            bounce_tls,
+            feedback_address,
             dkim: dkim(&layers)?,
-            ehlo_name: setting(&layers, "ehlo_name", parse_ehlo_name)?
-                .unwrap_or_else(default_ehlo_name),
+            ehlo_name,
         };
         Ok((config, layers.warnings))
     }
+}
+
+/// The HTTP side: where it listens, its limits, the admin's credentials, the logs.
+struct Http {
+    listen: SocketAddr,
+    metrics: bool,
+    admin_token: Option<Secret>,
+    admin_password: Option<Secret>,
+    log_json: bool,
+    max_connections: usize,
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn http(layers: &Layers) -> Result<Http, ConfigError> {
+    Ok(Http {
+        listen: setting(layers, "listen", parse_listen)?
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8040))),
+        metrics: setting(layers, "metrics", parse_bool)?.unwrap_or(true),
+        admin_token: secret(layers, "admin_token", MIN_SECRET_LEN)?.map(Secret),
+        admin_password: secret(layers, "admin_password", MIN_SECRET_LEN)?.map(Secret),
+        log_json: setting(layers, "log_format", |s| match s {
+            "text" => Ok(false),
+            "json" => Ok(true),
+            other => Err(format!("`{other}` is not text or json")),
+        })?
+        .unwrap_or(false),
+        max_connections: setting(layers, "max_connections", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| format!("`{s}` is not a number from 1 to 1000000"))
+        })?
+        .unwrap_or(1024),
+        trusted_proxies: setting(layers, "trusted_proxies", parse_cidrs)?.unwrap_or_default(),
+    })
+}
+
+/// The database, how it commits and how long it keeps history.
+struct Storage {
+    db: DbLocation,
+    group_commit: bool,
+    retention: Duration,
+}
+
+fn storage(layers: &Layers, demo: bool) -> Result<Storage, ConfigError> {
+    Ok(Storage {
+        db: setting(layers, "db", DbLocation::parse)?.unwrap_or_else(|| {
+            DbLocation::Sqlite(PathBuf::from(if demo {
+                "./data/demo.db"
+            } else {
+                "./data/mailtrail.db"
+            }))
+        }),
+        group_commit: setting(layers, "group_commit", parse_bool)?.unwrap_or(true),
+        retention: duration(layers, "retention", 400 * 86_400)?,
+    })
+}
+
+/// How mail goes out: the transport, direct delivery's port and resolver, the worker.
+struct Sending {
+    transport: TransportSpec,
+    mx_port: u16,
+    dns: Option<SocketAddr>,
+    smtp_ca: Option<PathBuf>,
+    concurrency: usize,
+    worker: bool,
+    ehlo_name: String,
+}
+
+fn sending(layers: &Layers) -> Result<Sending, ConfigError> {
+    Ok(Sending {
+        transport: transport(layers)?,
+        mx_port: setting(layers, "mx_port", |s| {
+            s.parse().map_err(|_| format!("`{s}` is not a port number"))
+        })?
+        .unwrap_or(25),
+        dns: setting(layers, "dns", |s| {
+            s.parse()
+                .map_err(|_| format!("`{s}` is not ip:port, e.g. 127.0.0.1:5353"))
+        })?,
+        smtp_ca: setting(layers, "smtp_ca", parse_path)?,
+        concurrency: setting(layers, "concurrency", |s| {
+            s.parse()
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| format!("`{s}` is not a number from 1 to 256"))
+        })?
+        .unwrap_or(8),
+        worker: setting(layers, "worker", parse_bool)?.unwrap_or(true),
+        ehlo_name: setting(layers, "ehlo_name", parse_ehlo_name)?.unwrap_or_else(default_ehlo_name),
+    })
+}
+
+/// When tries happen and how long their effects last.
+struct Retries {
+    retry_schedule: Vec<Duration>,
+    give_up_after: Duration,
+    mailbox_full_for: Duration,
+    lease: Duration,
+    poll_interval: Duration,
+}
+
+fn retries(layers: &Layers) -> Result<Retries, ConfigError> {
+    Ok(Retries {
+        retry_schedule: setting(layers, "retry_schedule", parse_schedule)?
+            .unwrap_or_else(default_schedule),
+        give_up_after: duration(layers, "give_up_after", 24 * 3600)?,
+        mailbox_full_for: duration(layers, "mailbox_full_for", 7 * 86_400)?,
+        lease: duration(layers, "lease", 300)?,
+        poll_interval: duration(layers, "poll_interval", 1)?,
+    })
+}
+
+/// The SMTP bounce door (SPEC §11).
+struct BounceDoor {
+    bounce_listen: Option<SocketAddr>,
+    bounce_tls: Option<(PathBuf, PathBuf)>,
+    feedback_address: Option<String>,
+}
+
+fn bounce_door(layers: &Layers) -> Result<BounceDoor, ConfigError> {
+    Ok(BounceDoor {
+        bounce_listen: setting(layers, "bounce_listen", parse_listen)?,
+        bounce_tls: bounce_tls(layers)?,
+        feedback_address: setting(layers, "feedback_address", parse_feedback_address)?,
+    })
 }
 
 /// `--bounce-tls-cert` and `--bounce-tls-key`: both, or neither. The files are read
@@ -365,7 +494,7 @@ fn dkim(layers: &Layers) -> Result<Option<crate::delivery::dkim::Signer>, Config
         (Some(k), Some(s)) => {
             let selector = s.value.trim();
             crate::delivery::dkim::check_selector(selector)
-                .map_err(|m| error("dkim_selector", s.origin.clone(), m))?;
+                .map_err(|m| error("dkim_selector", s.origin.clone(), m.to_string()))?;
             let path = k.value.trim();
             let text = std::fs::read_to_string(path).map_err(|e| {
                 error(

@@ -236,7 +236,7 @@ pub async fn seed(state: &App) -> anyhow::Result<()> {
 /// with scripted SMTP replies, and one DSN and one complaint posted afterwards.
 async fn deliver_stories(state: &App) -> anyhow::Result<()> {
     let store = &state.store;
-    let transport = Transport::from_config(&state.config).map_err(anyhow::Error::msg)?;
+    let transport = Transport::from_config(&state.config)?;
     let policy = RetryPolicy::from_config(&state.config);
     let projects = store.projects().await?;
     let site = store.site().await?;
@@ -277,8 +277,7 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                     .find(|p| p.key.as_str() == l.decision.project)
                     .context("project")?;
                 let message =
-                    render::prepare(&l.decision, project, &site, state.config.dkim.as_ref())
-                        .map_err(anyhow::Error::msg)?;
+                    render::build(&l.decision, project, &site, state.config.dkim.as_ref())?;
                 transport.deliver(&message).await
             }
         };

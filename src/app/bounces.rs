@@ -103,7 +103,7 @@ impl App {
                         StoreError::Refused {
                             code: "too_many_recipients",
                             field: "body",
-                            message: m,
+                            message: m.to_string(),
                         }
                     })?;
                 // Over SMTP, the VERP address it came to names the decision too.

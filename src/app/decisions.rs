@@ -4,10 +4,17 @@
 //! waking the delivery worker when mail became due.
 
 use super::{App, AppResult};
-use crate::model::{EmailAddress, ProjectKey, ReasonCode};
+use crate::model::{EmailAddress, ProjectKey, ReasonCode, Role};
 use crate::store::{
     IdempotencyKey, IngestRequest, Micros, Outcome, ResendOutcome, ResendSkippedOutcome,
 };
+
+/// Who may record decisions (add customers, resend). SPEC §6 gives support "look up,
+/// resend", so the service desk's integration uses an admin token.
+pub const CREATE_ROLE: Role = Role::Admin;
+
+/// Most addresses in one agent add (SPEC §3).
+pub const MAX_AGENT_ADDRESSES: usize = 1000;
 
 impl App {
     /// Records one decision per recipient of `request` (customers join the project as

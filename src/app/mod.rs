@@ -22,6 +22,8 @@ mod webhooks;
 mod why;
 
 pub use bounces::{IncomingBounce, ReportAnswer};
+pub use decisions::{CREATE_ROLE, MAX_AGENT_ADDRESSES};
+pub use suppressions::{BulkRemove, ImportError, bulk_selection, check_note, parse_import};
 
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
@@ -87,8 +89,8 @@ pub struct Readiness {
 
 impl Readiness {
     /// Records that the transport started (`Ok`) or could not (`Err(reason)`).
-    pub fn transport(&self, result: Result<(), String>) {
-        let _ = self.transport.set(result);
+    pub fn transport(&self, result: Result<(), crate::delivery::transport::TransportError>) {
+        let _ = self.transport.set(result.map_err(|e| e.to_string()));
     }
 
     /// `None` while the transport has not started yet.

@@ -354,8 +354,7 @@ async fn naive(
         else {
             break;
         };
-        let message = render::prepare(&leased.decision, &project, &site, config.dkim.as_ref())
-            .map_err(anyhow::Error::msg)?;
+        let message = render::build(&leased.decision, &project, &site, config.dkim.as_ref())?;
         let at = now_micros();
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {

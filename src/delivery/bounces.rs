@@ -14,6 +14,14 @@ pub const EVIDENCE_LIMIT: usize = 64 * 1024;
 /// its own copy of the evidence, so the bound keeps one report's footprint bounded.
 pub const MAX_REPORT_RECIPIENTS: usize = 1000;
 
+/// A report that names more addresses than one report may.
+#[derive(Debug, thiserror::Error)]
+#[error("the report names {named} recipients; at most {MAX_REPORT_RECIPIENTS} are taken")]
+pub struct TooManyRecipients {
+    /// How many it names.
+    pub named: usize,
+}
+
 /// The decision id a Message-ID of ours names: `<{decision_id}@{domain}>`.
 fn decision_id_from_message_id(message_id: &str) -> Option<String> {
     let inner = message_id.trim().trim_matches(['<', '>']);
@@ -28,15 +36,13 @@ pub fn actions(
     report: &Report,
     raw: &str,
     mailbox_full_until: Micros,
-) -> Result<(String, Vec<ReportAction>), String> {
+) -> Result<(String, Vec<ReportAction>), TooManyRecipients> {
     let named = match report {
         Report::Dsn(dsn) => dsn.recipients.len(),
         Report::Complaint(c) => c.original_rcpt_to.len().max(c.original_to.len()),
     };
     if named > MAX_REPORT_RECIPIENTS {
-        return Err(format!(
-            "the report names {named} recipients; at most {MAX_REPORT_RECIPIENTS} are taken"
-        ));
+        return Err(TooManyRecipients { named });
     }
     let evidence = crate::model::truncate(raw, EVIDENCE_LIMIT).to_owned();
     match report {

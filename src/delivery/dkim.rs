@@ -59,6 +59,73 @@ impl Algorithm {
     }
 }
 
+/// Why a key, a selector or a signature could not be had; each says what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum DkimError {
+    /// A `BEGIN RSA PRIVATE KEY` file that does not parse.
+    #[error("not a readable RSA private key (PKCS#1 PEM): {0}")]
+    Pkcs1(rsa::pkcs1::Error),
+    /// A `BEGIN PRIVATE KEY` file of another algorithm.
+    #[error("a PKCS#8 PEM key that is neither RSA nor Ed25519")]
+    OtherPkcs8,
+    /// An RSA key shorter than RFC 8301 allows.
+    #[error("the RSA key has {bits} bits; DKIM needs at least {MIN_RSA_BITS} (2048 recommended)")]
+    ShortRsa {
+        /// The key's size.
+        bits: usize,
+    },
+    /// Neither PEM nor base64.
+    #[error("not a DKIM private key: expected an RSA PEM key or the base64 of an Ed25519 seed")]
+    NotAKey,
+    /// Base64 of something else than a 32-byte seed.
+    #[error("an Ed25519 key is the base64 of 32 bytes; this file holds {0} bytes")]
+    SeedLength(usize),
+    /// Not dot-separated DNS labels (RFC 6376 §3.1).
+    #[error(
+        "`{0}` is not a DKIM selector: DNS labels of letters, digits and hyphens, e.g. mail2026"
+    )]
+    Selector(String),
+    /// lettre refused the key (checked once, when the signer is made).
+    #[error("lettre cannot use this key: {0}")]
+    Unusable(String),
+    /// lettre refused the key when signing (it accepted it at start-up).
+    #[error("the DKIM key is not usable: {0}")]
+    NotUsable(String),
+    /// A signed header's name (a constant) did not parse.
+    #[error("bad header name: {0}")]
+    HeaderName(String),
+    /// Another thread panicked while holding the signer's cache.
+    #[error("DKIM cache poisoned")]
+    Poisoned,
+    /// Making a new RSA key failed.
+    #[error("cannot generate an RSA key: {0}")]
+    Generate(String),
+    /// Writing a key in another encoding failed; `what` names the key.
+    #[error("cannot {what}: {detail}")]
+    Encode {
+        /// "re-encode the RSA key", "encode the RSA public key", …
+        what: &'static str,
+        /// The library's message.
+        detail: String,
+    },
+    /// A key [`read_key`] accepted did not read again (for its public half).
+    #[error("{0}")]
+    Reread(String),
+}
+
+impl DkimError {
+    fn encode(what: &'static str, e: impl std::fmt::Display) -> DkimError {
+        DkimError::Encode {
+            what,
+            detail: e.to_string(),
+        }
+    }
+
+    fn reread(e: impl std::fmt::Display) -> DkimError {
+        DkimError::Reread(e.to_string())
+    }
+}
+
 /// A checked private key in the form lettre reads (PKCS#1 PEM or base64 seed).
 #[derive(Clone)]
 struct KeyText {
@@ -71,22 +138,19 @@ const MIN_RSA_BITS: usize = 1024;
 
 /// Reads a key file's text: which algorithm, in lettre's form. The error says what
 /// was expected.
-fn read_key(text: &str) -> Result<KeyText, String> {
+fn read_key(text: &str) -> Result<KeyText, DkimError> {
     use ed25519_dalek::pkcs8::DecodePrivateKey as _;
     use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, LineEnding};
     use rsa::traits::PublicKeyParts;
     let text = text.trim();
     let rsa_key = if text.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
-        Some(
-            rsa::RsaPrivateKey::from_pkcs1_pem(text)
-                .map_err(|e| format!("not a readable RSA private key (PKCS#1 PEM): {e}"))?,
-        )
+        Some(rsa::RsaPrivateKey::from_pkcs1_pem(text).map_err(DkimError::Pkcs1)?)
     } else if text.starts_with("-----BEGIN PRIVATE KEY-----") {
         match rsa::RsaPrivateKey::from_pkcs8_pem(text) {
             Ok(key) => Some(key),
             Err(_) => {
                 let key = ed25519_dalek::SigningKey::from_pkcs8_pem(text)
-                    .map_err(|_| "a PKCS#8 PEM key that is neither RSA nor Ed25519".to_owned())?;
+                    .map_err(|_| DkimError::OtherPkcs8)?;
                 return Ok(KeyText {
                     algorithm: Algorithm::Ed25519,
                     text: B64.encode(key.to_bytes()),
@@ -99,27 +163,19 @@ fn read_key(text: &str) -> Result<KeyText, String> {
     if let Some(key) = rsa_key {
         let bits = key.size() * 8;
         if bits < MIN_RSA_BITS {
-            return Err(format!(
-                "the RSA key has {bits} bits; DKIM needs at least {MIN_RSA_BITS} (2048 recommended)"
-            ));
+            return Err(DkimError::ShortRsa { bits });
         }
         let pem = key
             .to_pkcs1_pem(LineEnding::LF)
-            .map_err(|e| format!("cannot re-encode the RSA key: {e}"))?;
+            .map_err(|e| DkimError::encode("re-encode the RSA key", e))?;
         return Ok(KeyText {
             algorithm: Algorithm::Rsa,
             text: pem.to_string(),
         });
     }
-    let seed = B64.decode(text).map_err(|_| {
-        "not a DKIM private key: expected an RSA PEM key or the base64 of an Ed25519 seed"
-            .to_owned()
-    })?;
+    let seed = B64.decode(text).map_err(|_| DkimError::NotAKey)?;
     if seed.len() != 32 {
-        return Err(format!(
-            "an Ed25519 key is the base64 of 32 bytes; this file holds {} bytes",
-            seed.len()
-        ));
+        return Err(DkimError::SeedLength(seed.len()));
     }
     Ok(KeyText {
         algorithm: Algorithm::Ed25519,
@@ -129,7 +185,7 @@ fn read_key(text: &str) -> Result<KeyText, String> {
 
 /// Whether `selector` can be a DKIM selector: dot-separated DNS labels (RFC 6376 §3.1),
 /// letters, digits and hyphens, not starting or ending with a hyphen.
-pub fn check_selector(selector: &str) -> Result<(), String> {
+pub fn check_selector(selector: &str) -> Result<(), DkimError> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -140,9 +196,7 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
     if selector.len() <= 200 && selector.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(format!(
-            "`{selector}` is not a DKIM selector: DNS labels of letters, digits and hyphens, e.g. mail2026"
-        ))
+        Err(DkimError::Selector(selector.to_owned()))
     }
 }
 
@@ -172,12 +226,12 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     /// A signer from a key file's text and a selector; the error says what is wrong.
-    pub fn new(key_text: &str, selector: &str) -> Result<Signer, String> {
+    pub fn new(key_text: &str, selector: &str) -> Result<Signer, DkimError> {
         check_selector(selector)?;
         let key = read_key(key_text)?;
         // Checks lettre reads it too, so a send can never meet a bad key.
         DkimSigningKey::new(&key.text, key.algorithm.lettre())
-            .map_err(|e| format!("lettre cannot use this key: {e}"))?;
+            .map_err(|e| DkimError::Unusable(e.to_string()))?;
         Ok(Signer {
             selector: selector.to_owned(),
             key,
@@ -195,20 +249,20 @@ impl Signer {
         &self.selector
     }
 
-    fn config_for(&self, domain: &str) -> Result<Arc<DkimConfig>, String> {
-        let mut cached = self.cached.lock().map_err(|_| "DKIM cache poisoned")?;
+    fn config_for(&self, domain: &str) -> Result<Arc<DkimConfig>, DkimError> {
+        let mut cached = self.cached.lock().map_err(|_| DkimError::Poisoned)?;
         if let Some((d, config)) = cached.as_ref()
             && d == domain
         {
             return Ok(config.clone());
         }
         let key = DkimSigningKey::new(&self.key.text, self.key.algorithm.lettre())
-            .map_err(|e| format!("the DKIM key is not usable: {e}"))?;
+            .map_err(|e| DkimError::NotUsable(e.to_string()))?;
         let headers = SIGNED_HEADERS
             .iter()
             .map(|h| HeaderName::new_from_ascii((*h).to_owned()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bad header name: {e}"))?;
+            .map_err(|e| DkimError::HeaderName(e.to_string()))?;
         let config = Arc::new(DkimConfig::new(
             self.selector.clone(),
             domain.to_owned(),
@@ -226,7 +280,7 @@ impl Signer {
     /// Adds a `DKIM-Signature` for `domain` to `message`. The message must carry its
     /// `Content-Type` and `Content-Transfer-Encoding` as its own headers (see
     /// `render::prepare`): lettre signs only the message's headers.
-    pub fn sign(&self, message: &mut Message, domain: &str) -> Result<(), String> {
+    pub fn sign(&self, message: &mut Message, domain: &str) -> Result<(), DkimError> {
         let config = self.config_for(domain)?;
         message.sign(&config);
         Ok(())
@@ -240,21 +294,21 @@ pub struct NewKey {
 }
 
 /// Makes a new key: RSA 2048 bits (PKCS#1 PEM) or Ed25519 (base64 seed).
-pub fn generate(algorithm: Algorithm) -> Result<NewKey, String> {
+pub fn generate(algorithm: Algorithm) -> Result<NewKey, DkimError> {
     match algorithm {
         Algorithm::Rsa => {
             use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
             use rsa::pkcs8::EncodePublicKey;
             let key = rsa::RsaPrivateKey::new(&mut rand_core_06::OsRng, 2048)
-                .map_err(|e| format!("cannot generate an RSA key: {e}"))?;
+                .map_err(|e| DkimError::Generate(e.to_string()))?;
             let private = key
                 .to_pkcs1_pem(LineEnding::LF)
-                .map_err(|e| format!("cannot encode the RSA key: {e}"))?
+                .map_err(|e| DkimError::encode("encode the RSA key", e))?
                 .to_string();
             let public = key
                 .to_public_key()
                 .to_public_key_der()
-                .map_err(|e| format!("cannot encode the RSA public key: {e}"))?;
+                .map_err(|e| DkimError::encode("encode the RSA public key", e))?;
             Ok(NewKey {
                 private,
                 public: B64.encode(public.as_bytes()),
@@ -272,26 +326,26 @@ pub fn generate(algorithm: Algorithm) -> Result<NewKey, String> {
 }
 
 /// The public half of a key file, for the DNS record (`p=`).
-pub fn public_of(key_text: &str) -> Result<(Algorithm, String), String> {
+pub fn public_of(key_text: &str) -> Result<(Algorithm, String), DkimError> {
     let key = read_key(key_text)?;
     match key.algorithm {
         Algorithm::Rsa => {
             use rsa::pkcs1::DecodeRsaPrivateKey;
             use rsa::pkcs8::EncodePublicKey;
             let private =
-                rsa::RsaPrivateKey::from_pkcs1_pem(&key.text).map_err(|e| e.to_string())?;
+                rsa::RsaPrivateKey::from_pkcs1_pem(&key.text).map_err(DkimError::reread)?;
             let der = private
                 .to_public_key()
                 .to_public_key_der()
-                .map_err(|e| e.to_string())?;
+                .map_err(DkimError::reread)?;
             Ok((Algorithm::Rsa, B64.encode(der.as_bytes())))
         }
         Algorithm::Ed25519 => {
             let seed: [u8; 32] = B64
                 .decode(key.text.trim())
-                .map_err(|e| e.to_string())?
+                .map_err(DkimError::reread)?
                 .try_into()
-                .map_err(|_| "not 32 bytes".to_owned())?;
+                .map_err(|_| DkimError::reread("not 32 bytes"))?;
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             Ok((
                 Algorithm::Ed25519,

@@ -19,6 +19,17 @@ pub enum Route {
     Unknown(String),
 }
 
+/// Why no resolver could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// `/etc/resolv.conf` (or its equivalent) could not be read.
+    #[error("cannot read the system resolver configuration: {0}")]
+    SystemConfig(String),
+    /// hickory refused the configuration.
+    #[error("cannot build the resolver: {0}")]
+    Build(String),
+}
+
 /// A resolver for MX and address look-ups.
 pub struct Dns {
     resolver: Resolver<TokioRuntimeProvider>,
@@ -26,7 +37,7 @@ pub struct Dns {
 
 impl Dns {
     /// Uses `server` (tests: dnsmasq on 127.0.0.1), else the system's resolver.
-    pub fn new(server: Option<SocketAddr>) -> Result<Dns, String> {
+    pub fn new(server: Option<SocketAddr>) -> Result<Dns, DnsError> {
         let mut builder = match server {
             Some(addr) => {
                 let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -38,14 +49,13 @@ impl Dns {
                     TokioRuntimeProvider::default(),
                 )
             }
-            None => Resolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?,
+            None => Resolver::builder_tokio().map_err(|e| DnsError::SystemConfig(e.to_string()))?,
         };
         builder.options_mut().timeout = Duration::from_secs(2);
         builder.options_mut().attempts = 1;
         let resolver = builder
             .build()
-            .map_err(|e| format!("cannot build the resolver: {e}"))?;
+            .map_err(|e| DnsError::Build(e.to_string()))?;
         Ok(Dns { resolver })
     }
 

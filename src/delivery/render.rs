@@ -5,14 +5,54 @@
 //! Header values come only from normalized addresses and from text that was checked
 //! free of CR/LF when it was stored (project names, display names); lettre encodes them.
 
-use super::dkim::Signer;
-use crate::model::{CopyAs, EmailAddress, EmailFormat, EmailKind, ParsedMailbox, Project, Site};
+use super::dkim::{DkimError, Signer};
+use crate::model::{
+    AddressError, CopyAs, EmailAddress, EmailFormat, EmailKind, ParsedMailbox, Project, Site,
+};
 use crate::store::DecisionRecord;
 use askama::Template;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart, header};
 use lettre::{Address, Message};
+
+/// Why a decision's email could not be rendered or built. The texts are shown on the
+/// dashboard's preview and kept in the attempt of a try that could not render.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A decision of an input that never parsed has no recipient.
+    #[error("an invalid address has no email")]
+    NoRecipient,
+    /// The recipient stored on the decision no longer parses.
+    #[error("{0}")]
+    Recipient(AddressError),
+    /// The site's From setting does not parse.
+    #[error("the site's From is not valid: {0}")]
+    From(AddressError),
+    /// The project's `copy_to` does not parse.
+    #[error("copy_to is not valid: {0}")]
+    CopyTo(AddressError),
+    /// An address lettre does not accept.
+    #[error("{address} cannot be written as an SMTP address: {detail}")]
+    SmtpAddress {
+        /// The address.
+        address: String,
+        /// lettre's reason.
+        detail: String,
+    },
+    /// An askama template failed.
+    #[error("template error: {0}")]
+    Template(#[from] askama::Error),
+    /// The project's format asked for no part at all.
+    #[error("the email has no body")]
+    NoBody,
+    /// The message could not be built; the text says which part failed.
+    #[error("{0}")]
+    Build(String),
+    /// Signing failed.
+    #[error(transparent)]
+    Dkim(#[from] DkimError),
+}
 
 /// What the templates see.
 struct Context<'a> {
@@ -116,7 +156,7 @@ fn bodies(
     format: EmailFormat,
     template_set: &str,
     c: &Context<'_>,
-) -> Result<(Option<String>, Option<String>), String> {
+) -> Result<(Option<String>, Option<String>), RenderError> {
     let plain = template_set == "plain";
     let text = || {
         if plain {
@@ -132,11 +172,10 @@ fn bodies(
             DefaultHtml::from(c).render()
         }
     };
-    let err = |e: askama::Error| format!("template error: {e}");
     Ok(match format {
-        EmailFormat::Multipart => (Some(text().map_err(err)?), Some(html().map_err(err)?)),
-        EmailFormat::Text => (Some(text().map_err(err)?), None),
-        EmailFormat::Html => (None, Some(html().map_err(err)?)),
+        EmailFormat::Multipart => (Some(text()?), Some(html()?)),
+        EmailFormat::Text => (Some(text()?), None),
+        EmailFormat::Html => (None, Some(html()?)),
     })
 }
 
@@ -145,13 +184,12 @@ pub fn preview(
     decision: &DecisionRecord,
     project: &Project,
     site: &Site,
-) -> Result<RenderedEmail, String> {
+) -> Result<RenderedEmail, RenderError> {
     let recipient = decision
         .recipient
         .as_deref()
-        .ok_or("an invalid address has no email")?;
-    let from = ParsedMailbox::parse(&site.from)
-        .map_err(|e| format!("the site's From is not valid: {e}"))?;
+        .ok_or(RenderError::NoRecipient)?;
+    let from = ParsedMailbox::parse(&site.from).map_err(RenderError::From)?;
     let sender_name = from
         .display_name
         .clone()
@@ -237,31 +275,43 @@ pub fn decision_id_from_verp(address: &str) -> Option<&str> {
         .filter(|id| !id.is_empty() && id.len() <= 64)
 }
 
-fn lettre_address(a: &EmailAddress) -> Result<Address, String> {
-    Address::new(a.local_part(), a.domain())
-        .map_err(|e| format!("{a} cannot be written as an SMTP address: {e}"))
+fn lettre_address(a: &EmailAddress) -> Result<Address, RenderError> {
+    Address::new(a.local_part(), a.domain()).map_err(|e| RenderError::SmtpAddress {
+        address: a.to_string(),
+        detail: e.to_string(),
+    })
 }
 
-/// Builds the message to send for `decision`, signed with `dkim` for the domain of the
-/// site's From when a key is configured (SPEC §12).
+/// [`build`], its error as text: what `delivery::worker` records for a try that could
+/// not render (`cannot render the email: …`).
 pub fn prepare(
     decision: &DecisionRecord,
     project: &Project,
     site: &Site,
     dkim: Option<&Signer>,
 ) -> Result<Prepared, String> {
+    build(decision, project, site, dkim).map_err(|e| e.to_string())
+}
+
+/// Builds the message to send for `decision`, signed with `dkim` for the domain of the
+/// site's From when a key is configured (SPEC §12).
+pub fn build(
+    decision: &DecisionRecord,
+    project: &Project,
+    site: &Site,
+    dkim: Option<&Signer>,
+) -> Result<Prepared, RenderError> {
     let rendered = preview(decision, project, site)?;
     let recipient = EmailAddress::parse(decision.recipient.as_deref().unwrap_or(""))
-        .map_err(|e| e.to_string())?;
-    let from = ParsedMailbox::parse(&site.from)
-        .map_err(|e| format!("the site's From is not valid: {e}"))?;
+        .map_err(RenderError::Recipient)?;
+    let from = ParsedMailbox::parse(&site.from).map_err(RenderError::From)?;
     let from_mailbox = Mailbox::new(from.display_name.clone(), lettre_address(&from.address)?);
     let to_mailbox = Mailbox::new(decision.display_name.clone(), lettre_address(&recipient)?);
     let envelope_from = verp(&decision.id, from.address.domain());
     let copy = copy_for(project, decision.email_kind)
         .map(|c| EmailAddress::parse(&c.address).map(|a| (a, c.copy_as)))
         .transpose()
-        .map_err(|e| format!("copy_to is not valid: {e}"))?;
+        .map_err(RenderError::CopyTo)?;
     let mut rcpts = vec![lettre_address(&recipient)?];
     let mut builder = Message::builder()
         .from(from_mailbox)
@@ -283,11 +333,11 @@ pub fn prepare(
         Some(
             envelope_from
                 .parse()
-                .map_err(|e| format!("bad VERP address: {e}"))?,
+                .map_err(|e| RenderError::Build(format!("bad VERP address: {e}")))?,
         ),
         rcpts,
     )
-    .map_err(|e| format!("bad envelope: {e}"))?;
+    .map_err(|e| RenderError::Build(format!("bad envelope: {e}")))?;
     let builder = builder.envelope(envelope);
     // The MIME part's own headers (Content-Type, Content-Transfer-Encoding) become the
     // message's headers and the rest its body, byte for byte as lettre would write it:
@@ -297,14 +347,14 @@ pub fn prepare(
         (Some(text), Some(html)) => MultiPart::alternative_plain_html(text, html).formatted(),
         (Some(text), None) => SinglePart::plain(text).formatted(),
         (None, Some(html)) => SinglePart::html(html).formatted(),
-        (None, None) => return Err("the email has no body".into()),
+        (None, None) => return Err(RenderError::NoBody),
     };
     let split = part
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("the MIME part has no header end")?;
-    let part_head =
-        std::str::from_utf8(&part[..split]).map_err(|_| "the MIME part's headers are not text")?;
+        .ok_or_else(|| RenderError::Build("the MIME part has no header end".into()))?;
+    let part_head = std::str::from_utf8(&part[..split])
+        .map_err(|_| RenderError::Build("the MIME part's headers are not text".into()))?;
     let body = part[split + 4..].to_vec();
     let mut content_type = None;
     let mut encoding = ContentTransferEncoding::SevenBit;
@@ -314,8 +364,10 @@ pub fn prepare(
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("Content-Type") {
-            content_type =
-                Some(ContentType::parse(value).map_err(|e| format!("bad Content-Type: {e}"))?);
+            content_type = Some(
+                ContentType::parse(value)
+                    .map_err(|e| RenderError::Build(format!("bad Content-Type: {e}")))?,
+            );
         } else if name.eq_ignore_ascii_case("Content-Transfer-Encoding") {
             encoding = match value.to_ascii_lowercase().as_str() {
                 "7bit" => ContentTransferEncoding::SevenBit,
@@ -323,15 +375,20 @@ pub fn prepare(
                 "quoted-printable" => ContentTransferEncoding::QuotedPrintable,
                 "base64" => ContentTransferEncoding::Base64,
                 "binary" => ContentTransferEncoding::Binary,
-                other => return Err(format!("unknown Content-Transfer-Encoding {other}")),
+                other => {
+                    return Err(RenderError::Build(format!(
+                        "unknown Content-Transfer-Encoding {other}"
+                    )));
+                }
             };
         }
     }
-    let content_type = content_type.ok_or("the MIME part has no Content-Type")?;
+    let content_type = content_type
+        .ok_or_else(|| RenderError::Build("the MIME part has no Content-Type".into()))?;
     let mut message = builder
         .header(content_type)
         .body(Body::dangerous_pre_encoded(body, encoding))
-        .map_err(|e| format!("cannot build the message: {e}"))?;
+        .map_err(|e| RenderError::Build(format!("cannot build the message: {e}")))?;
     if let Some(signer) = dkim {
         signer.sign(&mut message, from.address.domain())?;
     }

@@ -46,7 +46,7 @@ impl Target {
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, TryEnd> {
         match &self.tls_config {
             Some(c) => Ok(c.clone()),
-            None => tls::verified(None).map_err(|m| TryEnd::NoReply(Stage::Connect, m)),
+            None => tls::verified(None).map_err(|e| TryEnd::NoReply(Stage::Connect, e.to_string())),
         }
     }
 }
@@ -229,7 +229,7 @@ async fn starttls(
     let handshake = tls::handshake(target.tls_config()?, &target.host, tcp);
     match tokio::time::timeout(target.timeout, handshake).await {
         Ok(Ok((stream, version))) => Ok(Upgrade::Tls(Box::new(stream), version)),
-        Ok(Err(m)) => Ok(Upgrade::Failed(m)),
+        Ok(Err(e)) => Ok(Upgrade::Failed(e.to_string())),
         Err(_) => Ok(Upgrade::Failed("TLS handshake timed out".into())),
     }
 }
@@ -267,7 +267,7 @@ pub async fn connect(target: &Target) -> Result<Session, TryEnd> {
             )
             .await
             .map_err(|_| TryEnd::NoReply(Stage::Connect, "TLS handshake timed out".into()))?
-            .map_err(|m| TryEnd::NoReply(Stage::Connect, m))?;
+            .map_err(|e| TryEnd::NoReply(Stage::Connect, e.to_string()))?;
             let stream = tls::Replayed::new(Vec::new(), stream, peer);
             (over(target, Box::new(stream), &hello).await?, Some(version))
         }

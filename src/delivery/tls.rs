@@ -19,31 +19,52 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+/// Why a TLS configuration or handshake failed. The handshake's text is kept on the
+/// attempt (a try that could not secure its connection).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `MAILTRAIL_SMTP_CA` holds a certificate that does not parse or load.
+    #[error("bad CA certificate: {0}")]
+    BadCa(String),
+    /// `MAILTRAIL_SMTP_CA` holds no certificate at all.
+    #[error("the CA file holds no PEM certificate")]
+    NoCa,
+    /// rustls refused the configuration.
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+    /// The host is not a DNS name or an IP address.
+    #[error("`{0}` is not a name TLS can check")]
+    Name(String),
+    /// The handshake failed (a bad certificate, no common version, the peer hung up).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A configuration that checks the server's certificate against the web PKI roots and
 /// `extra_ca` (PEM).
-pub fn verified(extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
+pub fn verified(extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = extra_ca {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("bad CA certificate: {e}"))?;
+            let cert = cert.map_err(|e| TlsError::BadCa(e.to_string()))?;
             roots
                 .add(cert)
-                .map_err(|e| format!("bad CA certificate: {e}"))?;
+                .map_err(|e| TlsError::BadCa(e.to_string()))?;
             added += 1;
         }
         if added == 0 {
-            return Err("the CA file holds no PEM certificate".into());
+            return Err(TlsError::NoCa);
         }
     }
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -51,11 +72,11 @@ pub fn verified(extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
 
 /// A configuration that encrypts whatever certificate the server shows (its handshake
 /// signature is still checked, so the session is with the holder of that key).
-pub fn opportunistic() -> Result<Arc<ClientConfig>, String> {
+pub fn opportunistic() -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(TlsError::Setup)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
@@ -116,13 +137,13 @@ pub async fn handshake(
     config: Arc<ClientConfig>,
     host: &str,
     tcp: TcpStream,
-) -> Result<(TlsStream<TcpStream>, String), String> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| format!("`{host}` is not a name TLS can check"))?;
+) -> Result<(TlsStream<TcpStream>, String), TlsError> {
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|_| TlsError::Name(host.to_owned()))?;
     let stream = TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(TlsError::Handshake)?;
     let version = stream
         .get_ref()
         .1

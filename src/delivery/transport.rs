@@ -27,6 +27,33 @@ pub struct Attempt {
     pub tls: Option<String>,
 }
 
+/// Why the configured transport cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The file transport's directory cannot be made.
+    #[error("cannot create {}: {source}", .dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// `MAILTRAIL_SMTP_CA` cannot be read.
+    #[error("cannot read MAILTRAIL_SMTP_CA {}: {source}", .path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    /// No resolver for direct delivery.
+    #[error(transparent)]
+    Dns(#[from] super::dns::DnsError),
+}
+
 /// Where emails go.
 pub enum Transport {
     /// Write each message into this directory.
@@ -46,11 +73,13 @@ pub enum Transport {
 
 impl Transport {
     /// Builds the transport `config` names.
-    pub fn from_config(config: &Config) -> Result<Transport, String> {
+    pub fn from_config(config: &Config) -> Result<Transport, TransportError> {
         Ok(match &config.transport {
             TransportSpec::File(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| TransportError::CreateDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
                 Transport::File(dir.clone())
             }
             TransportSpec::Smtp {
@@ -60,9 +89,14 @@ impl Transport {
                 credentials,
             } => {
                 let ca_pem = match &config.smtp_ca {
-                    Some(path) => Some(std::fs::read(path).map_err(|e| {
-                        format!("cannot read MAILTRAIL_SMTP_CA {}: {e}", path.display())
-                    })?),
+                    Some(path) => {
+                        Some(
+                            std::fs::read(path).map_err(|source| TransportError::ReadCa {
+                                path: path.clone(),
+                                source,
+                            })?,
+                        )
+                    }
                     None => None,
                 };
                 let tls_config = match tls {

@@ -161,6 +161,18 @@ impl ApiError {
     }
 }
 
+impl From<crate::app::ImportError> for ApiError {
+    fn from(e: crate::app::ImportError) -> Self {
+        match e {
+            crate::app::ImportError::NotUtf8 => ApiError::Malformed(e.to_string()),
+            crate::app::ImportError::Line { line, message } => ApiError::Invalid {
+                field: format!("line {line}"),
+                message,
+            },
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -138,8 +138,8 @@ proptest! {
             }),
         ]
     ) {
-        if let Err(e) = suppressions::parse_import(&raw) {
-            client_error(&e)?;
+        if let Err(e) = crate::app::parse_import(&raw) {
+            client_error(&ApiError::from(e))?;
         }
     }
 
@@ -225,7 +225,7 @@ proptest! {
             parse_json::<ingest::OneCustomer>(&raw).map(|_| ()),
             parse_json::<ingest::ApiCustomer>(&raw).map(|_| ()),
             parse_json::<suppressions::AddSuppression>(&raw).map(|_| ()),
-            parse_json::<suppressions::BulkRemove>(&raw).map(|_| ()),
+            parse_json::<crate::app::BulkRemove>(&raw).map(|_| ()),
             parse_json::<crate::model::ProjectPatch>(&raw).map(|_| ()),
             parse_json::<crate::model::SitePatch>(&raw).map(|_| ()),
         ];

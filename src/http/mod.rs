@@ -4,6 +4,7 @@
 //! turn results and errors into answers. They hold no business rules.
 
 pub mod api;
+pub mod csv;
 pub mod dashboard;
 pub mod error;
 pub mod extract;

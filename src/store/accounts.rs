@@ -2,8 +2,8 @@
 //! passwd`, `mailtrail token list|revoke`, SPEC §14). Secrets and hashes never leave
 //! this module: a listing holds names, roles and ids only.
 
+use super::audit::audit;
 use super::db::{OptionalExtension, params};
-use super::queries::audit;
 use super::time::Micros;
 use super::{Store, StoreError};
 use crate::model::Role;

@@ -5,8 +5,8 @@
 //! blocking thread. Session ids are stored hashed too, so a copy of the database
 //! opens no session.
 
+use super::audit::audit;
 use super::db::{OptionalExtension, params};
-use super::queries::audit;
 use super::time::{Micros, now_micros};
 use super::{Store, StoreError};
 use crate::model::{Role, new_id};

@@ -3,8 +3,9 @@
 //! reach a `complaint` or `manual` suppression unless `reason` names it; either one
 //! can be a dry run that counts and samples what it would remove and changes nothing.
 
+use super::audit::audit;
 use super::db::{Db, OptionalExtension, params};
-use super::queries::{Filter, audit};
+use super::filter::Filter;
 use super::suppressions::{BulkRemoveFilter, log_event};
 use super::time::now_micros;
 use super::{Store, StoreError};

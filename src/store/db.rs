@@ -11,11 +11,20 @@
 //!
 //! The surface copies rusqlite's (`prepare_cached`, `query_row`, `query_map`,
 //! `optional`, `params!`), so the store reads as it did when it only knew SQLite.
+//!
+//! Driver errors reach [`crate::store::StoreError`] only through [`DbError`]. Beside
+//! this file, `sqlite` opens SQLite's connections (the writer's and the readers'
+//! settings) and `value` holds [`Value`], the column value `db copy` carries from one
+//! driver to the other.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use postgres::types::Type;
+
+pub(crate) mod sqlite;
+mod value;
+pub(crate) use value::Value;
 
 /// Which engine a connection talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,7 +389,7 @@ enum DbKind {
 }
 
 impl Db {
-    pub(crate) fn sqlite(conn: rusqlite::Connection) -> Db {
+    fn sqlite(conn: rusqlite::Connection) -> Db {
         Db {
             kind: DbKind::Sqlite(conn),
         }
@@ -656,7 +665,7 @@ mod tests {
 
     #[test]
     fn sqlite_rows_read_through_the_shared_surface() {
-        let db = Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let db = Db::sqlite_in_memory().unwrap();
         db.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)")
             .unwrap();
         db.execute(

@@ -6,7 +6,9 @@
 //! writer: the second sees the customer the first created.
 
 use super::db::{Db, OptionalExtension, params};
-use super::queries::{load_project, load_site, suppression_reason};
+use super::projects::load_project;
+use super::site::load_site;
+use super::suppressions::suppression_reason;
 use super::time::{Micros, format_time, now_micros};
 use super::{Store, StoreError};
 use crate::messages::{MessageFacts, result_message};
@@ -88,6 +90,17 @@ pub enum ResendOutcome {
     NotMember,
     /// A decision was recorded: queued (202) or blocked (409).
     Recorded(Outcome),
+}
+
+/// What `resend-skipped` did.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResendSkippedOutcome {
+    pub queued: i64,
+    pub still_blocked: std::collections::BTreeMap<String, i64>,
+    /// True when this call recorded the decisions; false in an idempotent replay.
+    /// Read by the metrics (SPEC §14), never sent.
+    #[serde(skip)]
+    pub recorded: bool,
 }
 
 /// The columns of a new decision row.

@@ -60,7 +60,7 @@ mod tests {
 
     /// The plan SQLite picks for `sql` on the real schema, one line per step.
     fn plan(sql: &str) -> String {
-        let conn = Db::sqlite(rusqlite::Connection::open_in_memory().expect("a database"));
+        let conn = Db::sqlite_in_memory().expect("a database");
         super::super::schema::migrate(&conn).expect("the schema");
         let mut stmt = conn
             .prepare_cached(&format!("EXPLAIN QUERY PLAN {sql}"))

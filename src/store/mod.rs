@@ -26,12 +26,15 @@
 //! type.
 
 mod accounts;
+mod audit;
 mod auth;
 mod bench;
 mod bulk_remove;
 mod copy;
 pub mod db;
+mod decisions;
 mod delivery;
+mod filter;
 pub mod idempotency;
 mod ingest;
 mod location;
@@ -41,45 +44,59 @@ mod pages;
 mod postgres;
 pub use postgres::{create_scratch_database, drop_scratch_database};
 mod paging;
-mod queries;
+mod projects;
+mod records;
 mod retention;
 mod schema;
+mod site;
+mod stats;
 mod suppressions;
 mod time;
 mod webhooks;
+mod why;
+
+/// The old home of the shared reads, kept as a path because `delivery` imports from it
+/// (that file changes on another branch); new code imports from the modules themselves.
+mod queries {
+    pub(crate) use super::audit::audit;
+    pub(crate) use super::ingest::ResendSkippedOutcome;
+    pub(crate) use super::records::{DECISION_COLUMNS, decision_from_row};
+    pub(crate) use super::site::load_site;
+    pub(crate) use super::suppressions::suppression_reason;
+}
 
 pub use accounts::{TokenListing, UserListing};
+pub use audit::AuditEntry;
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};
 pub use auth::{hash_secret, new_secret};
 pub use bench::{SEED_PROJECTS, SeedReport, seed_bulk, seed_customer_address};
 pub use bulk_remove::{BulkOutcome, BulkSelection, SAMPLE as BULK_SAMPLE};
 pub use copy::{CopyReport, copy};
 pub use db::Engine;
+pub use decisions::{DecisionFilter, parse_cursor, parse_query_time};
 pub use delivery::{
     AttemptRecord, AttemptWrite, BounceMessageRecord, Lease, LeasedDecision, NewBounceMessage,
     ReportAction, ReportEffect, ReportOutcome,
 };
-pub use ingest::{IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome};
+pub use ingest::{
+    IdempotencyKey, IngestRequest, Outcome, Recipient, ResendOutcome, ResendSkippedOutcome,
+};
 pub use location::DbLocation;
 pub use metrics::QueueGauges;
 pub use pages::{OutgoingMailHistory, OverviewFacts, SKIPPED_COUNT_CAP, SenderSideGroup};
 pub use paging::CappedCount;
-pub use queries::{
-    AuditEntry, CustomerView, DecisionFilter, DecisionRecord, Incident, Membership, Page,
-    ResendSkippedOutcome, Stats, StatsPoint, SuppressionFilter, SuppressionRecord, WhyFacts,
-};
-pub use queries::{parse_cursor, parse_query_time};
+pub use records::{DecisionRecord, Page, SuppressionRecord};
 pub use retention::{PurgePlan, Purged};
-pub use suppressions::{BulkRemoveFilter, NewSuppression};
+pub use stats::{Stats, StatsPoint};
+pub use suppressions::{BulkRemoveFilter, Incident, NewSuppression, SuppressionFilter};
 pub use time::{Micros, format_time, now_micros, parse_time};
 pub use webhooks::{
     HourCounts, LeasedWebhookMessage, NewWebhook, TryResult, WebhookDelivery, WebhookRecord,
     WebhookTry,
 };
+pub use why::{CustomerView, Membership, WhyFacts};
 
 use db::{Db, DbError};
-use rusqlite::{Connection, OpenFlags};
-use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -137,12 +154,6 @@ impl From<DbError> for StoreError {
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(DbError::Sqlite(e))
-    }
-}
-
 impl StoreError {
     /// An `Invalid` error naming `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -195,12 +206,6 @@ impl Default for StoreOptions {
         }
     }
 }
-
-/// WAL pages that trigger a checkpoint (see `open_write_connection`).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-
-/// Prepared statements kept per connection.
-const STATEMENT_CACHE: usize = 128;
 
 /// Group-committing writer connections per process on PostgreSQL: each statement is a
 /// network round trip, so one writer would wait on the wire most of the time; several,
@@ -385,10 +390,10 @@ fn opener(location: &DbLocation) -> Result<Opener, StoreError> {
             }
             let path = path.clone();
             Ok(Arc::new(move |role| {
-                Ok(Db::sqlite(match role {
-                    Role::Writer => open_write_connection(&path)?,
-                    Role::Reader => open_read_connection(&path)?,
-                }))
+                Ok(match role {
+                    Role::Writer => db::sqlite::open_writer(&path)?,
+                    Role::Reader => db::sqlite::open_reader(&path)?,
+                })
             }))
         }
         DbLocation::Postgres(url) => {
@@ -396,64 +401,6 @@ fn opener(location: &DbLocation) -> Result<Opener, StoreError> {
             Ok(Arc::new(move |_| postgres::connect(&url)))
         }
     }
-}
-
-/// Process-wide SQLite settings, applied once before the first connection opens.
-///
-/// Memory statistics make every allocation inside SQLite take a global mutex and update
-/// counters nobody here reads; turned off, the writer spends less on each add.
-fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config may only run before sqlite3_initialize; rusqlite
-        // initializes on the first open, which this Once precedes in every path that
-        // opens a connection. Called later it returns SQLITE_MISUSE and changes nothing.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::ffi::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(rc, "SQLite was initialized before its configuration");
-        }
-    });
-}
-
-fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
-    configure_sqlite();
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    // Every statement of the store fits: the default (16) made them evict each other.
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    // WAL lets readers run beside the writer; FULL makes every COMMIT durable (SPEC §8).
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "cache_size", -8192)?;
-    // Each job's savepoint keeps a statement journal; past 64 KiB SQLite spills it to
-    // a temp file, which cost the writer an open, many writes and a close per batch.
-    // In memory it costs a copy (measured by `mailtrail bench`, SPEC §8).
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // SQLite checkpoints inside the COMMIT that takes the WAL past this many pages, on
-    // the writer thread, with two fsyncs. Every agent add dirties a few random index
-    // pages, so the default (1,000) checkpointed a dozen times a second under load;
-    // 10,000 (40 MiB) does it ten times less often, and a page changed many times in
-    // between is copied once (measured: writer time per add down about a tenth, SPEC §8).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-    Ok(conn)
-}
-
-fn open_read_connection(path: &Path) -> Result<Connection, StoreError> {
-    configure_sqlite();
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.pragma_update(None, "cache_size", -4096)?;
-    Ok(conn)
 }
 
 /// How a batch isolates its jobs from each other.
@@ -763,7 +710,7 @@ mod tests {
     }
 
     fn db() -> Db {
-        let conn = Db::sqlite(Connection::open_in_memory().unwrap());
+        let conn = Db::sqlite_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v TEXT PRIMARY KEY)")
             .unwrap();
         conn

@@ -3,9 +3,8 @@
 //! suppression list (a count stops at its cap, so a million rows cost no full scan).
 
 use super::db::params;
-use super::queries::{
-    DECISION_COLUMNS, DecisionFilter, DecisionRecord, decision_from_row, decision_where,
-};
+use super::decisions::{DecisionFilter, decision_where};
+use super::records::{DECISION_COLUMNS, DecisionRecord, decision_from_row};
 use super::suppressions::like_escape;
 use super::{Store, StoreError};
 
@@ -112,11 +111,11 @@ impl Store {
                      WHERE (CAST(?1 AS TEXT) IS NULL OR email LIKE ?1 ESCAPE '\\')
                        AND (suppressed_at > ?2 OR (suppressed_at = ?2 AND email < ?3))
                      ORDER BY suppressed_at ASC, email DESC LIMIT ?4",
-                    super::queries::SUPPRESSION_COLUMNS
+                    super::records::SUPPRESSION_COLUMNS
                 ))?
                 .query_map(
                     params![pattern, at, email, limit as i64 + 1],
-                    super::queries::suppression_from_row,
+                    super::records::suppression_from_row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(newer_page(items, limit))
@@ -141,7 +140,7 @@ impl Store {
                 )?
                 .query_map(
                     params![after, limit as i64 + 1],
-                    super::queries::audit_from_row,
+                    super::audit::audit_from_row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(newer_page(items, limit))

@@ -206,7 +206,7 @@ mod tests {
     /// over 100,000 seeded decisions purge nothing within the benchmark's window).
     #[test]
     fn candidates_look_newer_decisions_up_by_address() {
-        let conn = crate::store::db::Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let conn = crate::store::db::Db::sqlite_in_memory().unwrap();
         crate::store::schema::migrate(&conn).unwrap();
         let mut statement = conn
             .prepare_cached(&format!("EXPLAIN QUERY PLAN {CANDIDATES}"))

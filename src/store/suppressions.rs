@@ -3,12 +3,47 @@
 //! Every change is audited in the same transaction, and every add or removal is also
 //! logged in `suppression_events` so the overview can chart suppression growth.
 
+use super::audit::audit;
 use super::db::{Db, OptionalExtension, params};
-use super::queries::{SUPPRESSION_COLUMNS, SuppressionFilter, audit, page, suppression_from_row};
+use super::records::{SUPPRESSION_COLUMNS, page, suppression_from_row};
 use super::time::{Micros, format_time, now_micros};
-use super::{Incident, Page, Store, StoreError, SuppressionRecord};
+use super::{Page, Store, StoreError, SuppressionRecord};
 use crate::model::{EmailAddress, SuppressionReason};
+use serde::Serialize;
 use std::collections::BTreeMap;
+
+pub(crate) fn suppression_reason(
+    conn: &Db,
+    email: &str,
+) -> Result<Option<SuppressionReason>, StoreError> {
+    let reason: Option<String> = conn
+        .prepare_cached("SELECT reason FROM suppressions WHERE email = ?1")?
+        .query_row(params![email], |r| r.get(0))
+        .optional()?;
+    reason
+        .map(|r| r.parse().map_err(|e| StoreError::Corrupt(format!("{e}"))))
+        .transpose()
+}
+
+/// Filters of `GET /api/v1/suppressions`.
+#[derive(Clone, Debug, Default)]
+pub struct SuppressionFilter {
+    pub q: Option<String>,
+    pub limit: usize,
+    pub after: Option<(Micros, String)>,
+}
+
+/// Suppressions sharing a cause (SPEC §5 incidents).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    pub cause: String,
+    pub count: i64,
+    pub first_at: String,
+    pub last_at: String,
+    pub sample: Vec<String>,
+    /// Its suppressions (their addresses): what `bulk-remove` `{ids}` removes.
+    pub ids: Vec<String>,
+}
 
 /// A suppression to insert.
 #[derive(Clone, Debug)]

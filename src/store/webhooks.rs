@@ -8,9 +8,10 @@
 //! (`delivery::webhooks`) leases due rows, the oldest pending row of each
 //! (subscription, address) pair first, so every address's events arrive in order.
 
+use super::audit::audit;
 use super::db::{Db, Engine, OptionalExtension, Param, params};
-use super::queries::{
-    DECISION_COLUMNS, SUPPRESSION_COLUMNS, audit, decision_from_row, page, suppression_from_row,
+use super::records::{
+    DECISION_COLUMNS, SUPPRESSION_COLUMNS, decision_from_row, page, suppression_from_row,
 };
 use super::time::{Micros, format_time, now_micros};
 use super::{Page, Store, StoreError};

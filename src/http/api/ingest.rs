@@ -3,6 +3,7 @@
 //! Each handler parses its body into [`Recipient`]s at the edge and hands them to the
 //! store, which decides and records in one transaction.
 
+use crate::app::{CREATE_ROLE, MAX_AGENT_ADDRESSES};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{
@@ -16,13 +17,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-
-/// Who may call the creation endpoints. SPEC §6 gives support "look up, resend", so the
-/// service desk's integration uses an admin token.
-pub const CREATE_ROLE: Role = Role::Admin;
-
-/// Most addresses in one agent add (SPEC §3).
-pub const MAX_AGENT_ADDRESSES: usize = 1000;
 
 /// `{"results": [Result, ...]}`.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,15 +1,14 @@
 //! The suppression list over HTTP: list (JSON or CSV), add, remove, import, incidents,
 //! bulk removal.
 
-use super::read::{csv_safe, limit, query_map, stream_csv, wants_csv};
+use super::read::{limit, query_map};
+use crate::app::{BulkRemove, bulk_selection, check_note, parse_import};
 use crate::http::AppState;
+use crate::http::csv::{csv_suppressions, wants_csv};
 use crate::http::error::ApiError;
 use crate::http::extract::{Caller, JsonBody, RAW_LIMIT, media_type, read_body};
-use crate::model::{EmailAddress, Role, SuppressionReason};
-use crate::store::{
-    BulkOutcome, BulkRemoveFilter, BulkSelection, Incident, NewSuppression, Page,
-    SuppressionFilter, SuppressionRecord, parse_query_time,
-};
+use crate::model::{EmailAddress, Role};
+use crate::store::{BulkOutcome, Incident, Page, SuppressionFilter, SuppressionRecord};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -25,21 +24,6 @@ pub struct AddSuppression {
     pub email: String,
     #[serde(default)]
     pub note: Option<String>,
-}
-
-/// A note from a person: at most 1,000 characters, no control characters but newlines.
-pub fn check_note(note: Option<&str>, required: bool) -> Result<Option<String>, ApiError> {
-    match note.map(str::trim).filter(|n| !n.is_empty()) {
-        None if required => Err(ApiError::invalid("note", "a note is required: say why")),
-        None => Ok(None),
-        Some(n) if n.chars().count() > 1000 => {
-            Err(ApiError::invalid("note", "at most 1,000 characters"))
-        }
-        Some(n) if n.chars().any(|c| c.is_control() && c != '\n' && c != '\r') => Err(
-            ApiError::invalid("note", "must not contain control characters"),
-        ),
-        Some(n) => Ok(Some(n.to_owned())),
-    }
 }
 
 fn address(field: &str, input: &str) -> Result<EmailAddress, ApiError> {
@@ -86,53 +70,6 @@ pub async fn list(
         return Ok(csv_suppressions(state, filter));
     }
     Ok(Json(state.store.suppressions(filter).await?).into_response())
-}
-
-/// Every suppression matching `filter`, as CSV; the first three columns are what the
-/// import reads back (SPEC §9).
-pub fn csv_suppressions(state: AppState, filter: SuppressionFilter) -> Response {
-    const HEADER: &[&str] = &[
-        "email",
-        "reason",
-        "note",
-        "smtp_code",
-        "enhanced_code",
-        "response",
-        "remote_host",
-        "stage",
-        "suppressed_at",
-        "decision_id",
-    ];
-    let page = move |cursor: Option<String>| {
-        let mut filter = SuppressionFilter {
-            limit: 500,
-            ..filter.clone()
-        };
-        if let Some(after) = cursor
-            .as_deref()
-            .and_then(|c| c.split_once('|'))
-            .and_then(|(t, e)| Some((t.parse().ok()?, e.to_owned())))
-        {
-            filter.after = Some(after);
-        }
-        let store = state.store.clone();
-        async move { store.suppressions(filter).await }
-    };
-    stream_csv("suppressions.csv", HEADER, page, |s: &SuppressionRecord| {
-        let text = |v: &Option<String>| csv_safe(v.as_deref().unwrap_or(""));
-        vec![
-            csv_safe(&s.email),
-            s.reason.to_string(),
-            text(&s.note),
-            s.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
-            text(&s.enhanced_code),
-            text(&s.response),
-            text(&s.remote_host),
-            text(&s.stage),
-            s.suppressed_at.clone(),
-            text(&s.decision_id),
-        ]
-    })
 }
 
 /// Suppresses an address by hand (201); 409 when already suppressed.
@@ -208,64 +145,6 @@ pub async fn import(
     }))
 }
 
-/// Parses an import file; the first bad line rejects the whole file (SPEC §9).
-pub fn parse_import(bytes: &[u8]) -> Result<Vec<NewSuppression>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::Malformed("the CSV is not UTF-8".into()))?;
-    let mut rows = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    // Line numbers count every line of the file from 1, blank ones and the header too
-    // (SPEC §9), so each line is read on its own: no field of this format spans lines.
-    for (i, raw_line) in text.split('\n').enumerate() {
-        let line = i + 1;
-        let raw_line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if raw_line.trim().is_empty() {
-            continue;
-        }
-        let at = |message: String| ApiError::invalid(format!("line {line}"), message);
-        let record = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(raw_line.as_bytes())
-            .records()
-            .next()
-            .transpose()
-            .map_err(|e| at(format!("not valid CSV: {e}")))?
-            .unwrap_or_default();
-        let cells: Vec<&str> = record.iter().map(str::trim).collect();
-        if line == 1
-            && cells
-                .first()
-                .is_some_and(|c| c.eq_ignore_ascii_case("email"))
-        {
-            continue;
-        }
-        if cells.len() > 3 {
-            return Err(at("at most three columns: email,reason,note".into()));
-        }
-        let first = cells.first().copied().unwrap_or("");
-        let email = EmailAddress::parse(first).map_err(|e| {
-            at(format!(
-                "`{}` is not a valid address: {e}",
-                crate::model::truncate(first, 80)
-            ))
-        })?;
-        let reason = match cells.get(1).copied().unwrap_or("") {
-            "" => SuppressionReason::Import,
-            // A full mailbox's suppression ends by itself; only a bounce sets it.
-            r => r
-                .parse()
-                .ok()
-                .filter(|r| *r != SuppressionReason::MailboxFull)
-                .ok_or_else(|| at(format!("unknown reason `{}`; use hard_bounce, bounce_report, complaint, manual or import", crate::model::truncate(r, 40))))?,
-        };
-        let note = check_note(cells.get(2).copied(), false).map_err(|e| at(e.to_string()))?;
-        if seen.insert(email.clone()) {
-            rows.push(NewSuppression::plain(email, reason, note));
-        }
-    }
-    Ok(rows)
-}
-
 /// Query of incidents.
 #[utoipa::path(get, path = "/api/v1/suppressions/incidents", tag = "suppressions",
     params(("window" = Option<String>, Query, description = "24h, 7d or 30d", pattern = "^(24h|7d|30d)$")),
@@ -292,26 +171,6 @@ pub async fn incidents(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct IncidentList {
     pub items: Vec<Incident>,
-}
-
-/// Body of bulk-remove: an incident's `ids`, or filters; a note; maybe a dry run.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BulkRemove {
-    /// Exactly these suppressions (their addresses, as an incident lists them).
-    #[serde(default)]
-    pub ids: Option<Vec<String>>,
-    pub reason: Option<SuppressionReason>,
-    pub smtp_code: Option<i64>,
-    pub enhanced_code: Option<String>,
-    pub domain: Option<String>,
-    pub remote_host: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub note: String,
-    /// Count and sample what would be removed; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
 }
 
 /// `{removed}`, or for a dry run `{would_remove, sample}`.
@@ -347,9 +206,6 @@ impl BulkRemoveResult {
     }
 }
 
-/// Most `ids` one call takes.
-pub const MAX_IDS: usize = 10_000;
-
 /// Unsuppresses exactly the `ids`, or every match of the filters (which never take a
 /// `complaint` or `manual` suppression unless `reason` names it), in one transaction.
 #[utoipa::path(post, path = "/api/v1/suppressions/bulk-remove", tag = "suppressions",
@@ -369,89 +225,4 @@ pub async fn bulk_remove(
         .bulk_remove(selection, note, caller.name(), dry_run)
         .await?;
     Ok(Json(BulkRemoveResult::of(outcome)))
-}
-
-/// Checks a bulk-remove body: `ids` alone, or at least one filter.
-pub fn bulk_selection(mut body: BulkRemove) -> Result<BulkSelection, ApiError> {
-    let Some(ids) = body.ids.take() else {
-        return Ok(BulkSelection::Filter(bulk_filter(body)?));
-    };
-    let has_filter = body.reason.is_some()
-        || body.smtp_code.is_some()
-        || [
-            &body.enhanced_code,
-            &body.domain,
-            &body.remote_host,
-            &body.since,
-            &body.until,
-        ]
-        .iter()
-        .any(|f| f.as_deref().is_some_and(|s| !s.is_empty()));
-    if has_filter {
-        return Err(ApiError::invalid(
-            "ids",
-            "give either ids or filters, not both",
-        ));
-    }
-    if ids.is_empty() {
-        return Err(ApiError::invalid("ids", "name at least one suppression"));
-    }
-    if ids.len() > MAX_IDS {
-        return Err(ApiError::invalid("ids", "at most 10,000 in one call"));
-    }
-    let ids = ids
-        .iter()
-        .map(|id| {
-            EmailAddress::parse(id)
-                .map(|a| a.as_str().to_owned())
-                .map_err(|e| {
-                    ApiError::invalid(
-                        "ids",
-                        format!(
-                            "`{}` is not a suppressed address: {e}",
-                            crate::model::truncate(id, 80)
-                        ),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(BulkSelection::Ids(ids))
-}
-
-/// Checks bulk-remove filters; at least one is needed.
-pub fn bulk_filter(body: BulkRemove) -> Result<BulkRemoveFilter, ApiError> {
-    let time = |name: &str, v: Option<String>| {
-        v.filter(|s| !s.is_empty())
-            .map(|s| {
-                parse_query_time(&s)
-                    .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time"))
-            })
-            .transpose()
-    };
-    let filter = BulkRemoveFilter {
-        reason: body.reason,
-        smtp_code: body.smtp_code,
-        enhanced_code: body.enhanced_code.filter(|s| !s.is_empty()),
-        domain: body
-            .domain
-            .filter(|s| !s.is_empty())
-            .map(|d| d.to_ascii_lowercase()),
-        remote_host: body.remote_host.filter(|s| !s.is_empty()),
-        since: time("since", body.since)?,
-        until: time("until", body.until)?,
-    };
-    let any = filter.reason.is_some()
-        || filter.smtp_code.is_some()
-        || filter.enhanced_code.is_some()
-        || filter.domain.is_some()
-        || filter.remote_host.is_some()
-        || filter.since.is_some()
-        || filter.until.is_some();
-    if !any {
-        return Err(ApiError::invalid(
-            "filter",
-            "name at least one filter (reason, smtp_code, enhanced_code, domain, remote_host, since, until)",
-        ));
-    }
-    Ok(filter)
 }

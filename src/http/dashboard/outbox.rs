@@ -6,7 +6,7 @@ use super::overview::reason_label;
 use super::session::User;
 use super::{Ctx, FormState, query, render, short_time};
 use crate::http::AppState;
-use crate::http::api::read::csv_decisions;
+use crate::http::csv::csv_decisions;
 use crate::model::{Channel, EmailAddress, ProjectKey, ReasonCode, Status};
 use crate::store::{DecisionFilter, DecisionRecord, parse_cursor};
 use askama::Template;
@@ -404,7 +404,7 @@ pub async fn decision(
                     }),
                     String::new(),
                 ),
-                Err(e) => (None, e),
+                Err(e) => (None, e.to_string()),
             }
         }
         _ => (

@@ -6,8 +6,8 @@ use super::error::PageError;
 use super::form::{Fields, Posted};
 use super::session::{Flash, User, safe_path};
 use super::{Ctx, Dash, FormState, render, reshow};
+use crate::app::{CREATE_ROLE, MAX_AGENT_ADDRESSES};
 use crate::http::AppState;
-use crate::http::api::ingest::MAX_AGENT_ADDRESSES;
 use crate::model::{
     Channel, CopyAs, CopyTo, EmailFormat, ParsedMailbox, Project, ProjectKey, ProjectPatch, Role,
     TEMPLATE_SETS,
@@ -590,7 +590,7 @@ pub async fn add_customers(
     posted: Posted,
 ) -> Result<Response, PageError> {
     let Posted { user, form } = posted;
-    user.require(crate::http::api::ingest::CREATE_ROLE)?;
+    user.require(CREATE_ROLE)?;
     let project = load(&state, &key).await?;
     let back = format!("/projects/{}", project.key);
     let inputs = split_addresses(form.get("emails"));

@@ -7,9 +7,9 @@ use super::form::{Fields, Posted};
 use super::overview::IncidentView;
 use super::session::{Flash, User, safe_path};
 use super::{Ctx, Dash, FormState, query, render, reshow, short_time};
+use crate::app::{BulkRemove, bulk_selection, check_note, parse_import};
 use crate::http::AppState;
-use crate::http::api::suppressions::{BulkRemove, bulk_selection, check_note, parse_import};
-use crate::http::error::ApiError;
+use crate::http::csv::csv_suppressions;
 use crate::model::{EmailAddress, Role, SuppressionReason};
 use crate::store::{StoreError, SuppressionFilter, SuppressionRecord};
 use askama::Template;
@@ -213,9 +213,7 @@ pub async fn csv(
         limit: 500,
         after: None,
     };
-    Ok(crate::http::api::suppressions::csv_suppressions(
-        state, filter,
-    ))
+    Ok(csv_suppressions(state, filter))
 }
 
 /// Where to come back to after a form, and which form it was.
@@ -280,9 +278,9 @@ pub async fn add(
     }
 }
 
-fn field_message(e: ApiError) -> String {
+fn field_message(e: StoreError) -> String {
     match e {
-        ApiError::Invalid { message, .. } => {
+        StoreError::Invalid { message, .. } => {
             let mut m = message;
             if let Some(first) = m.get(..1) {
                 m = format!("{}{}", first.to_uppercase(), &m[1..]);
@@ -543,12 +541,7 @@ pub async fn import(
     let rows = match parse_import(&bytes) {
         Ok(rows) => rows,
         Err(e) => {
-            let message = match &e {
-                ApiError::Invalid { field, message } => {
-                    format!("{field}: {message}. Nothing was imported.")
-                }
-                other => format!("{other}. Nothing was imported."),
-            };
+            let message = format!("{e}. Nothing was imported.");
             return reshow(
                 &state,
                 &dash,
