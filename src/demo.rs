@@ -277,7 +277,7 @@ async fn deliver_stories(state: &App) -> anyhow::Result<()> {
                     .find(|p| p.key.as_str() == l.decision.project)
                     .context("project")?;
                 let message =
-                    render::build(&l.decision, project, &site, state.config.dkim.as_ref())?;
+                    render::prepare(&l.decision, project, &site, state.config.dkim.as_ref())?;
                 transport.deliver(&message).await
             }
         };

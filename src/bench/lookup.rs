@@ -13,8 +13,8 @@
 use super::Plan;
 use super::client::{Connection, request};
 use super::pages::{self, PagesOutcome};
-use super::server::{Commit, Server, Workdir};
 use super::scratch::ScratchDb;
+use super::server::{Commit, Server, Workdir};
 use crate::store::{DbLocation, SeedReport, seed_bulk, seed_customer_address};
 use anyhow::bail;
 use std::time::{Duration, Instant};

@@ -354,7 +354,7 @@ async fn naive(
         else {
             break;
         };
-        let message = render::build(&leased.decision, &project, &site, config.dkim.as_ref())?;
+        let message = render::prepare(&leased.decision, &project, &site, config.dkim.as_ref())?;
         let at = now_micros();
         let end = match smtp::connect(&target).await {
             Ok(mut conn) => {

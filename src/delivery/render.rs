@@ -282,20 +282,9 @@ fn lettre_address(a: &EmailAddress) -> Result<Address, RenderError> {
     })
 }
 
-/// [`build`], its error as text: what `delivery::worker` records for a try that could
-/// not render (`cannot render the email: …`).
-pub fn prepare(
-    decision: &DecisionRecord,
-    project: &Project,
-    site: &Site,
-    dkim: Option<&Signer>,
-) -> Result<Prepared, String> {
-    build(decision, project, site, dkim).map_err(|e| e.to_string())
-}
-
 /// Builds the message to send for `decision`, signed with `dkim` for the domain of the
 /// site's From when a key is configured (SPEC §12).
-pub fn build(
+pub fn prepare(
     decision: &DecisionRecord,
     project: &Project,
     site: &Site,

@@ -46,8 +46,10 @@ struct Job {
 async fn run(state: App, transport: Arc<Transport>, mut stop: watch::Receiver<bool>) {
     let concurrency = state.config.concurrency.max(1);
     // Leases are taken in batches ahead of the sends, so one write transaction (one
-    // fsync) leases many messages; a batch is at most four rounds of sends deep.
-    let batch = (concurrency * 4).max(16);
+    // fsync) leases many messages. The lease is the one serial step of delivery: on
+    // PostgreSQL one of 512 rows takes tens of milliseconds, so the channel holds
+    // sixteen rounds of sends and is leased again when half empty.
+    let batch = (concurrency * 16).max(16);
     let (jobs_tx, mut jobs) = tokio::sync::mpsc::channel::<Job>(batch);
     let leaser = tokio::spawn(lease_ahead(state.clone(), jobs_tx, batch, stop.clone()));
     let sweeper = tokio::spawn(expire_suppressions(state.clone(), stop.clone()));
@@ -194,7 +196,7 @@ async fn lease_ahead(
             }
             continue;
         }
-        let (projects, site) = match (state.store.projects().await, state.store.site().await) {
+        let (projects, site) = match tokio::join!(state.store.projects(), state.store.site()) {
             (Ok(p), Ok(s)) => (
                 Arc::new(
                     p.into_iter()
@@ -325,12 +327,17 @@ async fn render_for(
         // An Ed25519 signature takes tens of microseconds: less than the hop to the
         // blocking pool and back.
         Some(s) if s.algorithm() == crate::delivery::dkim::Algorithm::Rsa => s.clone(),
-        other => return render::prepare(decision, project, site, other.as_ref()),
+        other => {
+            return render::prepare(decision, project, site, other.as_ref())
+                .map_err(|e| e.to_string());
+        }
     };
     let (decision, project, site) = (decision.clone(), project.clone(), site.clone());
-    tokio::task::spawn_blocking(move || render::prepare(&decision, &project, &site, Some(&signer)))
-        .await
-        .map_err(|e| format!("the render task failed: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        render::prepare(&decision, &project, &site, Some(&signer)).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("the render task failed: {e}"))?
 }
 
 /// What a try means for the decision's row (pure: SPEC §4 table and retry schedule).

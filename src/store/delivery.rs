@@ -5,12 +5,14 @@
 //! this module only writes it, one transaction per try, so the attempt, the new status
 //! and a suppression are never half there.
 
+use super::audit::audit;
 use super::db::Engine;
 use super::db::{Db, OptionalExtension, params};
+use super::ingest::ResendSkippedOutcome;
 use super::ingest::{ResendOutcome, resend_tx, with_idempotency};
-use super::queries::{
-    DECISION_COLUMNS, ResendSkippedOutcome, audit, decision_from_row, load_site, suppression_reason,
-};
+use super::records::{DECISION_COLUMNS, decision_from_row};
+use super::site::load_site;
+use super::suppressions::suppression_reason;
 use super::suppressions::{NewSuppression, insert_suppression};
 use super::time::{Micros, format_time, now_micros};
 use super::{DecisionRecord, Store, StoreError};
@@ -269,11 +271,20 @@ impl Store {
             for chunk in distinct_chunks(&writes) {
                 insert_attempts(conn, &chunk, now)?;
                 let settled = settle_decisions(conn, &chunk, now)?;
-                for w in chunk.iter().filter(|w| settled.contains(w.decision_id.as_str())) {
+                for w in chunk
+                    .iter()
+                    .filter(|w| settled.contains(w.decision_id.as_str()))
+                {
                     if let Some(s) = &w.suppression {
                         insert_suppression(conn, s, now)?;
                     }
-                    super::webhooks::emit_decision_to(&mut subscribers, conn, &w.decision_id, w.status, now)?;
+                    super::webhooks::emit_decision_to(
+                        &mut subscribers,
+                        conn,
+                        &w.decision_id,
+                        w.status,
+                        now,
+                    )?;
                 }
             }
             Ok(())
@@ -610,8 +621,7 @@ fn pad<'a>(
     rows: usize,
     per_row: usize,
 ) -> Vec<&'a dyn super::db::Param> {
-    const NULL: Option<i64> = None;
-    values.resize(1 + shape(rows) * per_row, &NULL);
+    values.resize(1 + shape(rows) * per_row, &super::db::Value::Null);
     values
 }
 
@@ -642,7 +652,8 @@ fn insert_attempts(conn: &Db, chunk: &[&AttemptWrite], now: Micros) -> Result<()
             &w.tls,
         ]);
     }
-    conn.prepare_cached(&sql)?.execute(&pad(values, chunk.len(), 10))?;
+    conn.prepare_cached(&sql)?
+        .execute(&pad(values, chunk.len(), 10))?;
     Ok(())
 }
 
@@ -672,7 +683,12 @@ fn settle_decisions(
             });
             // Only a final result settles a row whose lease another try holds now.
             let final_result = w.status != Status::Deferred;
-            (w.status.as_str(), w.status_reason.map(DeliveryEnd::as_str), last_reply, final_result)
+            (
+                w.status.as_str(),
+                w.status_reason.map(DeliveryEnd::as_str),
+                last_reply,
+                final_result,
+            )
         })
         .collect();
     let mut values: Vec<&dyn super::db::Param> = vec![&now];
@@ -688,10 +704,11 @@ fn settle_decisions(
         ]);
     }
     let mut settled = std::collections::HashSet::new();
-    conn.prepare_cached(&sql)?.for_each(&pad(values, chunk.len(), 7), |r| {
-        settled.insert(r.get::<_, String>(0)?);
-        Ok(())
-    })?;
+    conn.prepare_cached(&sql)?
+        .for_each(&pad(values, chunk.len(), 7), |r| {
+            settled.insert(r.get::<_, String>(0)?);
+            Ok(())
+        })?;
     Ok(settled)
 }
 

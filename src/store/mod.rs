@@ -55,16 +55,6 @@ mod time;
 mod webhooks;
 mod why;
 
-/// The old home of the shared reads, kept as a path because `delivery` imports from it
-/// (that file changes on another branch); new code imports from the modules themselves.
-mod queries {
-    pub(crate) use super::audit::audit;
-    pub(crate) use super::ingest::ResendSkippedOutcome;
-    pub(crate) use super::records::{DECISION_COLUMNS, decision_from_row};
-    pub(crate) use super::site::load_site;
-    pub(crate) use super::suppressions::suppression_reason;
-}
-
 pub use accounts::{TokenListing, UserListing};
 pub use audit::AuditEntry;
 pub use auth::{Principal, SessionRecord, TokenRecord, UserRecord};

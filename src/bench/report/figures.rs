@@ -128,12 +128,19 @@ impl Report {
         // the benchmark, with no target of its own.
         let (figure, target, pass) = if r.postgres {
             (
-                format!("seed {} decisions, then db copy to postgres (s)", count(r.large.size.decisions)),
+                format!(
+                    "seed {} decisions, then db copy to postgres (s)",
+                    count(r.large.size.decisions)
+                ),
                 "none (set-up)",
                 None,
             )
         } else {
-            (format!("seed {} decisions (s)", count(r.large.size.decisions)), "< 60 s", Some(large < 60.0))
+            (
+                format!("seed {} decisions (s)", count(r.large.size.decisions)),
+                "< 60 s",
+                Some(large < 60.0),
+            )
         };
         self.rows.push(Row {
             figure,
