@@ -931,3 +931,139 @@ fn set_final(
     super::webhooks::emit_decision(conn, id, status, now)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SuppressionReason;
+    use crate::store::{DbLocation, StoreOptions};
+
+    fn write(id: &str, lease_until: Micros, status: Status) -> AttemptWrite {
+        AttemptWrite {
+            decision_id: id.to_owned(),
+            lease_until,
+            started_at: 1,
+            server: Some("127.0.0.1:25".into()),
+            stage: Some(Stage::Data),
+            smtp_code: Some(250),
+            enhanced_code: None,
+            reply: Some("ok".into()),
+            outcome: AttemptOutcome::Sent,
+            copy_outcome: None,
+            tls: None,
+            status,
+            status_reason: None,
+            next_attempt_at: (status == Status::Deferred).then_some(5),
+            suppression: None,
+        }
+    }
+
+    #[test]
+    fn chunks_hold_a_decision_once_and_at_most_an_in_list() {
+        let writes: Vec<_> = (0..70)
+            .map(|i| write(&format!("d{i}"), 1, Status::Sent))
+            .chain([write("d3", 2, Status::Sent)])
+            .collect();
+        let chunks = distinct_chunks(&writes);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [64, 7],
+            "d3's second try goes to the chunk without d3"
+        );
+        for chunk in &chunks {
+            let ids: std::collections::HashSet<_> = chunk.iter().map(|w| &w.decision_id).collect();
+            assert_eq!(ids.len(), chunk.len());
+        }
+        assert_eq!((shape(1), shape(7), shape(64)), (1, 8, 64));
+    }
+
+    /// One batch with a send, a bounce, a deferral whose lease another try took over,
+    /// a final result whose lease was taken over, and two tries of one decision: each
+    /// settles as it would alone.
+    #[tokio::test]
+    async fn a_batch_settles_each_try_as_it_would_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = DbLocation::Sqlite(dir.path().join("t.db"));
+        let store = Store::open(&location, StoreOptions::default()).unwrap();
+        store
+            .write(|conn| {
+                for (id, lease) in [("a", 10), ("b", 10), ("c", 99), ("d", 99), ("e", 10)] {
+                    conn.execute(
+                        "INSERT INTO decisions (id, created_at, project, recipient, input, channel, email_kind,
+                             decision, reasons, status, lease_until, next_attempt_at, updated_at)
+                         VALUES (?1, 0, 'P', ?2, ?2, 'agent', 'invite', 'send', '', 'sending', ?3, ?3, 0)",
+                        params![id, format!("{id}@example.com"), lease],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let mut bounced = write("b", 10, Status::Bounced);
+        bounced.suppression = Some(NewSuppression::plain(
+            EmailAddress::parse("b@example.com").unwrap(),
+            SuppressionReason::HardBounce,
+            None,
+        ));
+        store
+            .record_attempts(vec![
+                write("a", 10, Status::Sent),
+                bounced,
+                write("c", 10, Status::Deferred),
+                write("d", 10, Status::Sent),
+                write("e", 10, Status::Deferred),
+                write("e", 10, Status::Sent),
+            ])
+            .await
+            .unwrap();
+        let rows = store
+            .read(|conn| {
+                let statuses = conn
+                    .prepare_cached("SELECT id, status, attempts_count FROM decisions ORDER BY id")?
+                    .query_map(params![], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let attempts: i64 =
+                    conn.query_row("SELECT count(*) FROM attempts", params![], |r| r.get(0))?;
+                let suppressed: i64 = conn.query_row(
+                    "SELECT count(*) FROM suppressions WHERE email = 'b@example.com'",
+                    params![],
+                    |r| r.get(0),
+                )?;
+                Ok((statuses, attempts, suppressed))
+            })
+            .await
+            .unwrap();
+        let status = |id: &str| {
+            rows.0
+                .iter()
+                .find(|r| r.0 == id)
+                .map(|r| (r.1.as_str(), r.2))
+                .unwrap()
+        };
+        assert_eq!(status("a"), ("sent", 1));
+        assert_eq!(status("b"), ("bounced", 1));
+        assert_eq!(
+            status("c"),
+            ("sending", 0),
+            "a deferral leaves a taken-over lease alone"
+        );
+        assert_eq!(
+            status("d"),
+            ("sent", 1),
+            "a final result settles a taken-over lease"
+        );
+        assert_eq!(
+            status("e"),
+            ("deferred", 1),
+            "the second try of e found it no longer sending"
+        );
+        assert_eq!(rows.1, 6, "every try has its attempt row");
+        assert_eq!(rows.2, 1);
+    }
+}
