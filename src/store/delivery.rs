@@ -572,18 +572,17 @@ fn delivery_guards(
 fn distinct_chunks(writes: &[AttemptWrite]) -> Vec<Vec<&AttemptWrite>> {
     let mut chunks: Vec<(std::collections::HashSet<&str>, Vec<&AttemptWrite>)> = Vec::new();
     for w in writes {
-        let free = chunks
-            .iter()
-            .position(|(ids, rows)| rows.len() < IN_LIST && !ids.contains(w.decision_id.as_str()));
-        let (ids, rows) = match free {
-            Some(i) => &mut chunks[i],
-            None => {
-                chunks.push(Default::default());
-                chunks.last_mut().expect("just pushed")
+        let id = w.decision_id.as_str();
+        match chunks
+            .iter_mut()
+            .find(|(ids, rows)| rows.len() < IN_LIST && !ids.contains(id))
+        {
+            Some((ids, rows)) => {
+                ids.insert(id);
+                rows.push(w);
             }
-        };
-        ids.insert(&w.decision_id);
-        rows.push(w);
+            None => chunks.push((std::collections::HashSet::from([id]), vec![w])),
+        }
     }
     chunks.into_iter().map(|(_, rows)| rows).collect()
 }
@@ -616,11 +615,11 @@ fn values_list(first: usize, rows: usize, casts: &[&str]) -> String {
 }
 
 /// `values` padded with NULLs to [`shape`] rows of `per_row`.
-fn pad<'a>(
-    mut values: Vec<&'a dyn super::db::Param>,
+fn pad(
+    mut values: Vec<&dyn super::db::Param>,
     rows: usize,
     per_row: usize,
-) -> Vec<&'a dyn super::db::Param> {
+) -> Vec<&dyn super::db::Param> {
     values.resize(1 + shape(rows) * per_row, &super::db::Value::Null);
     values
 }

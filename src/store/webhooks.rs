@@ -195,11 +195,13 @@ pub(crate) struct Subscribers(std::collections::HashMap<WebhookEvent, Vec<String
 
 impl Subscribers {
     fn of(&mut self, conn: &Db, event: WebhookEvent) -> Result<&[String], StoreError> {
-        if !self.0.contains_key(&event) {
-            let ids = subscribers_of(conn, event)?;
-            self.0.insert(event, ids);
-        }
-        Ok(self.0.get(&event).map_or(&[], Vec::as_slice))
+        let ids = match self.0.entry(event) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(subscribers_of(conn, event)?)
+            }
+        };
+        Ok(ids)
     }
 }
 
