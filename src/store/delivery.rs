@@ -2,8 +2,8 @@
 //! and resend-skipped.
 //!
 //! What a try *means* is decided in `delivery` (pure classification, retry schedule);
-//! this module only writes it, one transaction per try, so the attempt, the new status
-//! and a suppression are never half there.
+//! this module only writes it, a try's attempt, new status and suppression in one
+//! transaction (with the other tries of its batch), so they are never half there.
 
 use super::audit::audit;
 use super::db::Engine;
@@ -598,15 +598,12 @@ fn shape(n: usize) -> usize {
 /// from `?first`, each wrapped in its cast (PostgreSQL types a `VALUES` list's
 /// placeholders by them).
 fn values_list(first: usize, rows: usize, casts: &[&str]) -> String {
-    let mut n = first;
     let tuples: Vec<String> = (0..rows)
-        .map(|_| {
+        .map(|row| {
             let cols: Vec<String> = casts
                 .iter()
-                .map(|cast| {
-                    n += 1;
-                    format!("CAST(?{} AS {cast})", n - 1)
-                })
+                .enumerate()
+                .map(|(col, cast)| format!("CAST(?{} AS {cast})", first + row * casts.len() + col))
                 .collect();
             format!("({})", cols.join(", "))
         })
